@@ -1,0 +1,3 @@
+//! tokenkeeper keeps bearer tokens fresh on disk.
+pub mod secret;
+pub mod token;

@@ -1,0 +1,333 @@
+//! Secrets: where a credential comes from, and the type that holds it.
+//!
+//! Invariant: a secret value never reaches a log line, an error message or `Debug`/`Display`
+//! output. The raw value is reachable only through [`Secret::expose`], and every caller of that
+//! method hands the value straight to the wire (a request body or header) or to an output file.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+
+/// The largest secret accepted from a file, an environment variable or a credential.
+pub const MAX_SECRET_BYTES: usize = 64 * 1024;
+
+/// A credential or token held in memory. Zeroized on drop; redacted when formatted.
+#[derive(Clone)]
+pub struct Secret(SecretString);
+
+impl Secret {
+    /// Wraps a value. The caller gives up the only other copy.
+    pub fn new(value: String) -> Secret {
+        Secret(SecretString::from(value))
+    }
+
+    /// The raw value. The one way to read a secret: call it only where the value goes on the wire
+    /// or into an output file.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// Whether two secrets hold the same value, without exposing either.
+    pub fn same_value(&self, other: &Secret) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Where a secret is read from. Read again at every login, so that a rotated file or credential is
+/// picked up without a restart.
+#[derive(Clone, Debug)]
+pub enum SecretSource {
+    /// A file; symlinks are followed (Kubernetes Secret volumes are `..data` symlinks) and exactly
+    /// one trailing newline (`\n` or `\r\n`) is trimmed.
+    File(PathBuf),
+    /// An environment variable of the daemon's own process.
+    Env(String),
+    /// A systemd credential: `$CREDENTIALS_DIRECTORY/<name>`, read like a file.
+    Credential(String),
+    /// A value written in the config file itself.
+    Literal(Secret),
+}
+
+/// Why a secret could not be read. Names the source, never the value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("cannot read secret file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("secret file {path} is empty")]
+    EmptyFile { path: PathBuf },
+    #[error("secret file {path} is larger than {MAX_SECRET_BYTES} bytes")]
+    TooLarge { path: PathBuf },
+    #[error("secret file {path} is not valid UTF-8")]
+    NotUtf8 { path: PathBuf },
+    #[error("secret file {path} contains a NUL byte")]
+    Nul { path: PathBuf },
+    #[error("environment variable {name} is not set")]
+    EnvMissing { name: String },
+    #[error("environment variable {name} is empty or not valid UTF-8")]
+    EnvInvalid { name: String },
+    #[error("credential {name}: CREDENTIALS_DIRECTORY is not set (not started by systemd with LoadCredential=?)")]
+    NoCredentialsDirectory { name: String },
+    #[error("the literal secret is empty")]
+    EmptyLiteral,
+}
+
+impl SecretSource {
+    /// Reads the secret now.
+    ///
+    /// # Errors
+    /// A missing, unreadable, empty, oversized, non-UTF-8 or NUL-carrying source.
+    pub fn resolve(&self) -> Result<Secret, SecretError> {
+        match self {
+            SecretSource::File(path) => read_secret_file(path),
+            SecretSource::Credential(name) => {
+                let dir = std::env::var_os("CREDENTIALS_DIRECTORY")
+                    .ok_or_else(|| SecretError::NoCredentialsDirectory { name: name.clone() })?;
+                read_secret_file(&Path::new(&dir).join(name))
+            }
+            SecretSource::Env(name) => match std::env::var(name) {
+                Ok(value) if value.is_empty() => Err(SecretError::EnvInvalid { name: name.clone() }),
+                Ok(value) => Ok(Secret::new(value)),
+                Err(std::env::VarError::NotPresent) => {
+                    Err(SecretError::EnvMissing { name: name.clone() })
+                }
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    Err(SecretError::EnvInvalid { name: name.clone() })
+                }
+            },
+            SecretSource::Literal(secret) if secret.expose().is_empty() => {
+                Err(SecretError::EmptyLiteral)
+            }
+            SecretSource::Literal(secret) => Ok(secret.clone()),
+        }
+    }
+
+    /// A description for plans and errors: where the secret comes from, never what it is.
+    pub fn describe(&self) -> String {
+        match self {
+            SecretSource::File(path) => format!("file {}", path.display()),
+            SecretSource::Env(name) => format!("env {name}"),
+            SecretSource::Credential(name) => format!("credential {name}"),
+            SecretSource::Literal(_) => "literal in config".to_string(),
+        }
+    }
+
+    /// The file this secret is read from, if any: the daemon watches it for rotation.
+    pub fn watched_path(&self) -> Option<PathBuf> {
+        match self {
+            SecretSource::File(path) => Some(path.clone()),
+            SecretSource::Credential(name) => std::env::var_os("CREDENTIALS_DIRECTORY")
+                .map(|dir| Path::new(&dir).join(name)),
+            SecretSource::Env(_) | SecretSource::Literal(_) => None,
+        }
+    }
+}
+
+fn read_secret_file(path: &Path) -> Result<Secret, SecretError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|source| SecretError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // Read one byte past the cap so that an oversized file is told apart from one exactly at it.
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| SecretError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if bytes.len() > MAX_SECRET_BYTES {
+        return Err(SecretError::TooLarge {
+            path: path.to_path_buf(),
+        });
+    }
+    if bytes.ends_with(b"\r\n") {
+        bytes.truncate(bytes.len() - 2);
+    } else if bytes.ends_with(b"\n") {
+        bytes.truncate(bytes.len() - 1);
+    }
+    if bytes.is_empty() {
+        return Err(SecretError::EmptyFile {
+            path: path.to_path_buf(),
+        });
+    }
+    if bytes.contains(&0) {
+        return Err(SecretError::Nul {
+            path: path.to_path_buf(),
+        });
+    }
+    match String::from_utf8(bytes) {
+        Ok(value) => Ok(Secret::new(value)),
+        Err(error) => {
+            // Scrub the rejected bytes before they are dropped.
+            let mut bytes = error.into_bytes();
+            bytes.fill(0);
+            Err(SecretError::NotUtf8 {
+                path: path.to_path_buf(),
+            })
+        }
+    }
+}
+
+/// In the config a secret is either a string (a literal) or a table with exactly one of `file`,
+/// `env`, `credential` or `value`.
+impl<'de> serde::Deserialize<'de> for SecretSource {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SourceVisitor;
+        impl<'de> Visitor<'de> for SourceVisitor {
+            type Value = SecretSource;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a string, or a table with one of `file`, `env`, `credential` or `value`",
+                )
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<SecretSource, E> {
+                Ok(SecretSource::Literal(Secret::new(value.to_string())))
+            }
+            fn visit_string<E: de::Error>(self, value: String) -> Result<SecretSource, E> {
+                Ok(SecretSource::Literal(Secret::new(value)))
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<SecretSource, M::Error> {
+                let mut found: Option<SecretSource> = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    let value: String = map.next_value()?;
+                    let source = match key.as_str() {
+                        "file" => SecretSource::File(PathBuf::from(value)),
+                        "env" => SecretSource::Env(value),
+                        "credential" => {
+                            if value.is_empty() || value.contains('/') {
+                                return Err(de::Error::custom(
+                                    "`credential` must be a plain name without `/`",
+                                ));
+                            }
+                            SecretSource::Credential(value)
+                        }
+                        "value" => SecretSource::Literal(Secret::new(value)),
+                        other => {
+                            return Err(de::Error::unknown_field(
+                                other,
+                                &["file", "env", "credential", "value"],
+                            ));
+                        }
+                    };
+                    if found.is_some() {
+                        return Err(de::Error::custom(
+                            "a secret takes exactly one of `file`, `env`, `credential` or `value`",
+                        ));
+                    }
+                    found = Some(source);
+                }
+                found.ok_or_else(|| {
+                    de::Error::custom(
+                        "a secret needs one of `file`, `env`, `credential` or `value`",
+                    )
+                })
+            }
+        }
+        deserializer.deserialize_any(SourceVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CANARY: &str = "canary-secret-5f1d2c";
+
+    #[test]
+    fn debug_and_display_redact() {
+        let secret = Secret::new(CANARY.to_string());
+        assert!(!format!("{secret:?}").contains(CANARY));
+        assert!(!format!("{secret}").contains(CANARY));
+        let source = SecretSource::Literal(secret);
+        assert!(!format!("{source:?}").contains(CANARY));
+        assert!(!source.describe().contains(CANARY));
+    }
+
+    #[test]
+    fn file_trims_exactly_one_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: &[(&[u8], Option<&str>)] = &[
+            (b"abc\n", Some("abc")),
+            (b"abc\r\n", Some("abc")),
+            (b"abc\n\n", Some("abc\n")),
+            (b"abc", Some("abc")),
+            (b" abc \n", Some(" abc ")),
+            (b"\n", None),
+            (b"", None),
+            (b"a\0b", None),
+            (b"\xff\xfe", None),
+        ];
+        for (index, (bytes, expected)) in cases.iter().enumerate() {
+            let path = dir.path().join(format!("s{index}"));
+            std::fs::write(&path, bytes).unwrap();
+            let got = SecretSource::File(path.clone()).resolve();
+            match expected {
+                Some(value) => assert_eq!(got.unwrap().expose(), *value, "case {index}"),
+                None => {
+                    let error = got.unwrap_err().to_string();
+                    assert!(error.contains(&path.display().to_string()), "{error}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn file_follows_symlinks_and_rejects_oversize() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("..data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("password"), "hunter2\n").unwrap();
+        let link = dir.path().join("password");
+        std::os::unix::fs::symlink("..data/password", &link).unwrap();
+        assert_eq!(SecretSource::File(link).resolve().unwrap().expose(), "hunter2");
+
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'a'; MAX_SECRET_BYTES + 1]).unwrap();
+        assert!(matches!(
+            SecretSource::File(big).resolve(),
+            Err(SecretError::TooLarge { .. })
+        ));
+        let missing = SecretSource::File(dir.path().join("nope")).resolve().unwrap_err();
+        assert!(missing.to_string().contains("nope"));
+    }
+
+    #[test]
+    fn deserializes_every_form() {
+        #[derive(serde::Deserialize)]
+        struct Holder {
+            s: SecretSource,
+        }
+        let parse = |text: &str| toml::from_str::<Holder>(text).map(|holder| holder.s);
+        assert!(matches!(parse("s = \"x\"").unwrap(), SecretSource::Literal(_)));
+        assert!(matches!(parse("s = { file = \"/x\" }").unwrap(), SecretSource::File(_)));
+        assert!(matches!(parse("s = { env = \"X\" }").unwrap(), SecretSource::Env(_)));
+        assert!(matches!(
+            parse("s = { credential = \"x\" }").unwrap(),
+            SecretSource::Credential(_)
+        ));
+        assert!(matches!(parse("s = { value = \"x\" }").unwrap(), SecretSource::Literal(_)));
+        assert!(parse("s = { fil = \"/x\" }").unwrap_err().to_string().contains("fil"));
+        assert!(parse("s = { file = \"/x\", env = \"Y\" }").is_err());
+        assert!(parse("s = {}").is_err());
+        assert!(parse("s = { credential = \"../x\" }").is_err());
+    }
+}
