@@ -1,3 +1,140 @@
 //! tokenkeeper keeps bearer tokens fresh on disk.
+//!
+//! For each configured account it logs in to a token endpoint, validates the token, and writes it
+//! atomically to one or more files that other processes read. Crate map, in the order data flows:
+//!
+//! - [`cli`]: the command line (clap structs only).
+//! - [`config`]: TOML → validated [`config::Config`]; every problem reported with its line.
+//! - [`secret`]: where credentials come from, and the redacting [`secret::Secret`] type.
+//! - [`login`]: the only module that speaks HTTP: presets, the generic login, error classes.
+//! - [`expiry`]: pure time parsing: `expires_in`, timestamps, JWT `exp`, `Retry-After`.
+//! - [`token`]: a validated token and its expiry.
+//! - [`sink`]: output formats and the atomic, no-follow file writer.
+//! - [`commands`]: `check`, `once` and `token`, built from the pieces above.
+//! - [`demo`]: a loopback token endpoint speaking every preset's shapes, and the `demo` command.
+//!
+//! [`run`] is the entry that `main` and the integration tests share.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod demo;
+pub mod expiry;
+pub mod login;
 pub mod secret;
+pub mod sink;
 pub mod token;
+
+use std::io::Write as _;
+
+use cli::{Cli, Command};
+use config::SecretCheck;
+
+/// Exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: a login or a write failed.
+pub const EXIT_FAILURE: u8 = 1;
+/// Exit code: the config is invalid.
+pub const EXIT_CONFIG: u8 = 3;
+
+/// Runs one command and returns its exit code. Errors are reported on stderr (or in the log) here,
+/// so the caller only has to exit.
+pub async fn run(cli: Cli) -> u8 {
+    match cli.command {
+        Command::Check => match config::load(&cli.config, SecretCheck::Resolve) {
+            Ok(config) => {
+                for warning in &config.warnings {
+                    eprintln!("warning: {warning}");
+                }
+                print!("{}", commands::plan(&config));
+                EXIT_OK
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                EXIT_CONFIG
+            }
+        },
+        Command::Once => {
+            let Some(config) = load_for_run(&cli.config) else {
+                return EXIT_CONFIG;
+            };
+            let failures = commands::once(&config).await;
+            if failures == 0 {
+                EXIT_OK
+            } else {
+                tracing::error!(
+                    failed = failures,
+                    total = config.accounts.len(),
+                    "some accounts have no fresh token"
+                );
+                EXIT_FAILURE
+            }
+        }
+        Command::Token { account } => {
+            let Some(config) = load_for_run(&cli.config) else {
+                return EXIT_CONFIG;
+            };
+            print_token(&config, &account).await
+        }
+        Command::Demo { once, dir } => demo::run(dir, once).await,
+    }
+}
+
+fn load_for_run(path: &std::path::Path) -> Option<config::Config> {
+    match config::load(path, SecretCheck::Skip) {
+        Ok(config) => {
+            for warning in &config.warnings {
+                tracing::warn!("{warning}");
+            }
+            Some(config)
+        }
+        Err(error) => {
+            tracing::error!("{error}");
+            None
+        }
+    }
+}
+
+async fn print_token(config: &config::Config, name: &str) -> u8 {
+    let Some(account) = config.accounts.get(name) else {
+        let names: Vec<&str> = config.accounts.keys().map(String::as_str).collect();
+        tracing::error!(
+            "no account named {name:?} in {}; accounts: {}",
+            config.path.display(),
+            names.join(", ")
+        );
+        return EXIT_CONFIG;
+    };
+    let login = match login::Login::new(
+        &account.name,
+        account.login.clone(),
+        &account.http,
+        account.max_lifetime,
+    ) {
+        Ok(login) => login,
+        Err(error) => {
+            tracing::error!("account {name}: {error}");
+            return EXIT_FAILURE;
+        }
+    };
+    match login.login(None).await {
+        Ok(outcome) => {
+            let mut stdout = std::io::stdout().lock();
+            let written = stdout
+                .write_all(outcome.token.expose().as_bytes())
+                .and_then(|()| stdout.write_all(b"\n"))
+                .and_then(|()| stdout.flush());
+            match written {
+                Ok(()) => EXIT_OK,
+                Err(error) => {
+                    tracing::error!("cannot write the token to stdout: {error}");
+                    EXIT_FAILURE
+                }
+            }
+        }
+        Err(error) => {
+            tracing::error!("{error}");
+            EXIT_FAILURE
+        }
+    }
+}

@@ -1,1 +1,41 @@
-fn main() {}
+//! The edge: parse the command line, start logging, run the command, turn the outcome into an
+//! exit code. Everything else lives in the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokenkeeper::cli::{Cli, LogFormat};
+
+fn main() -> ExitCode {
+    // Same-uid processes must not ptrace us or read our memory and environment, which hold
+    // secrets (OpenSSH does the same). Failure is not fatal: the daemon still works without it.
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(tokenkeeper::EXIT_FAILURE);
+        }
+    };
+    ExitCode::from(runtime.block_on(tokenkeeper::run(cli)))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

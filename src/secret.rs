@@ -83,7 +83,9 @@ pub enum SecretError {
     EnvMissing { name: String },
     #[error("environment variable {name} is empty or not valid UTF-8")]
     EnvInvalid { name: String },
-    #[error("credential {name}: CREDENTIALS_DIRECTORY is not set (not started by systemd with LoadCredential=?)")]
+    #[error(
+        "credential {name}: CREDENTIALS_DIRECTORY is not set (not started by systemd with LoadCredential=?)"
+    )]
     NoCredentialsDirectory { name: String },
     #[error("the literal secret is empty")]
     EmptyLiteral,
@@ -103,7 +105,9 @@ impl SecretSource {
                 read_secret_file(&Path::new(&dir).join(name))
             }
             SecretSource::Env(name) => match std::env::var(name) {
-                Ok(value) if value.is_empty() => Err(SecretError::EnvInvalid { name: name.clone() }),
+                Ok(value) if value.is_empty() => {
+                    Err(SecretError::EnvInvalid { name: name.clone() })
+                }
                 Ok(value) => Ok(Secret::new(value)),
                 Err(std::env::VarError::NotPresent) => {
                     Err(SecretError::EnvMissing { name: name.clone() })
@@ -133,8 +137,9 @@ impl SecretSource {
     pub fn watched_path(&self) -> Option<PathBuf> {
         match self {
             SecretSource::File(path) => Some(path.clone()),
-            SecretSource::Credential(name) => std::env::var_os("CREDENTIALS_DIRECTORY")
-                .map(|dir| Path::new(&dir).join(name)),
+            SecretSource::Credential(name) => {
+                std::env::var_os("CREDENTIALS_DIRECTORY").map(|dir| Path::new(&dir).join(name))
+            }
             SecretSource::Env(_) | SecretSource::Literal(_) => None,
         }
     }
@@ -298,7 +303,10 @@ mod tests {
         std::fs::write(data.join("password"), "hunter2\n").unwrap();
         let link = dir.path().join("password");
         std::os::unix::fs::symlink("..data/password", &link).unwrap();
-        assert_eq!(SecretSource::File(link).resolve().unwrap().expose(), "hunter2");
+        assert_eq!(
+            SecretSource::File(link).resolve().unwrap().expose(),
+            "hunter2"
+        );
 
         let big = dir.path().join("big");
         std::fs::write(&big, vec![b'a'; MAX_SECRET_BYTES + 1]).unwrap();
@@ -306,7 +314,9 @@ mod tests {
             SecretSource::File(big).resolve(),
             Err(SecretError::TooLarge { .. })
         ));
-        let missing = SecretSource::File(dir.path().join("nope")).resolve().unwrap_err();
+        let missing = SecretSource::File(dir.path().join("nope"))
+            .resolve()
+            .unwrap_err();
         assert!(missing.to_string().contains("nope"));
     }
 
@@ -317,15 +327,32 @@ mod tests {
             s: SecretSource,
         }
         let parse = |text: &str| toml::from_str::<Holder>(text).map(|holder| holder.s);
-        assert!(matches!(parse("s = \"x\"").unwrap(), SecretSource::Literal(_)));
-        assert!(matches!(parse("s = { file = \"/x\" }").unwrap(), SecretSource::File(_)));
-        assert!(matches!(parse("s = { env = \"X\" }").unwrap(), SecretSource::Env(_)));
+        assert!(matches!(
+            parse("s = \"x\"").unwrap(),
+            SecretSource::Literal(_)
+        ));
+        assert!(matches!(
+            parse("s = { file = \"/x\" }").unwrap(),
+            SecretSource::File(_)
+        ));
+        assert!(matches!(
+            parse("s = { env = \"X\" }").unwrap(),
+            SecretSource::Env(_)
+        ));
         assert!(matches!(
             parse("s = { credential = \"x\" }").unwrap(),
             SecretSource::Credential(_)
         ));
-        assert!(matches!(parse("s = { value = \"x\" }").unwrap(), SecretSource::Literal(_)));
-        assert!(parse("s = { fil = \"/x\" }").unwrap_err().to_string().contains("fil"));
+        assert!(matches!(
+            parse("s = { value = \"x\" }").unwrap(),
+            SecretSource::Literal(_)
+        ));
+        assert!(
+            parse("s = { fil = \"/x\" }")
+                .unwrap_err()
+                .to_string()
+                .contains("fil")
+        );
         assert!(parse("s = { file = \"/x\", env = \"Y\" }").is_err());
         assert!(parse("s = {}").is_err());
         assert!(parse("s = { credential = \"../x\" }").is_err());

@@ -1,0 +1,302 @@
+//! The one-shot commands: `check`, `once` and `token`, built from the same pieces the daemon uses.
+//!
+//! Invariant: nothing here prints a secret or a token, except `token`, whose whole purpose is to
+//! put one token on stdout.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::config::{Account, Config};
+use crate::login::spec::{Encoding, FieldValue, LoginSpec, ProxySetting};
+use crate::login::{Login, LoginError, LoginOutcome};
+use crate::sink::{self, Format, Publish};
+
+/// How many logins `once` runs at the same time.
+const ONCE_CONCURRENCY: usize = 8;
+
+/// Why one account's round failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RoundError {
+    #[error(transparent)]
+    Login(#[from] LoginError),
+    #[error("account {account}: {message}")]
+    Setup { account: String, message: String },
+    #[error("account {account}: writing {path}: {source}")]
+    Write {
+        account: String,
+        path: String,
+        #[source]
+        source: sink::SinkError,
+    },
+}
+
+/// What one account's round did.
+#[derive(Debug)]
+pub struct RoundReport {
+    pub outcome: LoginOutcome,
+    /// Each output path and whether it was rewritten.
+    pub outputs: Vec<(std::path::PathBuf, Publish)>,
+}
+
+/// Logs one account in and writes every output. Stops at the first failed write; the outputs
+/// already written hold the new, valid token and the rest keep their old one.
+///
+/// # Errors
+/// The login's error, or the first failed write.
+pub async fn round(account: &Account) -> Result<RoundReport, RoundError> {
+    let login = Login::new(
+        &account.name,
+        account.login.clone(),
+        &account.http,
+        account.max_lifetime,
+    )
+    .map_err(|error| RoundError::Setup {
+        account: account.name.clone(),
+        message: error.to_string(),
+    })?;
+    let outcome = login.login(None).await?;
+    let outputs = write_outputs(account, &outcome)?;
+    Ok(RoundReport { outcome, outputs })
+}
+
+/// Writes a token to every output of an account.
+///
+/// # Errors
+/// The first failed write, naming the path.
+pub fn write_outputs(
+    account: &Account,
+    outcome: &LoginOutcome,
+) -> Result<Vec<(std::path::PathBuf, Publish)>, RoundError> {
+    let mut written = Vec::with_capacity(account.outputs.len());
+    for output in &account.outputs {
+        let contents = sink::render(
+            output,
+            &account.name,
+            &outcome.token,
+            account.login.scheme.as_deref(),
+        );
+        let publish = sink::publish(output, &contents).map_err(|source| RoundError::Write {
+            account: account.name.clone(),
+            path: output.path.display().to_string(),
+            source,
+        })?;
+        written.push((output.path.clone(), publish));
+    }
+    Ok(written)
+}
+
+/// Runs a round for every account, a few at a time. Returns the number of accounts that failed;
+/// each result is logged.
+pub async fn once(config: &Config) -> usize {
+    let limit = Arc::new(Semaphore::new(ONCE_CONCURRENCY));
+    let mut tasks = tokio::task::JoinSet::new();
+    for account in config.accounts.values() {
+        let limit = Arc::clone(&limit);
+        let account = Arc::new(account.clone());
+        tasks.spawn(async move {
+            // The semaphore is never closed, so acquiring only waits.
+            let _permit = limit.acquire_owned().await;
+            let result = round(&account).await;
+            (account.name.clone(), result)
+        });
+    }
+    let mut failures = 0;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((name, Ok(report))) => log_success(&name, &report),
+            Ok((_, Err(error))) => {
+                failures += 1;
+                tracing::error!("{error}");
+            }
+            Err(error) => {
+                failures += 1;
+                tracing::error!("an account's task failed: {error}");
+            }
+        }
+    }
+    failures
+}
+
+fn log_success(name: &str, report: &RoundReport) {
+    let token = &report.outcome.token;
+    let written = report
+        .outputs
+        .iter()
+        .filter(|(_, publish)| *publish == Publish::Written)
+        .count();
+    tracing::info!(
+        account = %name,
+        expires_at = %token.expires_at,
+        lifetime_s = token.lifetime().as_secs(),
+        expiry_from = ?report.outcome.expiry_source,
+        clamped = report.outcome.clamped,
+        written,
+        unchanged = report.outputs.len() - written,
+        latency_ms = report.outcome.latency.as_millis() as u64,
+        "login succeeded"
+    );
+}
+
+/// The plan `check` prints: for every account, what it will send where, how expiry is derived
+/// and what it writes. Secrets appear only as their source.
+pub fn plan(config: &Config) -> String {
+    let mut text = String::new();
+    let count = config.accounts.len();
+    let _ = writeln!(
+        text,
+        "config {}: valid, {count} account{}",
+        config.path.display(),
+        if count == 1 { "" } else { "s" }
+    );
+    for account in config.accounts.values() {
+        text.push('\n');
+        describe_account(&mut text, account);
+    }
+    text
+}
+
+fn describe_account(text: &mut String, account: &Account) {
+    let kind = match account.preset {
+        Some(preset) => format!("preset {}", preset.name()),
+        None => "generic login".to_string(),
+    };
+    let login = &account.login;
+    let request = &login.request;
+    let _ = writeln!(
+        text,
+        "account {} ({kind}, line {})",
+        account.name, account.line
+    );
+    let _ = writeln!(text, "  login    {} {}", request.method, request.url);
+    let encoding = match request.encoding {
+        Encoding::Form => "form",
+        Encoding::Json => "json",
+        Encoding::None => "no body",
+    };
+    if !request.fields.is_empty() {
+        let _ = writeln!(
+            text,
+            "           {encoding}: {}",
+            describe_fields(&request.fields)
+        );
+    }
+    if let Some(basic) = &request.basic_auth {
+        let _ = writeln!(
+            text,
+            "           basic auth (client_secret_basic): {} / {}",
+            basic.user.describe(),
+            basic.password.describe()
+        );
+    }
+    if !request.headers.is_empty() {
+        let headers: Vec<(String, FieldValue)> = request
+            .headers
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.clone()))
+            .collect();
+        let _ = writeln!(text, "           headers: {}", describe_fields(&headers));
+    }
+    let mut http = format!(
+        "timeout {}s (connect {}s), replies up to {} bytes",
+        account.http.timeout.as_secs(),
+        account.http.connect_timeout.as_secs(),
+        account.http.max_reply_bytes
+    );
+    if let Some(ca) = &account.http.ca_file {
+        let _ = write!(http, ", extra CA {}", ca.display());
+    }
+    match &account.http.proxy {
+        ProxySetting::None => http.push_str(", no proxy"),
+        ProxySetting::Environment => http.push_str(", proxy from the environment"),
+        ProxySetting::Url(url) => {
+            let _ = write!(http, ", proxy {}", url.host_str().unwrap_or("?"));
+        }
+    }
+    let _ = writeln!(text, "           {http}");
+    let _ = writeln!(text, "  expiry   {}", describe_expiry(login, account));
+    let _ = writeln!(
+        text,
+        "  header   {}",
+        match &login.scheme {
+            Some(scheme) => format!("Authorization: {scheme} <token>"),
+            None => "Authorization: <token> (no scheme)".to_string(),
+        }
+    );
+    for (index, output) in account.outputs.iter().enumerate() {
+        let label = if index == 0 { "outputs" } else { "" };
+        let format = match output.format {
+            Format::Raw => "raw".to_string(),
+            Format::Header => "header".to_string(),
+            Format::Json => "json".to_string(),
+            Format::Env => format!("env {}", output.env_name),
+        };
+        let mut line = format!(
+            "  {label:<8} {}  {format}  mode {:04o}",
+            output.path.display(),
+            output.mode
+        );
+        if let Some(owner) = output.owner {
+            let _ = write!(line, "  owner {owner}");
+        }
+        if let Some(group) = output.group {
+            let _ = write!(line, "  group {group}");
+        }
+        let _ = writeln!(text, "{line}");
+    }
+}
+
+fn describe_fields(fields: &[(String, FieldValue)]) -> String {
+    fields
+        .iter()
+        .map(|(name, value)| format!("{name}={}", value.describe()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn describe_expiry(login: &LoginSpec, account: &Account) -> String {
+    let reply = &login.reply;
+    let mut signals = Vec::new();
+    if let Some(pointer) = &reply.expires_in {
+        signals.push(format!("expires_in seconds at {pointer}"));
+    }
+    if let Some(pointer) = &reply.expires_at {
+        signals.push(format!("timestamp at {pointer}"));
+    }
+    if reply.jwt_exp {
+        signals.push("the JWT exp claim".to_string());
+    }
+    let mut text = if signals.is_empty() {
+        String::new()
+    } else {
+        format!("earliest of {}", signals.join(", "))
+    };
+    if let Some(lifetime) = reply.fixed_lifetime {
+        let fixed = format!("fixed lifetime {}", human_duration(lifetime));
+        if text.is_empty() {
+            text = fixed;
+        } else {
+            let _ = write!(text, "; else {fixed}");
+        }
+    }
+    let _ = write!(
+        text,
+        "; token at {}; at most {}",
+        reply.token.join(" or "),
+        human_duration(account.max_lifetime)
+    );
+    text
+}
+
+/// `3600s` → `1h`, `86400s` → `1d`; anything uneven in seconds.
+fn human_duration(duration: jiff::SignedDuration) -> String {
+    let seconds = duration.as_secs();
+    match seconds {
+        0 => "0s".to_string(),
+        _ if seconds % 86_400 == 0 => format!("{}d", seconds / 86_400),
+        _ if seconds % 3600 == 0 => format!("{}h", seconds / 3600),
+        _ if seconds % 60 == 0 => format!("{}m", seconds / 60),
+        _ => format!("{seconds}s"),
+    }
+}

@@ -1,0 +1,1422 @@
+//! The configuration file: TOML → raw structs (unknown keys rejected) → a validated [`Config`].
+//!
+//! Invariants: a [`Config`] value is fully valid (every URL allowed, every path absolute and
+//! unique, every mode sane, every preset complete); validation reports every problem it finds at
+//! once, each with its line and dotted key; loading never touches the network and never holds a
+//! secret value outside a [`crate::secret::Secret`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::IpAddr;
+use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use jiff::SignedDuration;
+use reqwest::Method;
+use reqwest::header::HeaderName;
+use serde::Deserialize;
+use toml::Spanned;
+use url::Url;
+
+use crate::login::preset::{ClientAuth, Need, Preset, PresetInput};
+use crate::login::spec::{
+    BasicAuth, Encoding, FieldValue, HttpSettings, LoginSpec, ProxySetting, ReplySpec, RequestSpec,
+};
+use crate::secret::SecretSource;
+use crate::sink::{Format, OutputSpec};
+
+/// Where the config is read from when neither `--config` nor the environment says otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/tokenkeeper/config.toml";
+/// The environment variable that overrides [`DEFAULT_CONFIG_PATH`].
+pub const CONFIG_ENV: &str = "TOKENKEEPER_CONFIG";
+
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_MAX_LIFETIME: SignedDuration = SignedDuration::from_hours(24);
+const DEFAULT_MAX_REPLY_BYTES: usize = 64 * 1024;
+const DEFAULT_MODE: u32 = 0o600;
+
+/// A validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it was read from, for messages.
+    pub path: PathBuf,
+    pub accounts: BTreeMap<String, Account>,
+    /// Things that work but deserve the operator's attention (literal secrets in a readable file).
+    pub warnings: Vec<String>,
+}
+
+/// One account: how to log in and where to write the token.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: String,
+    /// The preset it was built from; `None` for a generic login.
+    pub preset: Option<Preset>,
+    pub login: LoginSpec,
+    pub http: HttpSettings,
+    /// Longer lifetimes reported by a server are cut to this.
+    pub max_lifetime: SignedDuration,
+    pub outputs: Vec<OutputSpec>,
+    /// Where the account's table starts in the file.
+    pub line: usize,
+}
+
+/// One thing wrong with a config, located by line and dotted key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: {}: {}", self.key, self.message),
+            None => write!(f, "{}: {}", self.key, self.message),
+        }
+    }
+}
+
+/// A config that could not be loaded: every problem found, in file order.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.problems.len();
+        write!(
+            f,
+            "invalid config {}: {count} problem{}",
+            self.path.display(),
+            if count == 1 { "" } else { "s" }
+        )?;
+        for problem in &self.problems {
+            write!(f, "\n  {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Whether loading also reads every secret source (the `check` command does, to report missing or
+/// empty secrets; the daemon does not, so one missing secret cannot stop the other accounts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretCheck {
+    Skip,
+    Resolve,
+}
+
+/// Reads and validates a config file.
+///
+/// # Errors
+/// Every problem found, with its line; an unreadable file is one problem.
+pub fn load(path: &Path, secrets: SecretCheck) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
+        path: path.to_path_buf(),
+        problems: vec![Problem {
+            line: None,
+            key: "file".to_string(),
+            message: format!("cannot read: {error}"),
+        }],
+    })?;
+    let readable_by_others = std::fs::metadata(path)
+        .map(|metadata| {
+            std::os::unix::fs::PermissionsExt::mode(&metadata.permissions()) & 0o077 != 0
+        })
+        .unwrap_or(false);
+    parse(&text, path, secrets, readable_by_others)
+}
+
+/// Validates config text. `path` is only used in messages; `readable_by_others` decides whether
+/// literal secrets are warned about.
+///
+/// # Errors
+/// Every problem found, with its line.
+pub fn parse(
+    text: &str,
+    path: &Path,
+    secrets: SecretCheck,
+    readable_by_others: bool,
+) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError {
+        path: path.to_path_buf(),
+        problems: vec![Problem {
+            line: error.span().map(|span| line_of(text, span.start)),
+            key: "syntax".to_string(),
+            message: error.message().trim().to_string(),
+        }],
+    })?;
+    let mut validator = Validator {
+        text,
+        problems: Vec::new(),
+        warnings: Vec::new(),
+        secrets,
+        readable_by_others,
+        output_paths: HashMap::new(),
+    };
+    let defaults = validator.defaults(&raw.defaults);
+    let mut accounts = BTreeMap::new();
+    if raw.accounts.is_empty() {
+        validator.problem(None, "accounts", "no accounts are configured");
+    }
+    for (name, account) in &raw.accounts {
+        if let Some(account) = validator.account(name, account, &defaults) {
+            accounts.insert(name.clone(), account);
+        }
+    }
+    if validator.problems.is_empty() {
+        Ok(Config {
+            path: path.to_path_buf(),
+            accounts,
+            warnings: validator.warnings,
+        })
+    } else {
+        let mut problems = validator.problems;
+        problems.sort_by_key(|problem| problem.line.unwrap_or(0));
+        Err(ConfigError {
+            path: path.to_path_buf(),
+            problems,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw structs: exactly the file's shape. Spans locate problems found after deserialization.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    defaults: RawDefaults,
+    #[serde(default)]
+    accounts: BTreeMap<String, Spanned<RawAccount>>,
+}
+
+/// Settings every account inherits unless it sets its own.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    connect_timeout: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    max_lifetime: Option<Spanned<String>>,
+    max_reply_bytes: Option<Spanned<i64>>,
+    ca_file: Option<Spanned<String>>,
+    proxy: Option<Spanned<String>>,
+    mode: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccount {
+    preset: Option<Spanned<String>>,
+    base_url: Option<Spanned<String>>,
+    token_url: Option<Spanned<String>>,
+    username: Option<Spanned<SecretSource>>,
+    token: Option<Spanned<SecretSource>>,
+    api_key: Option<Spanned<SecretSource>>,
+    client_id: Option<Spanned<SecretSource>>,
+    client_secret: Option<Spanned<SecretSource>>,
+    email: Option<Spanned<SecretSource>>,
+    password: Option<Spanned<SecretSource>>,
+    token_name: Option<Spanned<String>>,
+    scope: Option<Spanned<String>>,
+    audience: Option<Spanned<String>>,
+    auth_method: Option<Spanned<String>>,
+    lifetime: Option<Spanned<String>>,
+    allow_http: Option<Spanned<bool>>,
+    connect_timeout: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    max_lifetime: Option<Spanned<String>>,
+    max_reply_bytes: Option<Spanned<i64>>,
+    ca_file: Option<Spanned<String>>,
+    proxy: Option<Spanned<String>>,
+    request: Option<Spanned<RawRequest>>,
+    reply: Option<Spanned<RawReply>>,
+    #[serde(default)]
+    outputs: Vec<Spanned<RawOutput>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequest {
+    url: Spanned<String>,
+    method: Option<Spanned<String>>,
+    encoding: Option<Spanned<String>>,
+    #[serde(default)]
+    headers: BTreeMap<String, Spanned<RawField>>,
+    #[serde(default)]
+    fields: BTreeMap<String, Spanned<RawField>>,
+    basic_auth: Option<Spanned<RawBasicAuth>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBasicAuth {
+    user: RawField,
+    password: RawField,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReply {
+    token: Spanned<String>,
+    expires_in: Option<Spanned<String>>,
+    expires_at: Option<Spanned<String>>,
+    #[serde(default)]
+    jwt_exp: bool,
+    scheme: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutput {
+    path: Spanned<String>,
+    format: Option<Spanned<String>>,
+    mode: Option<Spanned<String>>,
+    owner: Option<Spanned<RawId>>,
+    group: Option<Spanned<RawId>>,
+    var: Option<Spanned<String>>,
+}
+
+/// A user or group, by name or number.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawId {
+    Number(u32),
+    Name(String),
+}
+
+/// A generic request field: a plain string, or a secret table (`{ file = … }` and kin).
+enum RawField {
+    Plain(String),
+    Secret(SecretSource),
+}
+
+impl<'de> Deserialize<'de> for RawField {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldVisitor;
+        impl<'de> serde::de::Visitor<'de> for FieldVisitor {
+            type Value = RawField;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, or a secret table with one of `file`, `env`, `credential` or `value`")
+            }
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<RawField, E> {
+                Ok(RawField::Plain(value.to_string()))
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, map: M) -> Result<RawField, M::Error> {
+                SecretSource::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawField::Secret)
+            }
+        }
+        deserializer.deserialize_any(FieldVisitor)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation.
+
+/// Defaults after validation; an account's own settings override them.
+struct Defaults {
+    connect_timeout: Duration,
+    timeout: Duration,
+    max_lifetime: SignedDuration,
+    max_reply_bytes: usize,
+    ca_file: Option<PathBuf>,
+    proxy: ProxySetting,
+    mode: u32,
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    problems: Vec<Problem>,
+    warnings: Vec<String>,
+    secrets: SecretCheck,
+    readable_by_others: bool,
+    /// Every output path seen so far, with the key that claimed it.
+    output_paths: HashMap<PathBuf, String>,
+}
+
+/// The credential keys an account may carry, and whether each is a secret (a literal one in a
+/// readable config is warned about) or an identifier.
+const CREDENTIAL_KEYS: &[(&str, bool)] = &[
+    ("username", false),
+    ("token", true),
+    ("api_key", true),
+    ("client_id", false),
+    ("client_secret", true),
+    ("email", false),
+    ("password", true),
+];
+
+impl Validator<'_> {
+    fn problem(&mut self, span: Option<Range<usize>>, key: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            line: span.map(|span| line_of(self.text, span.start)),
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, value: &Spanned<String>, key: &str) -> Option<Duration> {
+        match parse_duration(value.get_ref()) {
+            Ok(duration) => Some(duration),
+            Err(message) => {
+                self.problem(Some(value.span()), key, message);
+                None
+            }
+        }
+    }
+
+    fn defaults(&mut self, raw: &RawDefaults) -> Defaults {
+        let mut defaults = Defaults {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            timeout: DEFAULT_TIMEOUT,
+            max_lifetime: DEFAULT_MAX_LIFETIME,
+            max_reply_bytes: DEFAULT_MAX_REPLY_BYTES,
+            ca_file: None,
+            proxy: ProxySetting::None,
+            mode: DEFAULT_MODE,
+        };
+        if let Some(value) = &raw.connect_timeout
+            && let Some(duration) = self.duration(value, "defaults.connect_timeout")
+        {
+            defaults.connect_timeout = duration;
+        }
+        if let Some(value) = &raw.timeout
+            && let Some(duration) = self.duration(value, "defaults.timeout")
+        {
+            defaults.timeout = duration;
+        }
+        if let Some(value) = &raw.max_lifetime {
+            defaults.max_lifetime = self.max_lifetime(value, "defaults.max_lifetime");
+        }
+        if let Some(value) = &raw.max_reply_bytes {
+            defaults.max_reply_bytes = self.max_reply_bytes(value, "defaults.max_reply_bytes");
+        }
+        if let Some(value) = &raw.ca_file {
+            defaults.ca_file = self.ca_file(value, "defaults.ca_file");
+        }
+        if let Some(value) = &raw.proxy {
+            defaults.proxy = self.proxy(value, "defaults.proxy");
+        }
+        if let Some(value) = &raw.mode
+            && let Some(mode) = self.mode(value, "defaults.mode")
+        {
+            defaults.mode = mode;
+        }
+        defaults
+    }
+
+    fn max_lifetime(&mut self, value: &Spanned<String>, key: &str) -> SignedDuration {
+        match self.duration(value, key) {
+            Some(duration) if duration < Duration::from_secs(60) => {
+                self.problem(Some(value.span()), key, "must be at least 1m");
+                DEFAULT_MAX_LIFETIME
+            }
+            Some(duration) => SignedDuration::try_from(duration).unwrap_or(SignedDuration::MAX),
+            None => DEFAULT_MAX_LIFETIME,
+        }
+    }
+
+    fn max_reply_bytes(&mut self, value: &Spanned<i64>, key: &str) -> usize {
+        const LIMIT: i64 = 16 * 1024 * 1024;
+        match *value.get_ref() {
+            bytes @ 1..=LIMIT => bytes as usize,
+            _ => {
+                self.problem(
+                    Some(value.span()),
+                    key,
+                    format!("must be between 1 and {LIMIT}"),
+                );
+                DEFAULT_MAX_REPLY_BYTES
+            }
+        }
+    }
+
+    fn ca_file(&mut self, value: &Spanned<String>, key: &str) -> Option<PathBuf> {
+        let path = PathBuf::from(value.get_ref());
+        match crate::login::http::load_ca_bundle(&path) {
+            Ok(_) => Some(path),
+            Err(error) => {
+                self.problem(Some(value.span()), key, error.to_string());
+                None
+            }
+        }
+    }
+
+    fn proxy(&mut self, value: &Spanned<String>, key: &str) -> ProxySetting {
+        let text = value.get_ref();
+        if text == "env" {
+            return ProxySetting::Environment;
+        }
+        match Url::parse(text) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                ProxySetting::Url(url)
+            }
+            _ => {
+                self.problem(
+                    Some(value.span()),
+                    key,
+                    "expected \"env\" (use the proxy environment variables) or an http:// or https:// proxy URL",
+                );
+                ProxySetting::None
+            }
+        }
+    }
+
+    fn mode(&mut self, value: &Spanned<String>, key: &str) -> Option<u32> {
+        match parse_mode(value.get_ref()) {
+            Ok(mode) => Some(mode),
+            Err(message) => {
+                self.problem(Some(value.span()), key, message);
+                None
+            }
+        }
+    }
+
+    fn url(
+        &mut self,
+        value: &Spanned<String>,
+        key: &str,
+        allow_http: bool,
+        base: bool,
+    ) -> Option<Url> {
+        match check_url(value.get_ref(), allow_http, base) {
+            Ok(url) => Some(url),
+            Err(message) => {
+                self.problem(Some(value.span()), key, message);
+                None
+            }
+        }
+    }
+
+    fn account(
+        &mut self,
+        name: &str,
+        raw: &Spanned<RawAccount>,
+        defaults: &Defaults,
+    ) -> Option<Account> {
+        let before = self.problems.len();
+        let span = raw.span();
+        let prefix = format!("accounts.{name}");
+        let key = |suffix: &str| format!("{prefix}.{suffix}");
+        let account = raw.get_ref();
+        if !valid_account_name(name) {
+            self.problem(
+                Some(span.clone()),
+                &prefix,
+                "account names use letters, digits, `.`, `_` and `-`, start with a letter or digit, and are at most 64 characters",
+            );
+        }
+        let allow_http = account
+            .allow_http
+            .as_ref()
+            .is_some_and(|flag| *flag.get_ref());
+
+        let lifetime = account.lifetime.as_ref().and_then(|value| {
+            let duration = self.duration(value, &key("lifetime"))?;
+            if duration < Duration::from_secs(1) {
+                self.problem(Some(value.span()), &key("lifetime"), "must be at least 1s");
+                return None;
+            }
+            SignedDuration::try_from(duration).ok()
+        });
+
+        let login = match (&account.preset, &account.request) {
+            (Some(_), Some(request)) => {
+                self.problem(
+                    Some(request.span()),
+                    &key("request"),
+                    "an account has either `preset` or a `request` table, not both",
+                );
+                None
+            }
+            (Some(preset), None) => {
+                self.preset_login(&prefix, account, preset, allow_http, lifetime)
+            }
+            (None, Some(request)) => {
+                self.generic_login(&prefix, account, request, allow_http, lifetime, &span)
+            }
+            (None, None) => {
+                self.problem(
+                    Some(span.clone()),
+                    &prefix,
+                    "needs `preset` (one of panaya, papaya, apinizer, patchworks, onlyoffice, oauth2) or a `request` table",
+                );
+                None
+            }
+        };
+
+        let http = HttpSettings {
+            connect_timeout: account
+                .connect_timeout
+                .as_ref()
+                .and_then(|value| self.duration(value, &key("connect_timeout")))
+                .unwrap_or(defaults.connect_timeout),
+            timeout: account
+                .timeout
+                .as_ref()
+                .and_then(|value| self.duration(value, &key("timeout")))
+                .unwrap_or(defaults.timeout),
+            max_reply_bytes: account
+                .max_reply_bytes
+                .as_ref()
+                .map_or(defaults.max_reply_bytes, |value| {
+                    self.max_reply_bytes(value, &key("max_reply_bytes"))
+                }),
+            ca_file: match &account.ca_file {
+                Some(value) => self.ca_file(value, &key("ca_file")),
+                None => defaults.ca_file.clone(),
+            },
+            proxy: match &account.proxy {
+                Some(value) => self.proxy(value, &key("proxy")),
+                None => defaults.proxy.clone(),
+            },
+        };
+        let max_lifetime = match &account.max_lifetime {
+            Some(value) => self.max_lifetime(value, &key("max_lifetime")),
+            None => defaults.max_lifetime,
+        };
+
+        let outputs = self.outputs(name, &prefix, &account.outputs, &span, defaults.mode);
+
+        if let Some(login) = &login {
+            self.secret_hygiene(&prefix, account, login);
+        }
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(Account {
+            name: name.to_string(),
+            preset: account
+                .preset
+                .as_ref()
+                .and_then(|preset| Preset::from_name(preset.get_ref())),
+            login: login?,
+            http,
+            max_lifetime,
+            outputs,
+            line: line_of(self.text, span.start),
+        })
+    }
+
+    /// The credential keys present on an account, with their spans.
+    fn credential_values(account: &RawAccount) -> Vec<(&'static str, &Spanned<SecretSource>)> {
+        let fields = [
+            ("username", &account.username),
+            ("token", &account.token),
+            ("api_key", &account.api_key),
+            ("client_id", &account.client_id),
+            ("client_secret", &account.client_secret),
+            ("email", &account.email),
+            ("password", &account.password),
+        ];
+        fields
+            .into_iter()
+            .filter_map(|(name, value)| value.as_ref().map(|value| (name, value)))
+            .collect()
+    }
+
+    /// Every preset-only key present on an account, with its span.
+    fn preset_keys_present(account: &RawAccount) -> Vec<(&'static str, Range<usize>)> {
+        let mut present: Vec<(&'static str, Range<usize>)> = Self::credential_values(account)
+            .into_iter()
+            .map(|(name, value)| (name, value.span()))
+            .collect();
+        let texts = [
+            ("base_url", &account.base_url),
+            ("token_url", &account.token_url),
+            ("token_name", &account.token_name),
+            ("scope", &account.scope),
+            ("audience", &account.audience),
+            ("auth_method", &account.auth_method),
+        ];
+        for (name, value) in texts {
+            if let Some(value) = value {
+                present.push((name, value.span()));
+            }
+        }
+        present
+    }
+
+    fn preset_login(
+        &mut self,
+        prefix: &str,
+        account: &RawAccount,
+        preset_name: &Spanned<String>,
+        allow_http: bool,
+        lifetime: Option<SignedDuration>,
+    ) -> Option<LoginSpec> {
+        let key = |suffix: &str| format!("{prefix}.{suffix}");
+        let Some(preset) = Preset::from_name(preset_name.get_ref()) else {
+            let names: Vec<&str> = Preset::ALL.iter().map(|preset| preset.name()).collect();
+            self.problem(
+                Some(preset_name.span()),
+                &key("preset"),
+                format!(
+                    "unknown preset `{}`, expected one of {}",
+                    preset_name.get_ref(),
+                    names.join(", ")
+                ),
+            );
+            return None;
+        };
+        if let Some(reply) = &account.reply {
+            self.problem(
+                Some(reply.span()),
+                &key("reply"),
+                format!(
+                    "preset {} defines the reply; `reply` goes with a `request` table",
+                    preset.name()
+                ),
+            );
+        }
+        let before = self.problems.len();
+        let present = Self::preset_keys_present(account);
+        for (name, span) in &present {
+            if !preset.keys().iter().any(|(allowed, _)| allowed == name) {
+                self.problem(
+                    Some(span.clone()),
+                    &key(name),
+                    format!("`{name}` is not used by preset {}", preset.name()),
+                );
+            }
+        }
+        for (name, need) in preset.keys() {
+            if *need == Need::Required && !present.iter().any(|(present, _)| present == name) {
+                self.problem(
+                    Some(preset_name.span()),
+                    &key(name),
+                    format!("preset {} needs `{name}`", preset.name()),
+                );
+            }
+        }
+        let mut input = PresetInput {
+            lifetime,
+            ..PresetInput::default()
+        };
+        if let Some(base) = &account.base_url {
+            input.base_url = self.url(base, &key("base_url"), allow_http, true);
+        }
+        if let Some(token_url) = &account.token_url {
+            input.token_url = self.url(token_url, &key("token_url"), allow_http, false);
+        }
+        for (name, value) in Self::credential_values(account) {
+            input
+                .values
+                .push((name, FieldValue::Secret(value.get_ref().clone())));
+        }
+        for (name, value) in [
+            ("token_name", &account.token_name),
+            ("scope", &account.scope),
+            ("audience", &account.audience),
+        ] {
+            if let Some(value) = value {
+                if value.get_ref().is_empty() {
+                    self.problem(Some(value.span()), &key(name), "must not be empty");
+                }
+                input
+                    .values
+                    .push((name, FieldValue::Plain(value.get_ref().clone())));
+            }
+        }
+        if let Some(method) = &account.auth_method {
+            match method.get_ref().as_str() {
+                "basic" | "client_secret_basic" => input.auth_method = ClientAuth::Basic,
+                "post" | "client_secret_post" => input.auth_method = ClientAuth::Post,
+                other => self.problem(
+                    Some(method.span()),
+                    &key("auth_method"),
+                    format!("unknown auth_method `{other}`, expected `basic` (client_secret_basic) or `post` (client_secret_post)"),
+                ),
+            }
+        }
+        if self.problems.len() > before {
+            return None;
+        }
+        match preset.build(&input) {
+            Ok(spec) => Some(spec),
+            Err(message) => {
+                self.problem(Some(preset_name.span()), &key("preset"), message);
+                None
+            }
+        }
+    }
+
+    fn generic_login(
+        &mut self,
+        prefix: &str,
+        account: &RawAccount,
+        request: &Spanned<RawRequest>,
+        allow_http: bool,
+        lifetime: Option<SignedDuration>,
+        account_span: &Range<usize>,
+    ) -> Option<LoginSpec> {
+        let key = |suffix: &str| format!("{prefix}.{suffix}");
+        let before = self.problems.len();
+        for (name, span) in Self::preset_keys_present(account) {
+            self.problem(
+                Some(span),
+                &key(name),
+                format!(
+                    "`{name}` belongs to presets; a `request` table puts it in `request.fields`"
+                ),
+            );
+        }
+        let raw = request.get_ref();
+        let url = self.url(&raw.url, &key("request.url"), allow_http, false);
+        let method = match &raw.method {
+            None => Method::POST,
+            Some(method) => match method.get_ref().to_ascii_uppercase().as_str() {
+                "POST" => Method::POST,
+                "GET" => Method::GET,
+                "PUT" => Method::PUT,
+                "PATCH" => Method::PATCH,
+                other => {
+                    self.problem(
+                        Some(method.span()),
+                        &key("request.method"),
+                        format!("unsupported method `{other}`, expected POST, GET, PUT or PATCH"),
+                    );
+                    Method::POST
+                }
+            },
+        };
+        let encoding = match raw
+            .encoding
+            .as_ref()
+            .map(|value| (value.get_ref().as_str(), value))
+        {
+            None if raw.fields.is_empty() => Encoding::None,
+            None | Some(("form", _)) => Encoding::Form,
+            Some(("json", _)) => Encoding::Json,
+            Some(("none", value)) => {
+                if !raw.fields.is_empty() {
+                    self.problem(
+                        Some(value.span()),
+                        &key("request.encoding"),
+                        "`none` sends no body, but `request.fields` is set",
+                    );
+                }
+                Encoding::None
+            }
+            Some((other, value)) => {
+                self.problem(
+                    Some(value.span()),
+                    &key("request.encoding"),
+                    format!("unknown encoding `{other}`, expected form, json or none"),
+                );
+                Encoding::Form
+            }
+        };
+        let mut headers = Vec::new();
+        for (name, value) in &raw.headers {
+            match HeaderName::from_bytes(name.as_bytes()) {
+                Ok(header) => headers.push((header, clone_field(value.get_ref()))),
+                Err(_) => self.problem(
+                    Some(value.span()),
+                    &key(&format!("request.headers.{name}")),
+                    "not a valid header name",
+                ),
+            }
+        }
+        let mut fields = Vec::new();
+        for (name, value) in &raw.fields {
+            if name.is_empty() {
+                self.problem(
+                    Some(value.span()),
+                    &key("request.fields"),
+                    "a field name is empty",
+                );
+            }
+            fields.push((name.clone(), clone_field(value.get_ref())));
+        }
+        let basic_auth = raw.basic_auth.as_ref().map(|basic| BasicAuth {
+            user: clone_field(&basic.get_ref().user),
+            password: clone_field(&basic.get_ref().password),
+        });
+
+        let reply = match &account.reply {
+            None => {
+                self.problem(
+                    Some(account_span.clone()),
+                    &key("reply"),
+                    "a `request` table needs a `reply` table saying where the token is (reply.token = \"/access_token\")",
+                );
+                None
+            }
+            Some(reply) => self.reply(prefix, reply, lifetime),
+        };
+        let scheme = match account
+            .reply
+            .as_ref()
+            .and_then(|reply| reply.get_ref().scheme.as_ref())
+        {
+            None => Some("Bearer".to_string()),
+            Some(scheme) if scheme.get_ref().is_empty() => None,
+            Some(scheme) => {
+                if !scheme
+                    .get_ref()
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-')
+                {
+                    self.problem(
+                        Some(scheme.span()),
+                        &key("reply.scheme"),
+                        "a scheme is a single word such as Bearer, or \"\" for a bare token",
+                    );
+                }
+                Some(scheme.get_ref().clone())
+            }
+        };
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(LoginSpec {
+            request: RequestSpec {
+                method,
+                url: url?,
+                headers,
+                encoding,
+                fields,
+                basic_auth,
+            },
+            reply: reply?,
+            refresh: None,
+            scheme,
+        })
+    }
+
+    fn reply(
+        &mut self,
+        prefix: &str,
+        reply: &Spanned<RawReply>,
+        lifetime: Option<SignedDuration>,
+    ) -> Option<ReplySpec> {
+        let raw = reply.get_ref();
+        let mut pointer = |value: &Spanned<String>, name: &str| -> Option<String> {
+            let text = value.get_ref();
+            if text.starts_with('/') {
+                Some(text.clone())
+            } else {
+                self.problem(
+                    Some(value.span()),
+                    &format!("{prefix}.reply.{name}"),
+                    format!("`{text}` is not a JSON pointer; write it as \"/{text}\" (RFC 6901)"),
+                );
+                None
+            }
+        };
+        let token = pointer(&raw.token, "token");
+        let expires_in = raw
+            .expires_in
+            .as_ref()
+            .and_then(|value| pointer(value, "expires_in"));
+        let expires_at = raw
+            .expires_at
+            .as_ref()
+            .and_then(|value| pointer(value, "expires_at"));
+        if raw.expires_in.is_none()
+            && raw.expires_at.is_none()
+            && !raw.jwt_exp
+            && lifetime.is_none()
+        {
+            self.problem(
+                Some(reply.span()),
+                &format!("{prefix}.reply"),
+                "no way to know when the token expires: set reply.expires_in, reply.expires_at, reply.jwt_exp or the account's lifetime",
+            );
+        }
+        Some(ReplySpec {
+            token: vec![token?],
+            expires_in,
+            expires_at,
+            jwt_exp: raw.jwt_exp,
+            fixed_lifetime: lifetime,
+            refresh_token: None,
+            check_token_type: false,
+        })
+    }
+
+    fn outputs(
+        &mut self,
+        account: &str,
+        prefix: &str,
+        raw: &[Spanned<RawOutput>],
+        account_span: &Range<usize>,
+        default_mode: u32,
+    ) -> Vec<OutputSpec> {
+        if raw.is_empty() {
+            self.problem(
+                Some(account_span.clone()),
+                &format!("{prefix}.outputs"),
+                "no outputs: add at least one [[accounts.NAME.outputs]] with a `path`",
+            );
+        }
+        let mut outputs = Vec::new();
+        for (index, output) in raw.iter().enumerate() {
+            let key = |suffix: &str| format!("{prefix}.outputs[{index}].{suffix}");
+            let raw = output.get_ref();
+            let path = match check_output_path(raw.path.get_ref()) {
+                Ok(path) => Some(path),
+                Err(message) => {
+                    self.problem(Some(raw.path.span()), &key("path"), message);
+                    None
+                }
+            };
+            if let Some(path) = &path {
+                if let Some(other) = self.output_paths.get(path) {
+                    let message = format!("{} is also the path of {other}", path.display());
+                    self.problem(Some(raw.path.span()), &key("path"), message);
+                } else {
+                    self.output_paths.insert(path.clone(), key("path"));
+                }
+            }
+            let format = match raw.format.as_ref() {
+                None => Format::Raw,
+                Some(value) => match value.get_ref().as_str() {
+                    "raw" => Format::Raw,
+                    "header" => Format::Header,
+                    "json" => Format::Json,
+                    "env" => Format::Env,
+                    other => {
+                        self.problem(
+                            Some(value.span()),
+                            &key("format"),
+                            format!("unknown format `{other}`, expected raw, header, json or env"),
+                        );
+                        Format::Raw
+                    }
+                },
+            };
+            let mode = match &raw.mode {
+                Some(value) => self.mode(value, &key("mode")).unwrap_or(default_mode),
+                None => default_mode,
+            };
+            let owner = raw
+                .owner
+                .as_ref()
+                .and_then(|value| self.user(value, &key("owner")));
+            let group = raw
+                .group
+                .as_ref()
+                .and_then(|value| self.group(value, &key("group")));
+            let env_name = match (&raw.var, format) {
+                (Some(var), Format::Env) => {
+                    if !valid_env_name(var.get_ref()) {
+                        self.problem(
+                            Some(var.span()),
+                            &key("var"),
+                            "a variable name is letters, digits and `_`, not starting with a digit",
+                        );
+                    }
+                    var.get_ref().clone()
+                }
+                (Some(var), _) => {
+                    self.problem(
+                        Some(var.span()),
+                        &key("var"),
+                        "`var` only applies to format = \"env\"",
+                    );
+                    String::new()
+                }
+                (None, _) => default_env_name(account),
+            };
+            if let Some(path) = path {
+                outputs.push(OutputSpec {
+                    path,
+                    format,
+                    mode,
+                    owner,
+                    group,
+                    env_name,
+                });
+            }
+        }
+        outputs
+    }
+
+    fn user(&mut self, value: &Spanned<RawId>, key: &str) -> Option<u32> {
+        match value.get_ref() {
+            RawId::Number(id) => Some(*id),
+            RawId::Name(name) => match nix::unistd::User::from_name(name) {
+                Ok(Some(user)) => Some(user.uid.as_raw()),
+                Ok(None) => {
+                    self.problem(Some(value.span()), key, format!("no user named `{name}`"));
+                    None
+                }
+                Err(error) => {
+                    self.problem(
+                        Some(value.span()),
+                        key,
+                        format!("cannot look up user `{name}`: {error}"),
+                    );
+                    None
+                }
+            },
+        }
+    }
+
+    fn group(&mut self, value: &Spanned<RawId>, key: &str) -> Option<u32> {
+        match value.get_ref() {
+            RawId::Number(id) => Some(*id),
+            RawId::Name(name) => match nix::unistd::Group::from_name(name) {
+                Ok(Some(group)) => Some(group.gid.as_raw()),
+                Ok(None) => {
+                    self.problem(Some(value.span()), key, format!("no group named `{name}`"));
+                    None
+                }
+                Err(error) => {
+                    self.problem(
+                        Some(value.span()),
+                        key,
+                        format!("cannot look up group `{name}`: {error}"),
+                    );
+                    None
+                }
+            },
+        }
+    }
+
+    /// Reads secrets when asked to (the `check` command), and warns about literal secrets in a
+    /// config file that others can read.
+    fn secret_hygiene(&mut self, prefix: &str, account: &RawAccount, login: &LoginSpec) {
+        for (name, value) in Self::credential_values(account) {
+            let is_secret = CREDENTIAL_KEYS
+                .iter()
+                .any(|(key, secret)| *key == name && *secret);
+            self.check_source(prefix, name, value.get_ref(), Some(value.span()), is_secret);
+        }
+        if let Some(request) = &account.request {
+            for (name, source) in login.secret_sources() {
+                self.check_source(
+                    prefix,
+                    &format!("request.{name}"),
+                    source,
+                    Some(request.span()),
+                    true,
+                );
+            }
+        }
+    }
+
+    fn check_source(
+        &mut self,
+        prefix: &str,
+        name: &str,
+        source: &SecretSource,
+        span: Option<Range<usize>>,
+        is_secret: bool,
+    ) {
+        if let SecretSource::Literal(_) = source
+            && is_secret
+            && self.readable_by_others
+        {
+            self.warnings.push(format!(
+                "{prefix}.{name}: a secret is written in the config file, which group or others can read; move it to a file or credential, or chmod 600 the config"
+            ));
+        }
+        if self.secrets == SecretCheck::Resolve
+            && let Err(error) = source.resolve()
+        {
+            self.problem(span, &format!("{prefix}.{name}"), error.to_string());
+        }
+    }
+}
+
+fn clone_field(field: &RawField) -> FieldValue {
+    match field {
+        RawField::Plain(text) => FieldValue::Plain(text.clone()),
+        RawField::Secret(source) => FieldValue::Secret(source.clone()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pure checks, table-tested below.
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|byte| **byte == b'\n')
+        .count()
+        + 1
+}
+
+fn valid_account_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    name.len() <= 64
+        && bytes
+            .next()
+            .is_some_and(|first| first.is_ascii_alphanumeric())
+        && bytes.all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'-'))
+}
+
+fn valid_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == b'_')
+        && bytes.all(|byte| byte.is_ascii_alphanumeric() || byte == b'_')
+}
+
+/// `panaya-prod` → `PANAYA_PROD_TOKEN`.
+pub fn default_env_name(account: &str) -> String {
+    let mut name: String = account
+        .chars()
+        .map(|character| {
+            if character.is_ascii_alphanumeric() {
+                character.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.starts_with(|character: char| character.is_ascii_digit()) {
+        name.insert(0, '_');
+    }
+    name.push_str("_TOKEN");
+    name
+}
+
+/// A duration such as `90s`, `15m`, `1h30m`, `24h` or `7d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad =
+        || format!("`{text}` is not a duration; write e.g. \"90s\", \"15m\", \"1h30m\" or \"7d\"");
+    let trimmed = text.trim();
+    if let Some(days) = trimmed.strip_suffix('d')
+        && let Ok(days) = days.trim().parse::<u64>()
+    {
+        return days
+            .checked_mul(86_400)
+            .map(Duration::from_secs)
+            .ok_or_else(bad);
+    }
+    let parsed: SignedDuration = trimmed.parse().map_err(|_| bad())?;
+    if parsed.is_negative() || parsed.is_zero() {
+        return Err(format!("`{text}` must be longer than zero"));
+    }
+    Duration::try_from(parsed).map_err(|_| bad())
+}
+
+/// An octal mode string: `"0640"`, `"640"` or `"0o640"`. Special bits and world-writable modes
+/// are refused: a token file is a credential.
+pub fn parse_mode(text: &str) -> Result<u32, String> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    if digits.is_empty()
+        || digits.len() > 4
+        || !digits.bytes().all(|byte| (b'0'..=b'7').contains(&byte))
+    {
+        return Err(format!(
+            "`{text}` is not an octal mode such as \"0600\" or \"0640\""
+        ));
+    }
+    let mode =
+        u32::from_str_radix(digits, 8).map_err(|_| format!("`{text}` is not an octal mode"))?;
+    if mode > 0o777 {
+        return Err(format!("`{text}` sets setuid, setgid or sticky bits"));
+    }
+    if mode & 0o002 != 0 {
+        return Err(format!("`{text}` lets anyone overwrite the token file"));
+    }
+    if mode & 0o600 != 0o600 {
+        return Err(format!(
+            "`{text}` must let the owner read and write (0600 at least)"
+        ));
+    }
+    Ok(mode)
+}
+
+/// A token endpoint URL: https, or http to a loopback host, or http anywhere with `allow_http`.
+/// Base URLs may not carry a query or fragment (a path is appended to them).
+pub fn check_url(text: &str, allow_http: bool, base: bool) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|error| format!("`{text}` is not a URL: {error}"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(
+            "credentials in the URL are refused: they would show in logs; use the credential keys"
+                .to_string(),
+        );
+    }
+    let Some(host) = url.host_str() else {
+        return Err(format!("`{text}` has no host"));
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if allow_http || is_loopback_host(host) => {}
+        "http" => {
+            return Err(format!(
+                "plain http:// to `{host}` would send credentials unencrypted; use https://, or set allow_http = true on the account if the network is trusted"
+            ));
+        }
+        other => return Err(format!("unsupported scheme `{other}`, expected https")),
+    }
+    if base && (url.query().is_some() || url.fragment().is_some()) {
+        return Err("a base_url cannot have a query or fragment".to_string());
+    }
+    Ok(url)
+}
+
+/// Loopback IP literals and `localhost` itself; `localhost.example.com` is not loopback.
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<IpAddr>()
+            .is_ok_and(|address| address.is_loopback())
+}
+
+/// An output path: absolute, normalised, no `..`, a real file name, within PATH_MAX.
+pub fn check_output_path(text: &str) -> Result<PathBuf, String> {
+    if text.is_empty() {
+        return Err("the path is empty".to_string());
+    }
+    if text.len() > 4096 {
+        return Err("the path is longer than 4096 bytes".to_string());
+    }
+    if text.ends_with('/') {
+        return Err(format!("`{text}` names a directory; give a file path"));
+    }
+    let path = Path::new(text);
+    if !path.is_absolute() {
+        return Err(format!("`{text}` is not absolute"));
+    }
+    let mut clean = PathBuf::from("/");
+    for component in path.components() {
+        match component {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(part) => clean.push(part),
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(format!("`{text}` contains `..`"));
+            }
+        }
+    }
+    let Some(name) = clean.file_name().and_then(|name| name.to_str()) else {
+        return Err(format!("`{text}` has no file name"));
+    };
+    if name.len() > 255 {
+        return Err("the file name is longer than 255 bytes".to_string());
+    }
+    if name.starts_with("..") {
+        return Err(format!("`{name}`: names starting with `..` are reserved"));
+    }
+    if name.starts_with('.') && name.ends_with(".tmp") {
+        return Err(format!(
+            "`{name}` looks like tokenkeeper's own temporary files"
+        ));
+    }
+    Ok(clean)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let cases: &[(&str, Option<u64>)] = &[
+            ("90s", Some(90)),
+            ("15m", Some(900)),
+            ("1h30m", Some(5400)),
+            ("1h 30m", Some(5400)),
+            ("24h", Some(86_400)),
+            ("7d", Some(604_800)),
+            ("PT1M", Some(60)),
+            ("0s", None),
+            ("-5s", None),
+            ("soon", None),
+            ("", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(
+                parse_duration(text).ok().map(|d| d.as_secs()),
+                *expected,
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn modes() {
+        let cases: &[(&str, Option<u32>)] = &[
+            ("0600", Some(0o600)),
+            ("600", Some(0o600)),
+            ("0o640", Some(0o640)),
+            ("0644", Some(0o644)),
+            ("0666", None),
+            ("4600", None),
+            ("0400", None),
+            ("0680", None),
+            ("rw-------", None),
+            ("", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse_mode(text).ok(), *expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn urls() {
+        let cases: &[(&str, bool, bool)] = &[
+            ("https://idp.example/token", false, true),
+            ("http://127.0.0.1:8080/token", false, true),
+            ("http://127.9.9.9/token", false, true),
+            ("http://[::1]:80/token", false, true),
+            ("http://localhost:80/token", false, true),
+            ("http://localhost.evil.com/token", false, false),
+            ("http://idp.example/token", false, false),
+            ("http://idp.example/token", true, true),
+            ("ftp://idp.example/token", true, false),
+            ("https://user:pw@idp.example/token", false, false),
+            ("not a url", false, false),
+        ];
+        for (text, allow_http, ok) in cases {
+            assert_eq!(check_url(text, *allow_http, false).is_ok(), *ok, "{text}");
+        }
+        assert!(check_url("https://host/?x=1", false, true).is_err());
+    }
+
+    #[test]
+    fn output_paths() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("/run/tokenkeeper/a.token", Some("/run/tokenkeeper/a.token")),
+            (
+                "/run//tokenkeeper/./a.token",
+                Some("/run/tokenkeeper/a.token"),
+            ),
+            ("relative/a.token", None),
+            ("/run/../etc/passwd", None),
+            ("/run/tokenkeeper/", None),
+            ("/", None),
+            ("", None),
+            ("/run/..data", None),
+            ("/run/.a.0123456789abcdef.tmp", None),
+        ];
+        for (text, expected) in cases {
+            let got = check_output_path(text).ok();
+            assert_eq!(got.as_deref(), expected.map(Path::new), "{text}");
+        }
+        let long = format!("/run/{}", "a".repeat(256));
+        assert!(check_output_path(&long).is_err());
+    }
+
+    #[test]
+    fn env_names() {
+        assert_eq!(default_env_name("panaya-prod"), "PANAYA_PROD_TOKEN");
+        assert_eq!(default_env_name("1st"), "_1ST_TOKEN");
+        assert!(valid_env_name("A_1") && !valid_env_name("1A") && !valid_env_name("A-B"));
+    }
+
+    #[test]
+    fn line_numbers() {
+        assert_eq!(line_of("a\nb\nc", 0), 1);
+        assert_eq!(line_of("a\nb\nc", 2), 2);
+        assert_eq!(line_of("a\nb\nc", 99), 3);
+    }
+}

@@ -1,0 +1,98 @@
+//! The HTTP client of one account: rustls, no redirects, timeouts, optional CA bundle and proxy.
+//!
+//! Invariant: a login client never follows a redirect (it would replay credentials to another
+//! origin, RFC 6749 §3.2 and reqwest#9), never decompresses (no gzip bombs), and uses a proxy only
+//! when the config names one.
+
+use std::path::Path;
+use std::sync::Once;
+
+use super::spec::{HttpSettings, ProxySetting};
+
+/// The `User-Agent` every login sends.
+pub const USER_AGENT: &str = concat!("tokenkeeper/", env!("CARGO_PKG_VERSION"));
+
+/// Why a client could not be built. Names the file or setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("ca_file {path}: {message}")]
+    CaFile { path: String, message: String },
+    #[error("proxy: {0}")]
+    Proxy(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Build(String),
+}
+
+/// reqwest is built without a bundled crypto provider (see Cargo.toml); ring is installed once
+/// for the whole process before the first client is built.
+fn install_crypto_provider() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        // An error only means another provider was installed first, which serves as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// Reads a PEM bundle of extra trusted roots.
+///
+/// # Errors
+/// An unreadable file, or one holding no certificate.
+pub fn load_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, ClientError> {
+    let ca_error = |message: String| ClientError::CaFile {
+        path: path.display().to_string(),
+        message,
+    };
+    let pem = std::fs::read(path).map_err(|error| ca_error(error.to_string()))?;
+    let certificates =
+        reqwest::Certificate::from_pem_bundle(&pem).map_err(|error| ca_error(error.to_string()))?;
+    if certificates.is_empty() {
+        return Err(ca_error("no PEM certificate in the file".to_string()));
+    }
+    Ok(certificates)
+}
+
+/// Builds the client for one account's settings.
+///
+/// # Errors
+/// A bad CA bundle or proxy URL.
+pub fn build_client(settings: &HttpSettings) -> Result<reqwest::Client, ClientError> {
+    install_crypto_provider();
+    let mut builder = reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(settings.connect_timeout)
+        .timeout(settings.timeout)
+        // Idle pooled connections are of no use between logins minutes or hours apart.
+        .pool_max_idle_per_host(0);
+    if let Some(path) = &settings.ca_file {
+        builder = builder.tls_certs_merge(load_ca_bundle(path)?);
+    }
+    builder = match &settings.proxy {
+        ProxySetting::None => builder.no_proxy(),
+        // reqwest reads the proxy variables itself unless told otherwise.
+        ProxySetting::Environment => builder,
+        ProxySetting::Url(url) => builder.proxy(
+            reqwest::Proxy::all(url.as_str())
+                .map_err(|error| ClientError::Proxy(error.to_string()))?,
+        ),
+    };
+    builder
+        .build()
+        .map_err(|error| ClientError::Build(error_chain(&error)))
+}
+
+/// An error and all its causes on one line: reqwest's own message hides the cause ("error sending
+/// request") that an operator needs ("connection refused").
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

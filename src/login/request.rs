@@ -1,0 +1,303 @@
+//! Turning a [`RequestSpec`] into the exact bytes sent: form and JSON bodies, HTTP Basic.
+//!
+//! Pure apart from reading secret sources. Invariant: secret values live only in the returned
+//! [`BuiltRequest`] (body zeroized on drop, secret headers marked sensitive) and never in an error.
+
+use base64::Engine as _;
+use reqwest::Method;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use url::Url;
+use zeroize::Zeroizing;
+
+use super::spec::{BasicAuth, Encoding, FieldValue, RequestSpec};
+use crate::secret::{Secret, SecretError};
+
+/// A request ready to send.
+pub struct BuiltRequest {
+    pub method: Method,
+    pub url: Url,
+    pub headers: HeaderMap,
+    pub body: Zeroizing<Vec<u8>>,
+    /// Every secret value that went into the request, so that an error excerpt of the reply can
+    /// blank them out if the server echoes them back.
+    pub sent_secrets: Vec<Secret>,
+}
+
+/// Why a request could not be built. Names the field, never its value.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("secret for `{field}`: {source}")]
+    Secret {
+        field: String,
+        #[source]
+        source: SecretError,
+    },
+    #[error("the value of header `{field}` contains characters not allowed in a header")]
+    BadHeaderValue { field: String },
+}
+
+struct Resolver {
+    sent_secrets: Vec<Secret>,
+}
+
+impl Resolver {
+    fn resolve(&mut self, field: &str, value: &FieldValue) -> Result<Secret, BuildError> {
+        match value {
+            FieldValue::Plain(text) => Ok(Secret::new(text.clone())),
+            FieldValue::Secret(source) => {
+                let secret = source.resolve().map_err(|source| BuildError::Secret {
+                    field: field.to_string(),
+                    source,
+                })?;
+                self.sent_secrets.push(secret.clone());
+                Ok(secret)
+            }
+        }
+    }
+}
+
+/// Reads the secrets the request needs and encodes it.
+///
+/// # Errors
+/// An unreadable secret source, or a header value that cannot go in a header.
+pub fn build(spec: &RequestSpec) -> Result<BuiltRequest, BuildError> {
+    let mut resolver = Resolver {
+        sent_secrets: Vec::new(),
+    };
+    let mut headers = HeaderMap::new();
+    for (name, value) in &spec.headers {
+        let secret_header = matches!(value, FieldValue::Secret(_));
+        let resolved = resolver.resolve(name.as_str(), value)?;
+        let mut header =
+            HeaderValue::from_str(resolved.expose()).map_err(|_| BuildError::BadHeaderValue {
+                field: name.to_string(),
+            })?;
+        header.set_sensitive(secret_header);
+        headers.insert(name.clone(), header);
+    }
+    if let Some(basic) = &spec.basic_auth {
+        headers.insert(AUTHORIZATION, basic_header_value(&mut resolver, basic)?);
+    }
+    let mut fields = Vec::with_capacity(spec.fields.len());
+    for (name, value) in &spec.fields {
+        fields.push((name.as_str(), resolver.resolve(name, value)?));
+    }
+    let body = match spec.encoding {
+        Encoding::Form => {
+            headers.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/x-www-form-urlencoded"),
+            );
+            form_body(&fields)
+        }
+        Encoding::Json => {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            json_body(&fields)
+        }
+        Encoding::None => Zeroizing::new(Vec::new()),
+    };
+    Ok(BuiltRequest {
+        method: spec.method.clone(),
+        url: spec.url.clone(),
+        headers,
+        body,
+        sent_secrets: resolver.sent_secrets,
+    })
+}
+
+fn basic_header_value(
+    resolver: &mut Resolver,
+    basic: &BasicAuth,
+) -> Result<HeaderValue, BuildError> {
+    let user = resolver.resolve("client_id", &basic.user)?;
+    let password = resolver.resolve("client_secret", &basic.password)?;
+    let encoded = basic_credentials(user.expose(), password.expose());
+    let mut value = HeaderValue::from_str(&encoded).map_err(|_| BuildError::BadHeaderValue {
+        field: "authorization".to_string(),
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// `Basic base64(urlencode(user) ":" urlencode(password))`: RFC 6749 §2.3.1 requires the
+/// form-urlencoding before Base64, so a `:`, `%` or `+` in a secret survives the trip.
+pub fn basic_credentials(user: &str, password: &str) -> Zeroizing<String> {
+    let mut joined = Zeroizing::new(String::new());
+    joined.extend(url::form_urlencoded::byte_serialize(user.as_bytes()));
+    joined.push(':');
+    joined.extend(url::form_urlencoded::byte_serialize(password.as_bytes()));
+    let mut header = Zeroizing::new(String::from("Basic "));
+    base64::engine::general_purpose::STANDARD.encode_string(joined.as_bytes(), &mut header);
+    header
+}
+
+/// `application/x-www-form-urlencoded` body in field order.
+pub fn form_body(fields: &[(&str, Secret)]) -> Zeroizing<Vec<u8>> {
+    let mut body = Zeroizing::new(String::new());
+    for (index, (name, value)) in fields.iter().enumerate() {
+        if index > 0 {
+            body.push('&');
+        }
+        body.extend(url::form_urlencoded::byte_serialize(name.as_bytes()));
+        body.push('=');
+        body.extend(url::form_urlencoded::byte_serialize(
+            value.expose().as_bytes(),
+        ));
+    }
+    Zeroizing::new(std::mem::take(&mut *body).into_bytes())
+}
+
+/// A JSON object of string members in field order.
+pub fn json_body(fields: &[(&str, Secret)]) -> Zeroizing<Vec<u8>> {
+    let mut body = Zeroizing::new(Vec::from(&b"{"[..]));
+    for (index, (name, value)) in fields.iter().enumerate() {
+        if index > 0 {
+            body.push(b',');
+        }
+        push_json_string(&mut body, name);
+        body.push(b':');
+        push_json_string(&mut body, value.expose());
+    }
+    body.push(b'}');
+    body
+}
+
+/// Appends a JSON string literal. Written out by hand so that the secret is never copied into a
+/// `serde_json::Value` that would not be zeroized.
+fn push_json_string(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    for character in text.chars() {
+        match character {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            control if (control as u32) < 0x20 => {
+                out.extend_from_slice(format!("\\u{:04x}", control as u32).as_bytes());
+            }
+            other => {
+                let mut buffer = [0u8; 4];
+                out.extend_from_slice(other.encode_utf8(&mut buffer).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+/// Header names used by presets, checked at compile time.
+pub fn accept_json() -> (HeaderName, FieldValue) {
+    (
+        reqwest::header::ACCEPT,
+        FieldValue::Plain("application/json".to_string()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(value: &str) -> Secret {
+        Secret::new(value.to_string())
+    }
+
+    #[test]
+    fn form_encoding_table() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("a", "b")], "a=b"),
+            (
+                &[("grant_type", "client_credentials"), ("x", "1")],
+                "grant_type=client_credentials&x=1",
+            ),
+            (&[("p", "a b")], "p=a+b"),
+            (&[("p", "a+b")], "p=a%2Bb"),
+            (&[("p", "50%:x")], "p=50%25%3Ax"),
+            (&[("p", "é")], "p=%C3%A9"),
+            (&[("p", "&=?")], "p=%26%3D%3F"),
+            (&[("user name", "")], "user+name="),
+        ];
+        for (fields, expected) in cases {
+            let fields: Vec<(&str, Secret)> = fields
+                .iter()
+                .map(|(name, value)| (*name, secret(value)))
+                .collect();
+            assert_eq!(
+                String::from_utf8(form_body(&fields).to_vec()).unwrap(),
+                *expected
+            );
+        }
+    }
+
+    #[test]
+    fn json_body_round_trips_awkward_strings() {
+        let awkward = "quote\" back\\slash\nnew\u{1}ctl é ✓";
+        let fields = vec![("userName", secret("joe")), ("password", secret(awkward))];
+        let body = json_body(&fields);
+        let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(parsed["userName"], "joe");
+        assert_eq!(parsed["password"], awkward);
+        assert_eq!(parsed.as_object().unwrap().len(), 2);
+        assert_eq!(&*json_body(&[]), b"{}");
+    }
+
+    #[test]
+    fn basic_encodes_before_base64() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("client", "secret", "client:secret"),
+            ("my:id", "p:ss", "my%3Aid:p%3Ass"),
+            ("id", "100%+é", "id:100%25%2B%C3%A9"),
+            ("id", "a b", "id:a+b"),
+        ];
+        for (user, password, plain) in cases {
+            let header = basic_credentials(user, password);
+            let encoded = header.strip_prefix("Basic ").unwrap();
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .unwrap();
+            assert_eq!(String::from_utf8(decoded).unwrap(), *plain);
+        }
+    }
+
+    #[test]
+    fn build_marks_secrets_sensitive_and_errors_name_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = RequestSpec {
+            method: Method::POST,
+            url: Url::parse("https://example.test/token").unwrap(),
+            headers: vec![(
+                HeaderName::from_static("x-api-key"),
+                FieldValue::Secret(crate::secret::SecretSource::Literal(secret("k3y"))),
+            )],
+            encoding: Encoding::Form,
+            fields: vec![
+                (
+                    "grant_type".to_string(),
+                    FieldValue::Plain("client_credentials".to_string()),
+                ),
+                (
+                    "client_secret".to_string(),
+                    FieldValue::Secret(crate::secret::SecretSource::File(
+                        dir.path().join("missing"),
+                    )),
+                ),
+            ],
+            basic_auth: None,
+        };
+        let error = build(&spec).err().expect("missing secret file must fail");
+        assert!(error.to_string().contains("client_secret"), "{error}");
+        assert!(error.to_string().contains("missing"), "{error}");
+
+        std::fs::write(dir.path().join("missing"), "s3cret\n").unwrap();
+        let built = build(&spec).unwrap();
+        assert!(built.headers.get("x-api-key").unwrap().is_sensitive());
+        assert_eq!(
+            &*built.body,
+            b"grant_type=client_credentials&client_secret=s3cret"
+        );
+        assert_eq!(built.sent_secrets.len(), 2);
+        assert_eq!(
+            built.headers.get(CONTENT_TYPE).unwrap(),
+            "application/x-www-form-urlencoded"
+        );
+    }
+}

@@ -1,0 +1,152 @@
+//! What a login is, as data: the request to send and where the reply keeps the token and expiry.
+//!
+//! A preset is nothing but a prefilled [`LoginSpec`]; the generic `[accounts.X.request]` table
+//! fills one by hand. Invariant: a spec holds secret *sources*, never secret values, so it can be
+//! printed in a plan and compared across reloads without exposing anything.
+
+use std::time::Duration;
+
+use jiff::SignedDuration;
+use reqwest::Method;
+use reqwest::header::HeaderName;
+use url::Url;
+
+use crate::secret::SecretSource;
+
+/// One value in a request: either plain configuration or a secret read at login time.
+#[derive(Clone, Debug)]
+pub enum FieldValue {
+    /// Not secret (a grant type, a user name written in the config): may be shown in a plan.
+    Plain(String),
+    /// Read from its source at every login; shown only as its source.
+    Secret(SecretSource),
+}
+
+impl FieldValue {
+    /// How the value is shown in a plan: plain values in full, secrets by source only.
+    pub fn describe(&self) -> String {
+        match self {
+            FieldValue::Plain(value) => format!("{value:?}"),
+            FieldValue::Secret(source) => format!("<{}>", source.describe()),
+        }
+    }
+}
+
+/// How the request body is encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// `application/x-www-form-urlencoded`
+    Form,
+    /// `application/json`: an object whose members are all strings.
+    Json,
+    /// No body.
+    None,
+}
+
+/// How a client authenticates with HTTP Basic (RFC 6749 §2.3.1 `client_secret_basic`).
+#[derive(Clone, Debug)]
+pub struct BasicAuth {
+    pub user: FieldValue,
+    pub password: FieldValue,
+}
+
+/// The request a login sends.
+#[derive(Clone, Debug)]
+pub struct RequestSpec {
+    pub method: Method,
+    pub url: Url,
+    pub headers: Vec<(HeaderName, FieldValue)>,
+    pub encoding: Encoding,
+    /// Body members in the order they are sent.
+    pub fields: Vec<(String, FieldValue)>,
+    pub basic_auth: Option<BasicAuth>,
+}
+
+/// Where the reply keeps the token and how its expiry is derived.
+#[derive(Clone, Debug)]
+pub struct ReplySpec {
+    /// JSON pointers (RFC 6901) to the token string, tried in order.
+    pub token: Vec<String>,
+    /// JSON pointer to a lifetime in seconds from now.
+    pub expires_in: Option<String>,
+    /// JSON pointer to an absolute expiry (timestamp text or Unix seconds).
+    pub expires_at: Option<String>,
+    /// Read the `exp` claim when the token is a JWT.
+    pub jwt_exp: bool,
+    /// Used only when the reply gives no expiry at all.
+    pub fixed_lifetime: Option<SignedDuration>,
+    /// JSON pointer to a refresh token (OAuth2 only).
+    pub refresh_token: Option<String>,
+    /// Warn when the reply's `token_type` is present and not `Bearer` (OAuth2 only).
+    pub check_token_type: bool,
+}
+
+/// The OAuth2 refresh_token grant (RFC 6749 §6), used when the server issued a refresh token.
+#[derive(Clone, Debug)]
+pub struct RefreshSpec {
+    /// Client authentication and extra members repeated on the refresh request.
+    pub client_fields: Vec<(String, FieldValue)>,
+    pub basic_auth: Option<BasicAuth>,
+}
+
+/// Everything one login needs, minus the HTTP client settings.
+#[derive(Clone, Debug)]
+pub struct LoginSpec {
+    pub request: RequestSpec,
+    pub reply: ReplySpec,
+    pub refresh: Option<RefreshSpec>,
+    /// The `Authorization` scheme consumers use with the token: `Some("Bearer")`, or `None` for a
+    /// bare token (ONLYOFFICE).
+    pub scheme: Option<String>,
+}
+
+impl LoginSpec {
+    /// Every secret source the login reads, for `check` and for watching files.
+    pub fn secret_sources(&self) -> Vec<(&str, &SecretSource)> {
+        let mut sources = Vec::new();
+        for (name, value) in &self.request.fields {
+            if let FieldValue::Secret(source) = value {
+                sources.push((name.as_str(), source));
+            }
+        }
+        for (name, value) in &self.request.headers {
+            if let FieldValue::Secret(source) = value {
+                sources.push((name.as_str(), source));
+            }
+        }
+        if let Some(basic) = &self.request.basic_auth {
+            for (name, value) in [
+                ("basic user", &basic.user),
+                ("basic password", &basic.password),
+            ] {
+                if let FieldValue::Secret(source) = value {
+                    sources.push((name, source));
+                }
+            }
+        }
+        sources
+    }
+}
+
+/// HTTP client settings of one account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpSettings {
+    pub connect_timeout: Duration,
+    /// Limit on the whole exchange: connect, send, and read the reply.
+    pub timeout: Duration,
+    /// Replies longer than this are refused while they stream in.
+    pub max_reply_bytes: usize,
+    /// Extra trusted roots (PEM), merged with the system's.
+    pub ca_file: Option<std::path::PathBuf>,
+    pub proxy: ProxySetting,
+}
+
+/// Whether and how a proxy is used. Proxy environment variables are ignored unless asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProxySetting {
+    None,
+    /// Honour `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`.
+    Environment,
+    /// Send every login through this proxy.
+    Url(Url),
+}

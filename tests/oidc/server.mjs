@@ -1,0 +1,168 @@
+// Test-only OAuth2 authorization server for tokenkeeper's integration tests.
+//
+// Runs the real `oidc-provider` package (not written here) on loopback with the
+// client credentials grant (RFC 6749 §4.4) and token introspection (RFC 7662)
+// enabled, and a fixed set of static clients that the Rust harness in
+// tests/it/support/oidc.rs knows by id and secret.
+//
+// Usage: node tests/oidc/server.mjs [port]
+//   port              listen port on 127.0.0.1; argv[2], else env OIDC_PORT, else 0 (any free port)
+//   OIDC_TTL_SECONDS  lifetime of client credentials access tokens, default 60
+//   OIDC_EXIT_ON_STDIN_EOF=1  exit when stdin closes (the harness sets this so that
+//                     a killed test binary never leaves a server behind)
+//
+// Stdout carries exactly one line, `LISTENING <port>`, once the server accepts
+// connections; every other message goes to stderr.
+
+import * as http from 'node:http';
+import process from 'node:process';
+
+// oidc-provider prints its NOTICE lines with console.info, i.e. to stdout.
+// Route all console output to stderr before the package is loaded, so that
+// stdout stays reserved for the LISTENING line.
+for (const method of ['log', 'info', 'debug']) {
+  console[method] = (...args) => console.error(...args);
+}
+
+function parsePort(raw) {
+  if (raw === undefined || raw === '') return 0;
+  const port = Number(raw);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new Error(`invalid port ${JSON.stringify(raw)}`);
+  }
+  return port;
+}
+
+function parseTtl(raw) {
+  if (raw === undefined || raw === '') return 60;
+  const ttl = Number(raw);
+  if (!Number.isInteger(ttl) || ttl < 1) {
+    throw new Error(`invalid OIDC_TTL_SECONDS ${JSON.stringify(raw)}: expected a positive integer`);
+  }
+  return ttl;
+}
+
+const port = parsePort(process.argv[2] ?? process.env.OIDC_PORT);
+const ttlSeconds = parseTtl(process.env.OIDC_TTL_SECONDS);
+
+// Keep these in step with the constants in tests/it/support/oidc.rs.
+//
+// RFC 6749 Appendix A.2 restricts client_secret to VSCHAR (%x20-7E) and
+// oidc-provider enforces that, so a non-ASCII character such as `é` cannot be
+// part of a secret. The basic client's secret instead holds every printable
+// character that form-urlencoding (§2.3.1) changes: `:` `%` `+` `/` space `&` `=`.
+const CLIENTS = [
+  {
+    client_id: 'basic-client',
+    client_secret: 'b4s1c:s%cr+t/ x&y=z',
+    token_endpoint_auth_method: 'client_secret_basic',
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    scope: 'api:read api:write',
+  },
+  {
+    client_id: 'post-client',
+    client_secret: 'p0st-client-secret',
+    token_endpoint_auth_method: 'client_secret_post',
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    scope: 'api:read',
+  },
+  {
+    client_id: 'introspector',
+    client_secret: 'introspector-secret',
+    token_endpoint_auth_method: 'client_secret_basic',
+    grant_types: [],
+    response_types: [],
+    redirect_uris: [],
+  },
+];
+
+const { default: Provider } = await import('oidc-provider');
+
+const server = http.createServer();
+await new Promise((resolve, reject) => {
+  server.once('error', reject);
+  server.listen(port, '127.0.0.1', resolve);
+});
+const actualPort = server.address().port;
+const issuer = `http://127.0.0.1:${actualPort}`;
+
+const provider = new Provider(issuer, {
+  clients: CLIENTS,
+  // Without resource indicators oidc-provider silently drops every requested
+  // scope that is not listed here, so the API scopes must be declared.
+  scopes: ['openid', 'offline_access', 'api:read', 'api:write'],
+  features: {
+    clientCredentials: { enabled: true },
+    introspection: {
+      enabled: true,
+      // Only the resource-server stand-in may ask whether a token is live.
+      allowedPolicy: async (ctx, client) => client.clientId === 'introspector',
+    },
+    devInteractions: { enabled: false },
+  },
+  ttl: { ClientCredentials: ttlSeconds },
+  clientBasedCORS: () => false,
+  cookies: { keys: ['tokenkeeper-test-only-cookie-key'] },
+});
+
+// oidc-provider treats client_secret_basic and client_secret_post as
+// interchangeable for any client holding a secret: a client registered for one
+// is accepted with the other. The tests must prove that tokenkeeper picks the
+// configured method, so a successful token or introspection request whose
+// credentials did not come the registered way is turned into a 401
+// invalid_client here and the token it minted is destroyed. This only ever
+// rejects; it never accepts anything oidc-provider refused.
+const REGISTERED_METHOD = new Map(CLIENTS.map((c) => [c.client_id, c.token_endpoint_auth_method]));
+
+function usedAuthMethod(ctx) {
+  const header = ctx.headers.authorization !== undefined;
+  const body = ctx.oidc.params?.client_secret !== undefined;
+  if (header && body) return 'both client_secret_basic and client_secret_post';
+  if (header) return 'client_secret_basic';
+  if (body) return 'client_secret_post';
+  return 'none';
+}
+
+provider.use(async (ctx, next) => {
+  await next();
+  const route = ctx.oidc?.route;
+  if ((route !== 'token' && route !== 'introspection') || ctx.status !== 200) return;
+  const clientId = ctx.oidc.client?.clientId;
+  const registered = REGISTERED_METHOD.get(clientId);
+  const used = usedAuthMethod(ctx);
+  if (registered === undefined || used === registered) return;
+
+  await ctx.oidc.entities.ClientCredentials?.destroy();
+  const description = `client ${clientId} is registered for ${registered} but authenticated with ${used}`;
+  console.error(`oidc strict-auth: ${description}`);
+  ctx.status = 401;
+  if (ctx.headers.authorization !== undefined) {
+    ctx.set('WWW-Authenticate', `Basic realm="${issuer}", error="invalid_client"`);
+  }
+  ctx.body = { error: 'invalid_client', error_description: description };
+});
+
+for (const event of ['grant.error', 'introspection.error', 'server_error']) {
+  provider.on(event, (ctx, err) => {
+    console.error(`oidc ${event}: ${err?.name}: ${err?.message} ${err?.error_description ?? ''}`);
+  });
+}
+
+server.on('request', provider.callback());
+
+process.stdout.write(`LISTENING ${actualPort}\n`);
+console.error(`oidc-provider ready: issuer ${issuer}, client credentials TTL ${ttlSeconds}s`);
+
+const stop = () => process.exit(0);
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);
+
+if (process.env.OIDC_EXIT_ON_STDIN_EOF === '1') {
+  process.stdin.on('end', () => process.exit(0));
+  process.stdin.on('error', () => process.exit(0));
+  process.stdin.resume();
+}
