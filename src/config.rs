@@ -148,7 +148,9 @@ pub fn parse(
         path: path.to_path_buf(),
         problems: vec![Problem {
             line: error.span().map(|span| line_of(text, span.start)),
-            key: "syntax".to_string(),
+            key: error
+                .span()
+                .map_or_else(|| "syntax".to_string(), |span| key_at(text, span.start)),
             message: error.message().trim().to_string(),
         }],
     })?;
@@ -163,7 +165,11 @@ pub fn parse(
     let defaults = validator.defaults(&raw.defaults);
     let mut accounts = BTreeMap::new();
     if raw.accounts.is_empty() {
-        validator.problem(None, "accounts", "no accounts are configured");
+        validator.problem(
+            Some(0..0),
+            "accounts",
+            "no accounts are configured: add an [accounts.NAME] table",
+        );
     }
     for (name, account) in &raw.accounts {
         if let Some(account) = validator.account(name, account, &defaults) {
@@ -1150,6 +1156,41 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
+/// The dotted key at a byte offset, for errors that toml reports by position only: the nearest
+/// table header above it joined with the key on its own line (`accounts.idp.client_secret`).
+fn key_at(text: &str, offset: usize) -> String {
+    let end = offset.min(text.len());
+    let line_start = text[..end].rfind('\n').map_or(0, |index| index + 1);
+    let line_end = text[end..]
+        .find('\n')
+        .map_or(text.len(), |index| end + index);
+    let line = text[line_start..line_end].trim();
+    let header = |line: &str| -> Option<String> {
+        let inner = line.strip_prefix('[')?.trim_start_matches('[');
+        let inner = inner.split(']').next()?;
+        Some(inner.trim().to_string())
+    };
+    if let Some(table) = header(line) {
+        return table;
+    }
+    let own_key = line
+        .split_once('=')
+        .map(|(key, _)| key.trim().trim_matches('"').to_string())
+        .filter(|key| !key.is_empty());
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|line| line.starts_with('['))
+        .and_then(header);
+    match (table, own_key) {
+        (Some(table), Some(key)) => format!("{table}.{key}"),
+        (Some(table), None) => table,
+        (None, Some(key)) => key,
+        (None, None) => "syntax".to_string(),
+    }
+}
+
 fn valid_account_name(name: &str) -> bool {
     let mut bytes = name.bytes();
     name.len() <= 64
@@ -1411,6 +1452,17 @@ mod tests {
         assert_eq!(default_env_name("panaya-prod"), "PANAYA_PROD_TOKEN");
         assert_eq!(default_env_name("1st"), "_1ST_TOKEN");
         assert!(valid_env_name("A_1") && !valid_env_name("1A") && !valid_env_name("A-B"));
+    }
+
+    #[test]
+    fn keys_at_offsets() {
+        let text = "[defaults]\ntimeout = 5\n\n[accounts.idp]\nclient_secret = { a = 1 }\n[[accounts.idp.outputs]]\npath = 3\n";
+        let at = |needle: &str| key_at(text, text.find(needle).unwrap());
+        assert_eq!(at("timeout"), "defaults.timeout");
+        assert_eq!(at("a = 1"), "accounts.idp.client_secret");
+        assert_eq!(at("path"), "accounts.idp.outputs.path");
+        assert_eq!(at("[accounts.idp]"), "accounts.idp");
+        assert_eq!(key_at("x = 1", 0), "x");
     }
 
     #[test]

@@ -1,0 +1,204 @@
+//! The command line: `check`'s plan, `token`, `--version`, exit codes, the demo, config lookup.
+
+use tokenkeeper::demo::endpoint::{Credentials, EndpointOptions, TokenEndpoint};
+
+use crate::support::{apinizer_config, tokenkeeper, write_config, write_secret};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_prints_the_plan_without_network_or_secrets() {
+    let scratch = tempfile::tempdir().unwrap();
+    let credentials = Credentials::demo();
+    // Port 9 on loopback: nothing answers there, and `check` must not try.
+    let dir = scratch.path().join("demo");
+    let config = tokenkeeper::demo::prepare(&dir, "http://127.0.0.1:9", &credentials).unwrap();
+    let run = tokenkeeper(&["check", "--config", config.to_str().unwrap()], &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let plan = &run.stdout;
+    for text in [
+        "valid, 6 accounts",
+        "account panaya (preset panaya",
+        "POST http://127.0.0.1:9/api/accesstoken",
+        "fixed lifetime 1h",
+        "timestamp at /valid_until",
+        "the JWT exp claim",
+        "expires_in seconds at /response/expires",
+        "Authorization: <token> (no scheme)",
+        "basic auth (client_secret_basic)",
+        "oauth2.json  json  mode 0640",
+        "env PATCHWORKS_TOKEN",
+        "secrets/apinizer-password",
+    ] {
+        if text == "expires_in seconds at /response/expires" {
+            // ONLYOFFICE's expiry is a timestamp, not seconds.
+            assert!(plan.contains("timestamp at /response/expires"), "{plan}");
+            continue;
+        }
+        assert!(
+            plan.contains(text),
+            "{text:?} missing from the plan:\n{plan}"
+        );
+    }
+    for secret in [
+        &credentials.apinizer_client_secret,
+        &credentials.panaya_token,
+    ] {
+        assert!(!plan.contains(secret.as_str()));
+    }
+
+    // A missing secret file is reported by check with its key, and exits 3.
+    std::fs::remove_file(dir.join("secrets/apinizer-password")).unwrap();
+    let run = tokenkeeper(&["check", "--config", config.to_str().unwrap()], &[]).await;
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(
+        run.stderr.contains("accounts.apinizer.client_secret"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("apinizer-password"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_prints_a_live_token_and_config_comes_from_the_environment() {
+    let endpoint = TokenEndpoint::start(EndpointOptions::default())
+        .await
+        .unwrap();
+    let credentials = Credentials::demo();
+    let scratch = tempfile::tempdir().unwrap();
+    let secret = write_secret(
+        scratch.path(),
+        "secret",
+        &credentials.apinizer_client_secret,
+    );
+    let output = scratch.path().join("never-written.token");
+    let config = write_config(
+        scratch.path(),
+        &apinizer_config(&endpoint.base_url(), &secret, &output),
+    );
+    let run = tokenkeeper(
+        &["token", "apinizer"],
+        &[("TOKENKEEPER_CONFIG", config.as_str())],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let token = run.stdout.strip_suffix('\n').expect("one line");
+    assert!(endpoint.is_live(token));
+    assert!(!output.exists(), "token must not write outputs");
+
+    let run = tokenkeeper(&["token", "nobody", "--config", &config], &[]).await;
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(
+        run.stderr.contains("nobody") && run.stderr.contains("apinizer"),
+        "{}",
+        run.stderr
+    );
+
+    // A wrong secret is rejected: exit 1, classified.
+    std::fs::write(&secret, "wrong-secret\n").unwrap();
+    let run = tokenkeeper(&["token", "apinizer", "--config", &config], &[]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("credentials rejected"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.is_empty());
+    endpoint.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_fails_clearly_when_the_output_directory_is_missing() {
+    let endpoint = TokenEndpoint::start(EndpointOptions::default())
+        .await
+        .unwrap();
+    let credentials = Credentials::demo();
+    let scratch = tempfile::tempdir().unwrap();
+    let secret = write_secret(
+        scratch.path(),
+        "secret",
+        &credentials.apinizer_client_secret,
+    );
+    let output = scratch.path().join("no-such-dir/apinizer.token");
+    let config = write_config(
+        scratch.path(),
+        &apinizer_config(&endpoint.base_url(), &secret, &output),
+    );
+    let run = tokenkeeper(&["once", "--config", &config], &[]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("no-such-dir"), "{}", run.stderr);
+    endpoint.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_help_and_usage_errors() {
+    let run = tokenkeeper(&["--version"], &[]).await;
+    assert_eq!(run.code, 0);
+    assert_eq!(
+        run.stdout.trim(),
+        format!("tokenkeeper {}", env!("CARGO_PKG_VERSION"))
+    );
+    let run = tokenkeeper(&["--help"], &[]).await;
+    assert_eq!(run.code, 0);
+    for text in [
+        "check",
+        "once",
+        "token",
+        "demo",
+        "Exit codes",
+        "TOKENKEEPER_CONFIG",
+    ] {
+        assert!(run.stdout.contains(text), "{text} missing from --help");
+    }
+    let run = tokenkeeper(&["frobnicate"], &[]).await;
+    assert_eq!(run.code, 2);
+    let run = tokenkeeper(&["check", "--config", "/nonexistent/tokenkeeper.toml"], &[]).await;
+    assert_eq!(run.code, 3);
+    assert!(
+        run.stderr.contains("/nonexistent/tokenkeeper.toml"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_writes_real_token_files() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("demo");
+    let run = tokenkeeper(&["demo", "--once", "--dir", dir.to_str().unwrap()], &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .contains(&dir.join("tokens").display().to_string()),
+        "{}",
+        run.stdout
+    );
+    let tokens = dir.join("tokens");
+    let mut names: Vec<String> = std::fs::read_dir(&tokens)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "apinizer.header",
+            "oauth2.json",
+            "oauth2.token",
+            "onlyoffice.header",
+            "panaya.token",
+            "papaya.json",
+            "patchworks.env",
+        ]
+    );
+    for name in &names {
+        let size = std::fs::metadata(tokens.join(name)).unwrap().len();
+        assert!(size > 10, "{name} is too small");
+    }
+    // An existing directory is never overwritten.
+    let run = tokenkeeper(&["demo", "--once", "--dir", dir.to_str().unwrap()], &[]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains(&dir.display().to_string()),
+        "{}",
+        run.stderr
+    );
+}

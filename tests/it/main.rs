@@ -1,0 +1,11 @@
+//! The integration tests: one binary driving the real `tokenkeeper` binary and the library's entry
+//! points against loopback token servers and real files.
+
+mod support;
+
+mod bad_replies;
+mod canary;
+mod cli;
+mod config_fixtures;
+mod oauth2_real;
+mod presets;
