@@ -23,6 +23,10 @@ pub enum RoundError {
     Login(#[from] LoginError),
     #[error("account {account}: {message}")]
     Setup { account: String, message: String },
+    #[error(
+        "account {account}: {path}: the token holds characters a shell would interpret, so it is not written in the env format"
+    )]
+    UnsafeForEnv { account: String, path: String },
     #[error("account {account}: writing {path}: {source}")]
     Write {
         account: String,
@@ -71,6 +75,12 @@ pub fn write_outputs(
 ) -> Result<Vec<(std::path::PathBuf, Publish)>, RoundError> {
     let mut written = Vec::with_capacity(account.outputs.len());
     for output in &account.outputs {
+        if output.format == Format::Env && !sink::env_safe(outcome.token.expose()) {
+            return Err(RoundError::UnsafeForEnv {
+                account: account.name.clone(),
+                path: output.path.display().to_string(),
+            });
+        }
         let contents = sink::render(
             output,
             &account.name,

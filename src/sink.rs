@@ -133,6 +133,15 @@ fn io_error(action: &'static str, path: &Path, source: impl Into<io::Error>) -> 
     }
 }
 
+/// Whether a token can go unquoted into an `env` file that a shell may `source`: only characters
+/// no shell interprets. Tokens are already visible ASCII; this also refuses `$`, `` ` ``, `;`,
+/// quotes, `&`, `|`, `<`, `>`, `(`, `)`, `\\`, `*`, `?`, `!`, `#`, `[`, `]`, `{`, `}` and `'`.
+pub fn env_safe(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|byte| byte.is_ascii_alphanumeric() || b"-._~+/=:@%,^".contains(&byte))
+}
+
 /// Renders the contents of an output file.
 ///
 /// `scheme` is `Some("Bearer")` normally and `None` for a bare token (ONLYOFFICE expects
@@ -677,6 +686,24 @@ mod tests {
     impl Drop for UmaskGuard {
         fn drop(&mut self) {
             rustix::process::umask(self.0);
+        }
+    }
+
+    #[test]
+    fn env_safety() {
+        for safe in [
+            "abc.DEF-1~",
+            "eyJ0eXAi.eyJpYXQi.gLmL4am5_x-y",
+            "a+b/c==",
+            "x:y@z%2C,^",
+        ] {
+            assert!(env_safe(safe), "{safe}");
+        }
+        for unsafe_value in [
+            "a$b", "a`b`", "a;b", "a'b", "a\"b", "a&b", "a|b", "a(b)", "a\\b", "a*", "a!b", "a#b",
+            "{a}",
+        ] {
+            assert!(!env_safe(unsafe_value), "{unsafe_value}");
         }
     }
 

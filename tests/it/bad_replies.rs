@@ -253,3 +253,40 @@ async fn unreachable_endpoint_is_a_transient_error() {
     assert!(run.stderr.contains("cannot connect"), "{}", run.stderr);
     assert!(!output.exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_format_refuses_tokens_a_shell_would_interpret() {
+    let endpoint = TokenEndpoint::start(EndpointOptions::default())
+        .await
+        .unwrap();
+    let credentials = Credentials::demo();
+    let scratch = tempfile::tempdir().unwrap();
+    let secret = write_secret(
+        scratch.path(),
+        "secret",
+        &credentials.apinizer_client_secret,
+    );
+    let output = scratch.path().join("apinizer.env");
+    let config = apinizer_config(&endpoint.base_url(), &secret, &output) + "format = \"env\"\n";
+    let config = write_config(scratch.path(), &config);
+    endpoint.push_fault(json(
+        200,
+        r#"{"access_token":"abc$(reboot)","expires_in":3600}"#,
+    ));
+    let run = tokenkeeper(&["once", "--config", &config], &[]).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("a shell would interpret"),
+        "{}",
+        run.stderr
+    );
+    assert!(!output.exists());
+    let run = tokenkeeper(&["once", "--config", &config], &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        std::fs::read_to_string(&output)
+            .unwrap()
+            .starts_with("APINIZER_TOKEN=")
+    );
+    endpoint.shutdown().await;
+}
