@@ -26,12 +26,16 @@ pub struct Cli {
 /// Exit codes, shown at the end of `--help`.
 pub const EXIT_CODES: &str = "Exit codes:
   0  success
-  1  a login or a write failed (once, token, demo)
+  1  a login or a write failed (once, token, demo), or run could not start
+     (an output directory is missing or not writable)
   2  bad command line
   3  invalid config (every problem is listed on stderr)";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon: keep every account's token fresh until SIGTERM or SIGINT; SIGHUP or a
+    /// change to the config or a secret file reloads.
+    Run,
     /// Validate the config and read every secret, without touching the network; print the plan.
     Check,
     /// Log in every account once and write its outputs; exit 0 only if all succeeded.
@@ -44,7 +48,7 @@ pub enum Command {
     /// Start a built-in loopback token endpoint speaking the seed systems' logins, write an
     /// example config for it in a new temporary directory, and write real token files there.
     Demo {
-        /// Exit after writing the files instead of serving until Ctrl-C.
+        /// Exit after the first round instead of running the daemon until Ctrl-C.
         #[arg(long)]
         once: bool,
         /// Directory to create the demo in (default: a new directory under $TMPDIR).

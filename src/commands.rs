@@ -61,7 +61,7 @@ pub async fn round(account: &Account) -> Result<RoundReport, RoundError> {
         message: error.to_string(),
     })?;
     let outcome = login.login(None).await?;
-    let outputs = write_outputs(account, &outcome)?;
+    let outputs = write_outputs(account, &outcome.token)?;
     Ok(RoundReport { outcome, outputs })
 }
 
@@ -71,11 +71,11 @@ pub async fn round(account: &Account) -> Result<RoundReport, RoundError> {
 /// The first failed write, naming the path.
 pub fn write_outputs(
     account: &Account,
-    outcome: &LoginOutcome,
+    token: &crate::token::Token,
 ) -> Result<Vec<(std::path::PathBuf, Publish)>, RoundError> {
     let mut written = Vec::with_capacity(account.outputs.len());
     for output in &account.outputs {
-        if output.format == Format::Env && !sink::env_safe(outcome.token.expose()) {
+        if output.format == Format::Env && !sink::env_safe(token.expose()) {
             return Err(RoundError::UnsafeForEnv {
                 account: account.name.clone(),
                 path: output.path.display().to_string(),
@@ -84,7 +84,7 @@ pub fn write_outputs(
         let contents = sink::render(
             output,
             &account.name,
-            &outcome.token,
+            token,
             account.login.scheme.as_deref(),
         );
         let publish = sink::publish(output, &contents).map_err(|source| RoundError::Write {

@@ -23,6 +23,7 @@ use crate::login::preset::{ClientAuth, Need, Preset, PresetInput};
 use crate::login::spec::{
     BasicAuth, Encoding, FieldValue, HttpSettings, LoginSpec, ProxySetting, ReplySpec, RequestSpec,
 };
+use crate::schedule::{Backoff, RefreshPolicy};
 use crate::secret::SecretSource;
 use crate::sink::{Format, OutputSpec};
 
@@ -43,12 +44,14 @@ pub struct Config {
     /// The file it was read from, for messages.
     pub path: PathBuf,
     pub accounts: BTreeMap<String, Account>,
+    /// How `run` schedules, retries and stops.
+    pub daemon: DaemonSettings,
     /// Things that work but deserve the operator's attention (literal secrets in a readable file).
     pub warnings: Vec<String>,
 }
 
 /// One account: how to log in and where to write the token.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
     pub name: String,
     /// The preset it was built from; `None` for a generic login.
@@ -60,6 +63,57 @@ pub struct Account {
     pub outputs: Vec<OutputSpec>,
     /// Where the account's table starts in the file.
     pub line: usize,
+}
+
+/// What to do with an account's files when its token expires and no new one could be had.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnExpiry {
+    /// Delete them, so readers fail fast instead of sending a dead token (the default).
+    Remove,
+    /// Leave the expired token in place.
+    Keep,
+}
+
+/// The `[daemon]` table: refresh timing, retries, load and lifecycle of `tokenkeeper run`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DaemonSettings {
+    pub refresh: RefreshPolicy,
+    /// Retries after a temporary failure or an unusable reply.
+    pub backoff: Backoff,
+    /// How long an account whose credentials were rejected waits before trying again (unless its
+    /// secret or config changes first).
+    pub rejected_retry: Duration,
+    /// At most this many logins run at the same time, across all accounts.
+    pub max_concurrent_logins: usize,
+    /// First logins at start are spread over up to this long (20 ms per account, capped here).
+    pub startup_spread: Duration,
+    pub on_expiry: OnExpiry,
+    /// How long SIGTERM waits for accounts to finish what they are doing.
+    pub shutdown_grace: Duration,
+    /// The log level when RUST_LOG is not set (`error`, `warn`, `info`, `debug`, `trace`).
+    pub log_level: Option<String>,
+    /// Watch the config and secret files and react to changes (SIGHUP always reloads).
+    pub watch: bool,
+    /// Keep a state file per account beside its first output so that a restart reuses a token
+    /// that is still valid.
+    pub state_files: bool,
+}
+
+impl Default for DaemonSettings {
+    fn default() -> DaemonSettings {
+        DaemonSettings {
+            refresh: RefreshPolicy::default(),
+            backoff: Backoff::default(),
+            rejected_retry: Duration::from_secs(30 * 60),
+            max_concurrent_logins: 16,
+            startup_spread: Duration::from_secs(30),
+            on_expiry: OnExpiry::Remove,
+            shutdown_grace: Duration::from_secs(10),
+            log_level: None,
+            watch: true,
+            state_files: true,
+        }
+    }
 }
 
 /// One thing wrong with a config, located by line and dotted key.
@@ -163,6 +217,7 @@ pub fn parse(
         output_paths: HashMap::new(),
     };
     let defaults = validator.defaults(&raw.defaults);
+    let daemon = validator.daemon(&raw.daemon);
     let mut accounts = BTreeMap::new();
     if raw.accounts.is_empty() {
         validator.problem(
@@ -180,6 +235,7 @@ pub fn parse(
         Ok(Config {
             path: path.to_path_buf(),
             accounts,
+            daemon,
             warnings: validator.warnings,
         })
     } else {
@@ -201,7 +257,29 @@ struct RawConfig {
     #[serde(default)]
     defaults: RawDefaults,
     #[serde(default)]
+    daemon: RawDaemon,
+    #[serde(default)]
     accounts: BTreeMap<String, Spanned<RawAccount>>,
+}
+
+/// The `[daemon]` table.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    refresh_at: Option<Spanned<f64>>,
+    refresh_jitter: Option<Spanned<f64>>,
+    refresh_margin: Option<Spanned<String>>,
+    min_refresh_interval: Option<Spanned<String>>,
+    retry_base: Option<Spanned<String>>,
+    retry_cap: Option<Spanned<String>>,
+    rejected_retry: Option<Spanned<String>>,
+    max_concurrent_logins: Option<Spanned<i64>>,
+    startup_spread: Option<Spanned<String>>,
+    on_expiry: Option<Spanned<String>>,
+    shutdown_grace: Option<Spanned<String>>,
+    log_level: Option<Spanned<String>>,
+    watch: Option<bool>,
+    state_files: Option<bool>,
 }
 
 /// Settings every account inherits unless it sets its own.
@@ -417,6 +495,135 @@ impl Validator<'_> {
             defaults.mode = mode;
         }
         defaults
+    }
+
+    fn daemon(&mut self, raw: &RawDaemon) -> DaemonSettings {
+        let mut settings = DaemonSettings::default();
+        let defaults = settings.clone();
+        let duration_or = |validator: &mut Self,
+                           value: &Option<Spanned<String>>,
+                           key: &str,
+                           default: Duration| {
+            value
+                .as_ref()
+                .and_then(|value| validator.duration(value, &format!("daemon.{key}")))
+                .unwrap_or(default)
+        };
+        let margin = duration_or(
+            self,
+            &raw.refresh_margin,
+            "refresh_margin",
+            defaults.refresh.margin,
+        );
+        let min_interval = duration_or(
+            self,
+            &raw.min_refresh_interval,
+            "min_refresh_interval",
+            defaults.refresh.min_interval,
+        );
+        let fraction = raw
+            .refresh_at
+            .as_ref()
+            .map_or(defaults.refresh.fraction, |value| *value.get_ref());
+        let jitter = raw
+            .refresh_jitter
+            .as_ref()
+            .map_or(defaults.refresh.jitter, |value| *value.get_ref());
+        match RefreshPolicy::new(fraction, jitter, margin, min_interval) {
+            Ok(policy) => settings.refresh = policy,
+            Err(error) => {
+                let span = raw
+                    .refresh_at
+                    .as_ref()
+                    .map(Spanned::span)
+                    .or_else(|| raw.refresh_jitter.as_ref().map(Spanned::span))
+                    .or_else(|| raw.refresh_margin.as_ref().map(Spanned::span))
+                    .or_else(|| raw.min_refresh_interval.as_ref().map(Spanned::span));
+                self.problem(span, "daemon", error.to_string());
+            }
+        }
+        let base = duration_or(self, &raw.retry_base, "retry_base", defaults.backoff.base);
+        let cap = duration_or(self, &raw.retry_cap, "retry_cap", defaults.backoff.cap);
+        match Backoff::new(base, cap, base.min(defaults.backoff.floor)) {
+            Ok(backoff) => settings.backoff = backoff,
+            Err(error) => {
+                let span = raw
+                    .retry_base
+                    .as_ref()
+                    .or(raw.retry_cap.as_ref())
+                    .map(Spanned::span);
+                self.problem(span, "daemon.retry_base", error.to_string());
+            }
+        }
+        settings.rejected_retry = duration_or(
+            self,
+            &raw.rejected_retry,
+            "rejected_retry",
+            defaults.rejected_retry,
+        );
+        if settings.rejected_retry < Duration::from_secs(60)
+            && let Some(value) = &raw.rejected_retry
+        {
+            self.problem(
+                Some(value.span()),
+                "daemon.rejected_retry",
+                "must be at least 1m: a rejected secret is retried at once when it changes",
+            );
+        }
+        settings.startup_spread = duration_or(
+            self,
+            &raw.startup_spread,
+            "startup_spread",
+            defaults.startup_spread,
+        );
+        settings.shutdown_grace = duration_or(
+            self,
+            &raw.shutdown_grace,
+            "shutdown_grace",
+            defaults.shutdown_grace,
+        );
+        if let Some(value) = &raw.max_concurrent_logins {
+            match *value.get_ref() {
+                count @ 1..=4096 => settings.max_concurrent_logins = count as usize,
+                _ => self.problem(
+                    Some(value.span()),
+                    "daemon.max_concurrent_logins",
+                    "must be between 1 and 4096",
+                ),
+            }
+        }
+        if let Some(value) = &raw.on_expiry {
+            match value.get_ref().as_str() {
+                "remove" => settings.on_expiry = OnExpiry::Remove,
+                "keep" => settings.on_expiry = OnExpiry::Keep,
+                other => self.problem(
+                    Some(value.span()),
+                    "daemon.on_expiry",
+                    format!("unknown on_expiry `{other}`, expected remove or keep"),
+                ),
+            }
+        }
+        if let Some(value) = &raw.log_level {
+            let level = value.get_ref().to_ascii_lowercase();
+            if matches!(
+                level.as_str(),
+                "error" | "warn" | "info" | "debug" | "trace"
+            ) {
+                settings.log_level = Some(level);
+            } else {
+                self.problem(
+                    Some(value.span()),
+                    "daemon.log_level",
+                    format!(
+                        "unknown log level `{}`, expected error, warn, info, debug or trace",
+                        value.get_ref()
+                    ),
+                );
+            }
+        }
+        settings.watch = raw.watch.unwrap_or(defaults.watch);
+        settings.state_files = raw.state_files.unwrap_or(defaults.state_files);
+        settings
     }
 
     fn max_lifetime(&mut self, value: &Spanned<String>, key: &str) -> SignedDuration {

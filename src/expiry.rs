@@ -241,7 +241,7 @@ impl Source {
     pub fn as_str(self) -> &'static str {
         match self {
             Source::ExpiresIn => "expires_in",
-            Source::ExpiresAt => "valid_until",
+            Source::ExpiresAt => "expires_at",
             Source::JwtExp => "jwt exp",
             Source::FixedLifetime => "fixed lifetime",
         }

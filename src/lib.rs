@@ -11,6 +11,8 @@
 //! - [`token`]: a validated token and its expiry.
 //! - [`sink`]: output formats and the atomic, no-follow file writer.
 //! - [`commands`]: `check`, `once` and `token`, built from the pieces above.
+//! - [`schedule`]: pure refresh and retry timing.
+//! - [`daemon`]: `run`: a supervisor with one task per account, reload, file watching, signals.
 //! - [`demo`]: a loopback token endpoint speaking every preset's shapes, and the `demo` command.
 //!
 //! [`run`] is the entry that `main` and the integration tests share.
@@ -18,14 +20,17 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod expiry;
 pub mod login;
+pub mod schedule;
 pub mod secret;
 pub mod sink;
 pub mod token;
 
 use std::io::Write as _;
+use std::sync::OnceLock;
 
 use cli::{Cli, Command};
 use config::SecretCheck;
@@ -36,6 +41,23 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILURE: u8 = 1;
 /// Exit code: the config is invalid.
 pub const EXIT_CONFIG: u8 = 3;
+
+/// Sets the log level; installed by `main` so that the config's `daemon.log_level` can apply
+/// when RUST_LOG is not set.
+type LogLevelHook = Box<dyn Fn(&str) + Send + Sync>;
+static LOG_LEVEL_HOOK: OnceLock<LogLevelHook> = OnceLock::new();
+
+/// Installs the function that changes the log level (once; later calls are ignored).
+pub fn set_log_level_hook(hook: LogLevelHook) {
+    let _ = LOG_LEVEL_HOOK.set(hook);
+}
+
+/// Changes the log level, if `main` installed a way to.
+pub fn apply_log_level(level: &str) {
+    if let Some(hook) = LOG_LEVEL_HOOK.get() {
+        hook(level);
+    }
+}
 
 /// Runs one command and returns its exit code. Errors are reported on stderr (or in the log) here,
 /// so the caller only has to exit.
@@ -76,6 +98,7 @@ pub async fn run(cli: Cli) -> u8 {
             };
             print_token(&config, &account).await
         }
+        Command::Run => daemon::run_with_signals(&cli.config).await,
         Command::Demo { once, dir } => demo::run(dir, once).await,
     }
 }

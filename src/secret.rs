@@ -91,6 +91,22 @@ pub enum SecretError {
     EmptyLiteral,
 }
 
+/// Two sources are equal when they read from the same place (or hold the same literal), so that
+/// a reload can tell an unchanged account from a changed one.
+impl PartialEq for SecretSource {
+    fn eq(&self, other: &SecretSource) -> bool {
+        match (self, other) {
+            (SecretSource::File(a), SecretSource::File(b)) => a == b,
+            (SecretSource::Env(a), SecretSource::Env(b)) => a == b,
+            (SecretSource::Credential(a), SecretSource::Credential(b)) => a == b,
+            (SecretSource::Literal(a), SecretSource::Literal(b)) => a.same_value(b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for SecretSource {}
+
 impl SecretSource {
     /// Reads the secret now.
     ///

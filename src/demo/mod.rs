@@ -1,8 +1,9 @@
 //! `tokenkeeper demo`: the product working with no vendor account, the way `vault server -dev` is.
 //!
 //! Starts [`endpoint::TokenEndpoint`] on loopback, writes secrets and a config for every preset into
-//! a new directory, runs a real login round through the same code as `once`, and shows the token
-//! files it wrote. The endpoint doubles as the integration tests' token server.
+//! a new directory, then runs the daemon against it with two-minute token lifetimes so that tokens
+//! visibly rotate on disk and in the log (`--once` runs a single round, as `once` does, and exits).
+//! The endpoint doubles as the integration tests' token server.
 
 pub mod endpoint;
 
@@ -11,6 +12,10 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use endpoint::{Credentials, EndpointOptions, TokenEndpoint};
+
+/// Token lifetime the demo endpoint grants: short enough to watch rotation, long enough for
+/// Papaya's minute-precision `valid_until`.
+pub const DEMO_LIFETIME: std::time::Duration = std::time::Duration::from_secs(120);
 
 use crate::config::{self, SecretCheck};
 use crate::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
@@ -22,7 +27,11 @@ pub async fn run(dir: Option<PathBuf>, once: bool) -> u8 {
     let dir = dir.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("tokenkeeper-demo-{:08x}", rand::random::<u32>()))
     });
-    let endpoint = match TokenEndpoint::start(EndpointOptions::default()).await {
+    let options = EndpointOptions {
+        lifetime: DEMO_LIFETIME,
+        ..EndpointOptions::default()
+    };
+    let endpoint = match TokenEndpoint::start(options).await {
         Ok(endpoint) => endpoint,
         Err(error) => {
             eprintln!("error: cannot start the demo token endpoint on 127.0.0.1: {error}");
@@ -51,24 +60,40 @@ pub async fn run(dir: Option<PathBuf>, once: bool) -> u8 {
         endpoint.base_url()
     );
     println!("config:  {}", config_path.display());
-    let failures = crate::commands::once(&config).await;
-    print!("{}", summary(&dir));
-    if failures > 0 {
-        eprintln!("error: {failures} account(s) failed; see the log above");
-        return EXIT_FAILURE;
-    }
-    if !once {
-        println!(
-            "\nThe endpoint keeps serving until Ctrl-C. In another terminal, try:\n  tokenkeeper check --config {0}\n  tokenkeeper once --config {0}\n  tokenkeeper token apinizer --config {0}",
-            config_path.display()
-        );
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            eprintln!("error: cannot wait for Ctrl-C: {error}");
+    if once {
+        let failures = crate::commands::once(&config).await;
+        print!("{}", summary(&dir));
+        endpoint.shutdown().await;
+        if failures > 0 {
+            eprintln!("error: {failures} account(s) failed; see the log above");
+            return EXIT_FAILURE;
         }
+        return EXIT_OK;
     }
+    println!(
+        "tokens:  {0}\n\nThe daemon now keeps them fresh: tokens live {1} s and are renewed at about 75 %.\nWatch them rotate:  watch -n1 ls -l --time-style=+%T {0}\nIn another terminal: tokenkeeper check --config {2}\nCtrl-C stops the demo.\n",
+        dir.join("tokens").display(),
+        DEMO_LIFETIME.as_secs(),
+        config_path.display()
+    );
+    let (control_tx, control) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            let _ = control_tx.send(crate::daemon::Control::Stop);
+        }
+    });
+    let code = crate::daemon::run(
+        &config_path,
+        std::sync::Arc::new(crate::daemon::clock::SystemClock::new()),
+        crate::daemon::http_logins(),
+        control,
+    )
+    .await;
+    print!("{}", summary(&dir));
     endpoint.shutdown().await;
-    EXIT_OK
+    code
 }
+
 
 /// Creates `dir` with `secrets/` and `tokens/`, writes one secret file per credential (mode 0600)
 /// and a config for every preset pointing at `base_url`. Returns the config's path.
@@ -119,11 +144,18 @@ pub fn demo_config(dir: &Path, base_url: &str, credentials: &Credentials) -> Str
     format!(
         r#"# Written by `tokenkeeper demo`: every preset, against the built-in endpoint at {base_url}.
 
+[daemon]
+# Short timings so that the demo shows rotation within a couple of minutes.
+refresh_margin = "10s"
+min_refresh_interval = "5s"
+retry_cap = "30s"
+
 [accounts.panaya]
 preset = "panaya"
 base_url = "{base_url}"
 username = {panaya_user}
 token = {panaya_token}
+lifetime = "2m"                  # Panaya's reply carries no expiry; the real one lasts 1h
 [[accounts.panaya.outputs]]
 path = {panaya_out}
 

@@ -14,7 +14,7 @@ use url::Url;
 use crate::secret::SecretSource;
 
 /// One value in a request: either plain configuration or a secret read at login time.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FieldValue {
     /// Not secret (a grant type, a user name written in the config): may be shown in a plan.
     Plain(String),
@@ -44,14 +44,14 @@ pub enum Encoding {
 }
 
 /// How a client authenticates with HTTP Basic (RFC 6749 §2.3.1 `client_secret_basic`).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BasicAuth {
     pub user: FieldValue,
     pub password: FieldValue,
 }
 
 /// The request a login sends.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestSpec {
     pub method: Method,
     pub url: Url,
@@ -63,7 +63,7 @@ pub struct RequestSpec {
 }
 
 /// Where the reply keeps the token and how its expiry is derived.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplySpec {
     /// JSON pointers (RFC 6901) to the token string, tried in order.
     pub token: Vec<String>,
@@ -82,7 +82,7 @@ pub struct ReplySpec {
 }
 
 /// The OAuth2 refresh_token grant (RFC 6749 §6), used when the server issued a refresh token.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RefreshSpec {
     /// Client authentication and extra members repeated on the refresh request.
     pub client_fields: Vec<(String, FieldValue)>,
@@ -90,7 +90,7 @@ pub struct RefreshSpec {
 }
 
 /// Everything one login needs, minus the HTTP client settings.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoginSpec {
     pub request: RequestSpec,
     pub reply: ReplySpec,

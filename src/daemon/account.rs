@@ -1,0 +1,480 @@
+//! One account's task: log in, write, sleep until the refresh point, repeat; back off on failure;
+//! park on rejected credentials; keep the last good token until it expires.
+//!
+//! Invariants: the token on disk is only ever replaced by a newer valid one (or removed once it has
+//! expired, if so configured); a failed write is retried without logging in again while the token
+//! in memory is valid; every wait is computed from boot time (which counts suspend) and re-checked
+//! whenever the supervisor reports a clock jump; a login runs only with a permit from the global
+//! limiter.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rand::SeedableRng as _;
+use rand::rngs::StdRng;
+use tokio::sync::{Notify, Semaphore, watch};
+
+use super::clock::{Clock, boot_to_wall, wall_to_boot};
+use super::state::StateFile;
+use crate::config::{Account, DaemonSettings, OnExpiry};
+use crate::login::{ErrorClass, Login, LoginError, LoginOutcome};
+use crate::schedule;
+use crate::secret::Secret;
+use crate::token::Token;
+
+/// A boxed login future, so that tests can stand in for the HTTP login.
+pub type LoginFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<LoginOutcome, LoginError>> + Send + 'a>>;
+
+/// Something that trades an account's credentials for a token.
+pub trait Authenticator: Send + Sync + 'static {
+    fn login<'a>(&'a self, refresh_token: Option<&'a Secret>) -> LoginFuture<'a>;
+}
+
+impl Authenticator for Login {
+    fn login<'a>(&'a self, refresh_token: Option<&'a Secret>) -> LoginFuture<'a> {
+        Box::pin(Login::login(self, refresh_token))
+    }
+}
+
+/// How an account is doing, for logs, status and readiness.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// No token yet, first login pending.
+    Starting,
+    /// A valid token is published.
+    Healthy,
+    /// The last attempts failed but the published token is still valid.
+    Degraded,
+    /// The credentials were rejected; retrying slowly, or at once when the secret changes.
+    Rejected,
+    /// No valid token: it expired (or never came) and no new one could be had.
+    Unhealthy,
+}
+
+/// What the supervisor and status views know about one account. Never holds a secret.
+#[derive(Clone, Debug)]
+pub struct AccountStatus {
+    pub health: Health,
+    pub expires_at: Option<Timestamp>,
+    pub next_attempt: Option<Timestamp>,
+    pub last_success: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub consecutive_failures: u32,
+    /// Logins attempted by this task (successful or not).
+    pub logins: u64,
+    /// Whether every output holds the current token.
+    pub written: bool,
+}
+
+impl Default for AccountStatus {
+    fn default() -> AccountStatus {
+        AccountStatus {
+            health: Health::Starting,
+            expires_at: None,
+            next_attempt: None,
+            last_success: None,
+            last_error: None,
+            consecutive_failures: 0,
+            logins: 0,
+            written: false,
+        }
+    }
+}
+
+/// Everything an account task shares with its supervisor.
+pub struct Shared {
+    pub clock: Arc<dyn Clock>,
+    pub settings: DaemonSettings,
+    pub limiter: Arc<Semaphore>,
+    /// Bumped by the supervisor when the clocks jumped (suspend, resume): every wait is recomputed.
+    pub time_jump: watch::Receiver<u64>,
+    /// Becomes true when the daemon stops.
+    pub shutdown: watch::Receiver<bool>,
+    /// How many accounts started together, to size the spread of first logins.
+    pub startup_accounts: usize,
+}
+
+/// The token the task holds, with its instants in boot time.
+struct Held {
+    token: Token,
+    refresh_token: Option<Secret>,
+    expires_boot: Duration,
+    /// When to log in again.
+    refresh_boot: Duration,
+    written: bool,
+}
+
+/// One account's task.
+pub struct AccountTask {
+    account: Account,
+    auth: Arc<dyn Authenticator>,
+    shared: Shared,
+    /// Woken when the account's secret files change: a parked or failing account retries at once.
+    wake: Arc<Notify>,
+    status: Arc<Mutex<AccountStatus>>,
+    state: Option<StateFile>,
+    rng: StdRng,
+}
+
+/// Failed writes are retried this often at first, doubling up to [`WRITE_RETRY_CAP`].
+const WRITE_RETRY_BASE: Duration = Duration::from_secs(1);
+const WRITE_RETRY_CAP: Duration = Duration::from_secs(30);
+
+impl AccountTask {
+    pub fn new(
+        account: Account,
+        auth: Arc<dyn Authenticator>,
+        shared: Shared,
+        wake: Arc<Notify>,
+        status: Arc<Mutex<AccountStatus>>,
+    ) -> AccountTask {
+        let state = if shared.settings.state_files {
+            StateFile::for_account(&account)
+        } else {
+            None
+        };
+        AccountTask {
+            account,
+            auth,
+            shared,
+            wake,
+            status,
+            state,
+            rng: StdRng::from_os_rng(),
+        }
+    }
+
+    fn update(&self, change: impl FnOnce(&mut AccountStatus)) {
+        let mut status = self
+            .status
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        change(&mut status);
+    }
+
+    fn wall_of(&self, boot: Duration) -> Timestamp {
+        boot_to_wall(boot, self.shared.clock.wall(), self.shared.clock.boot())
+    }
+
+    /// Runs until shutdown. Cancel-safe at every await: a login is abandoned, and writes never
+    /// span an await.
+    pub async fn run(mut self) {
+        let clock = Arc::clone(&self.shared.clock);
+        let mut held = self.restore();
+        let mut next_attempt = match &held {
+            // A restored token is written out at once; the refresh is scheduled after that.
+            Some(_) => clock.boot(),
+            None => {
+                clock.boot()
+                    + schedule::startup_delay(
+                        self.shared.startup_accounts,
+                        Duration::from_millis(20),
+                        self.shared.settings.startup_spread,
+                        &mut self.rng,
+                    )
+            }
+        };
+        let mut failures: u32 = 0;
+        let mut write_failures: u32 = 0;
+        let mut parked = false;
+        loop {
+            if *self.shared.shutdown.borrow() {
+                return;
+            }
+            let now = clock.boot();
+            if let Some(current) = &held
+                && now >= current.expires_boot
+            {
+                self.expire(current);
+                held = None;
+            }
+            // A token that is not on disk yet is written before anything else, without a login.
+            let write_due = held.as_ref().is_some_and(|current| !current.written);
+            let mut wake_at = next_attempt;
+            if let Some(current) = &held {
+                wake_at = wake_at.min(current.expires_boot);
+            }
+            if now < wake_at {
+                let next_wall = self.wall_of(next_attempt);
+                self.update(|status| status.next_attempt = Some(next_wall));
+                let wait = schedule::clamp_wait(wake_at - now);
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = self.wake.notified() => {
+                        if parked || failures > 0 || held.is_none() {
+                            tracing::info!(account = %self.account.name, "secret changed: trying again now");
+                            next_attempt = clock.boot();
+                            parked = false;
+                        }
+                    }
+                    changed = self.shared.time_jump.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                    }
+                    _ = self.shared.shutdown.changed() => {}
+                }
+                continue;
+            }
+            if write_due && let Some(current) = held.as_mut() {
+                match self.write(&current.token) {
+                    Ok(()) => {
+                        current.written = true;
+                        write_failures = 0;
+                        next_attempt = current.refresh_boot;
+                    }
+                    Err(message) => {
+                        write_failures = write_failures.saturating_add(1);
+                        let delay = write_retry_delay(write_failures);
+                        tracing::error!(account = %self.account.name, retry_in_s = delay.as_secs_f32(), "{message}");
+                        self.update(|status| status.last_error = Some(message));
+                        next_attempt = (clock.boot() + delay).min(current.refresh_boot);
+                    }
+                }
+                continue;
+            }
+            // Time to log in.
+            let refresh_token = held
+                .as_ref()
+                .and_then(|current| current.refresh_token.clone());
+            let Some(result) = self.login(refresh_token.as_ref()).await else {
+                return;
+            };
+            match result {
+                Ok(outcome) => {
+                    failures = 0;
+                    parked = false;
+                    let fresh = self.accept(outcome);
+                    next_attempt = fresh.refresh_boot;
+                    held = Some(fresh);
+                    // Write at once in the next turn of the loop.
+                    if let Some(current) = held.as_mut() {
+                        match self.write(&current.token) {
+                            Ok(()) => current.written = true,
+                            Err(message) => {
+                                write_failures = 1;
+                                tracing::error!(account = %self.account.name, "{message}");
+                                self.update(|status| status.last_error = Some(message));
+                                next_attempt = clock.boot() + write_retry_delay(1);
+                            }
+                        }
+                    }
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    let delay = match error.class {
+                        ErrorClass::Rejected => {
+                            parked = true;
+                            schedule::parked_delay(
+                                self.shared.settings.rejected_retry,
+                                &mut self.rng,
+                            )
+                        }
+                        ErrorClass::Transient | ErrorClass::Protocol => self
+                            .shared
+                            .settings
+                            .backoff
+                            .retry_delay(failures - 1, error.retry_after, &mut self.rng),
+                    };
+                    next_attempt = clock.boot() + delay;
+                    let still_valid = held.is_some();
+                    tracing::warn!(
+                        account = %self.account.name,
+                        class = ?error.class,
+                        attempt = failures,
+                        retry_in_s = delay.as_secs(),
+                        token_still_valid = still_valid,
+                        "login failed: {}", error.message
+                    );
+                    let health = match (error.class, still_valid) {
+                        (ErrorClass::Rejected, _) => Health::Rejected,
+                        (_, true) => Health::Degraded,
+                        (_, false) => Health::Unhealthy,
+                    };
+                    let message = error.to_string();
+                    self.update(|status| {
+                        status.health = health;
+                        status.consecutive_failures = failures;
+                        status.last_error = Some(message);
+                    });
+                }
+            }
+        }
+    }
+
+    /// Waits for a permit, then logs in. `None` when the daemon stops meanwhile.
+    async fn login(
+        &mut self,
+        refresh_token: Option<&Secret>,
+    ) -> Option<Result<LoginOutcome, LoginError>> {
+        let mut shutdown = self.shared.shutdown.clone();
+        let limiter = Arc::clone(&self.shared.limiter);
+        let _permit = tokio::select! {
+            permit = limiter.acquire_owned() => permit.ok()?,
+            _ = shutdown.changed() => return None,
+        };
+        self.update(|status| status.logins += 1);
+        tokio::select! {
+            result = self.auth.login(refresh_token) => Some(result),
+            _ = shutdown.changed() => None,
+        }
+    }
+
+    /// Takes a fresh token in: converts its instants to boot time, schedules the refresh, saves
+    /// the state file, logs the login line.
+    fn accept(&mut self, outcome: LoginOutcome) -> Held {
+        let clock = &self.shared.clock;
+        let (wall_now, boot_now) = (clock.wall(), clock.boot());
+        let token = outcome.token;
+        let obtained_boot = wall_to_boot(token.obtained_at, wall_now, boot_now).min(boot_now);
+        let expires_boot = wall_to_boot(token.expires_at, wall_now, boot_now);
+        let refresh_boot = schedule::next_refresh(
+            &self.shared.settings.refresh,
+            obtained_boot,
+            expires_boot,
+            boot_now,
+            &mut self.rng,
+        );
+        let refresh_wall = boot_to_wall(refresh_boot, wall_now, boot_now);
+        tracing::info!(
+            account = %self.account.name,
+            outcome = "ok",
+            lifetime_s = token.lifetime().as_secs(),
+            expires_at = %token.expires_at,
+            next_refresh = %refresh_wall,
+            expiry_from = %outcome.expiry_source,
+            refreshed = outcome.refreshed,
+            latency_ms = outcome.latency.as_millis() as u64,
+            "login succeeded"
+        );
+        if let Some(state) = &self.state
+            && let Err(error) = state.save(&token)
+        {
+            tracing::warn!(account = %self.account.name, "cannot save the state file: {error}");
+        }
+        let expires_at = token.expires_at;
+        self.update(|status| {
+            status.health = Health::Healthy;
+            status.expires_at = Some(expires_at);
+            status.last_success = Some(wall_now);
+            status.last_error = None;
+            status.consecutive_failures = 0;
+            status.written = false;
+        });
+        Held {
+            token,
+            refresh_token: outcome.refresh_token,
+            expires_boot,
+            refresh_boot,
+            written: false,
+        }
+    }
+
+    /// A token from the state file that is still worth using, scheduled like a fresh one.
+    fn restore(&mut self) -> Option<Held> {
+        let state = self.state.as_ref()?;
+        let clock = &self.shared.clock;
+        let (wall_now, boot_now) = (clock.wall(), clock.boot());
+        let policy = self.shared.settings.refresh;
+        // Not worth reusing if it expires before a login could even be scheduled.
+        let keep_margin = jiff::SignedDuration::try_from(policy.margin + policy.min_interval)
+            .unwrap_or(jiff::SignedDuration::MAX);
+        let not_before = wall_now.saturating_add(keep_margin).unwrap_or(wall_now);
+        let token = state.load(not_before)?;
+        let obtained_boot = wall_to_boot(token.obtained_at, wall_now, boot_now).min(boot_now);
+        let expires_boot = wall_to_boot(token.expires_at, wall_now, boot_now);
+        let refresh_boot = schedule::next_refresh(
+            &policy,
+            obtained_boot,
+            expires_boot,
+            boot_now,
+            &mut self.rng,
+        );
+        tracing::info!(
+            account = %self.account.name,
+            expires_at = %token.expires_at,
+            next_refresh = %boot_to_wall(refresh_boot, wall_now, boot_now),
+            "reusing the still-valid token from the state file"
+        );
+        let expires_at = token.expires_at;
+        self.update(|status| {
+            status.health = Health::Healthy;
+            status.expires_at = Some(expires_at);
+        });
+        Some(Held {
+            token,
+            refresh_token: None,
+            expires_boot,
+            refresh_boot,
+            written: false,
+        })
+    }
+
+    fn write(&self, token: &Token) -> Result<(), String> {
+        match crate::commands::write_outputs(&self.account, token) {
+            Ok(results) => {
+                let written = results
+                    .iter()
+                    .filter(|(_, publish)| *publish == crate::sink::Publish::Written)
+                    .count();
+                tracing::debug!(account = %self.account.name, written, unchanged = results.len() - written, "outputs up to date");
+                self.update(|status| status.written = true);
+                Ok(())
+            }
+            Err(error) => {
+                self.update(|status| status.written = false);
+                Err(error.to_string())
+            }
+        }
+    }
+
+    /// The token expired with no replacement: report it, and remove its files unless told to keep
+    /// them, so readers fail fast rather than send a dead token.
+    fn expire(&self, held: &Held) {
+        tracing::error!(
+            account = %self.account.name,
+            expired_at = %held.token.expires_at,
+            "the token expired and no new one could be had"
+        );
+        if self.shared.settings.on_expiry == OnExpiry::Remove {
+            remove_outputs(&self.account);
+            if let Some(state) = &self.state {
+                state.remove();
+            }
+        }
+        self.update(|status| {
+            status.health = Health::Unhealthy;
+            status.written = false;
+        });
+    }
+}
+
+/// Deletes every output file of an account (used on expiry and when an account is removed).
+pub fn remove_outputs(account: &Account) {
+    for output in &account.outputs {
+        let (Some(dir), Some(name)) = (output.path.parent(), output.path.file_name()) else {
+            continue;
+        };
+        match crate::sink::OutputDir::open(dir).and_then(|dir| dir.remove(name)) {
+            Ok(true) => {
+                tracing::info!(account = %account.name, path = %output.path.display(), "removed")
+            }
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(account = %account.name, "cannot remove {}: {error}", output.path.display())
+            }
+        }
+    }
+}
+
+/// 1 s, 2 s, 4 s … capped at 30 s: a full disk or a read-only mount is retried steadily.
+fn write_retry_delay(failures: u32) -> Duration {
+    let shift = failures.saturating_sub(1).min(16);
+    WRITE_RETRY_BASE
+        .saturating_mul(1u32 << shift)
+        .min(WRITE_RETRY_CAP)
+}

@@ -1,0 +1,563 @@
+//! `tokenkeeper run`: the daemon. A supervisor owns one task per account, applies config reloads
+//! as a pure [`diff`], watches config and secret files, detects suspend, and stops on request.
+//!
+//! The only module that spawns long-lived tasks or touches signals and file watching. Invariants:
+//! an invalid new config never replaces the running one; unchanged accounts keep their tasks and
+//! tokens across a reload; an output directory that cannot be written is refused before any
+//! account starts; on stop, no file is left half-written (writes never span an await).
+
+pub mod account;
+pub mod clock;
+pub mod state;
+pub mod watch;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasher, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::task::JoinHandle;
+
+use account::{AccountStatus, AccountTask, Authenticator, Shared};
+use clock::Clock;
+
+use crate::config::{self, Account, Config, SecretCheck};
+use crate::login::Login;
+use crate::sink::OutputDir;
+use crate::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
+
+/// How often the supervisor compares boot time with the timer clock to notice a suspend.
+pub const CLOCK_CHECK_INTERVAL: Duration = Duration::from_secs(15);
+/// A gap between the two clocks that grew by more than this means the machine was suspended.
+const SUSPEND_THRESHOLD: Duration = Duration::from_secs(2);
+/// File events are collected this long before the config and secrets are looked at again.
+const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// What a reload does to one account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Add(String),
+    Remove(String),
+    /// The account's settings changed: its task restarts (reusing its state file when the login
+    /// itself is unchanged).
+    Restart(String),
+}
+
+/// Compares two sets of accounts. Pure; unchanged accounts produce nothing.
+pub fn diff(old: &BTreeMap<String, Account>, new: &BTreeMap<String, Account>) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for (name, account) in old {
+        match new.get(name) {
+            None => changes.push(Change::Remove(name.clone())),
+            Some(updated) if updated != account => changes.push(Change::Restart(name.clone())),
+            Some(_) => {}
+        }
+    }
+    for name in new.keys() {
+        if !old.contains_key(name) {
+            changes.push(Change::Add(name.clone()));
+        }
+    }
+    changes
+}
+
+/// Builds the login of an account. The daemon uses HTTP logins; tests substitute fakes.
+pub type AuthFactory =
+    Arc<dyn Fn(&Account) -> Result<Arc<dyn Authenticator>, String> + Send + Sync>;
+
+/// The real factory: an HTTP [`Login`] per account.
+pub fn http_logins() -> AuthFactory {
+    Arc::new(|account: &Account| {
+        Login::new(
+            &account.name,
+            account.login.clone(),
+            &account.http,
+            account.max_lifetime,
+        )
+        .map(|login| Arc::new(login) as Arc<dyn Authenticator>)
+        .map_err(|error| format!("account {}: {error}", account.name))
+    })
+}
+
+/// Messages that steer a running daemon (signals become these).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    Reload,
+    Stop,
+}
+
+struct Running {
+    account: Account,
+    task: JoinHandle<()>,
+    wake: Arc<Notify>,
+    status: Arc<Mutex<AccountStatus>>,
+    /// A keyed hash of the account's secret files, to notice rotation without keeping secrets.
+    secrets_digest: u64,
+}
+
+/// Owns the account tasks.
+pub struct Supervisor {
+    config: Config,
+    running: BTreeMap<String, Running>,
+    clock: Arc<dyn Clock>,
+    factory: AuthFactory,
+    limiter: Arc<Semaphore>,
+    time_jump: tokio::sync::watch::Sender<u64>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    /// Random key for secret digests, so a digest says nothing about a secret outside this process.
+    hasher: std::collections::hash_map::RandomState,
+    last_clock_offset: Duration,
+}
+
+impl Supervisor {
+    /// Checks every output directory, then starts a task per account.
+    ///
+    /// # Errors
+    /// An output directory that is missing, not a directory, or not writable (named in the
+    /// message), or a login that cannot be set up.
+    pub fn start(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        factory: AuthFactory,
+    ) -> Result<Supervisor, String> {
+        preflight(config.accounts.values())?;
+        let (time_jump, _) = tokio::sync::watch::channel(0);
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        let limiter = Arc::new(Semaphore::new(config.daemon.max_concurrent_logins));
+        let last_clock_offset = clock.boot().saturating_sub(clock.timer());
+        let mut supervisor = Supervisor {
+            config: Config {
+                path: config.path.clone(),
+                accounts: BTreeMap::new(),
+                daemon: config.daemon.clone(),
+                warnings: Vec::new(),
+            },
+            running: BTreeMap::new(),
+            clock,
+            factory,
+            limiter,
+            time_jump,
+            shutdown,
+            hasher: std::collections::hash_map::RandomState::new(),
+            last_clock_offset,
+        };
+        let count = config.accounts.len();
+        for account in config.accounts.values() {
+            supervisor.spawn(account.clone(), count)?;
+        }
+        supervisor.config = config;
+        Ok(supervisor)
+    }
+
+    fn spawn(&mut self, account: Account, startup_accounts: usize) -> Result<(), String> {
+        let auth = (self.factory)(&account)?;
+        let wake = Arc::new(Notify::new());
+        let status = Arc::new(Mutex::new(AccountStatus::default()));
+        let shared = Shared {
+            clock: Arc::clone(&self.clock),
+            settings: self.config.daemon.clone(),
+            limiter: Arc::clone(&self.limiter),
+            time_jump: self.time_jump.subscribe(),
+            shutdown: self.shutdown.subscribe(),
+            startup_accounts,
+        };
+        let task = AccountTask::new(
+            account.clone(),
+            auth,
+            shared,
+            Arc::clone(&wake),
+            Arc::clone(&status),
+        );
+        let secrets_digest = self.secrets_digest(&account);
+        let handle = tokio::spawn(task.run());
+        self.running.insert(
+            account.name.clone(),
+            Running {
+                account,
+                task: handle,
+                wake,
+                status,
+                secrets_digest,
+            },
+        );
+        Ok(())
+    }
+
+    /// Applies a new, already validated config: checks the output directories of added and
+    /// changed accounts first, then adds, removes and restarts. Unchanged accounts are untouched.
+    ///
+    /// # Errors
+    /// An output directory or login setup problem; nothing was changed then.
+    pub fn reload(&mut self, new: Config) -> Result<Vec<Change>, String> {
+        let settings_changed = new.daemon != self.config.daemon;
+        let mut changes = diff(&self.config.accounts, &new.accounts);
+        if settings_changed {
+            // Timing and retry settings live in every task: restart them all (state files make
+            // that free of logins while the tokens are valid).
+            changes = diff(&BTreeMap::new(), &new.accounts);
+            for name in self.config.accounts.keys() {
+                changes.insert(0, Change::Remove(name.clone()));
+            }
+        }
+        let touched: Vec<&Account> = changes
+            .iter()
+            .filter_map(|change| match change {
+                Change::Add(name) | Change::Restart(name) => new.accounts.get(name),
+                Change::Remove(_) => None,
+            })
+            .collect();
+        preflight(touched.into_iter())?;
+        // Build every new login before touching anything, so a failure changes nothing.
+        for change in &changes {
+            if let Change::Add(name) | Change::Restart(name) = change
+                && let Some(account) = new.accounts.get(name)
+            {
+                (self.factory)(account)?;
+            }
+        }
+        if settings_changed {
+            let old = self.config.daemon.max_concurrent_logins;
+            let wanted = new.daemon.max_concurrent_logins;
+            if wanted > old {
+                self.limiter.add_permits(wanted - old);
+            } else {
+                self.limiter.forget_permits(old - wanted);
+            }
+        }
+        self.config.daemon = new.daemon.clone();
+        let count = changes.len();
+        for change in &changes {
+            match change {
+                Change::Remove(name) => {
+                    let removed_for_good = !new.accounts.contains_key(name);
+                    if let Some(running) = self.running.remove(name) {
+                        running.task.abort();
+                        if removed_for_good {
+                            account::remove_outputs(&running.account);
+                            if let Some(state) = state::StateFile::for_account(&running.account) {
+                                state.remove();
+                            }
+                        }
+                    }
+                }
+                Change::Restart(name) | Change::Add(name) => {
+                    if let Some(running) = self.running.remove(name) {
+                        running.task.abort();
+                    }
+                    if let Some(account) = new.accounts.get(name) {
+                        self.spawn(account.clone(), count)?;
+                    }
+                }
+            }
+        }
+        self.config = new;
+        Ok(changes)
+    }
+
+    fn secrets_digest(&self, account: &Account) -> u64 {
+        let mut hasher = self.hasher.build_hasher();
+        for (_, source) in account.login.secret_sources() {
+            if let Some(path) = source.watched_path() {
+                hasher.write(path.as_os_str().as_encoded_bytes());
+                match std::fs::read(&path) {
+                    Ok(mut bytes) => {
+                        hasher.write(&bytes);
+                        zeroize::Zeroize::zeroize(&mut bytes);
+                    }
+                    Err(_) => hasher.write_u8(0),
+                }
+            }
+        }
+        hasher.finish()
+    }
+
+    /// Re-reads every account's secret files and wakes the accounts whose secrets changed.
+    /// Returns their names.
+    pub fn wake_changed_secrets(&mut self) -> Vec<String> {
+        let mut woken = Vec::new();
+        let digests: Vec<(String, u64)> = self
+            .running
+            .iter()
+            .map(|(name, running)| (name.clone(), self.secrets_digest(&running.account)))
+            .collect();
+        for (name, digest) in digests {
+            if let Some(running) = self.running.get_mut(&name)
+                && running.secrets_digest != digest
+            {
+                running.secrets_digest = digest;
+                running.wake.notify_one();
+                woken.push(name);
+            }
+        }
+        woken
+    }
+
+    /// Compares boot time with the timer clock; if they drifted apart (a suspend), every task
+    /// re-checks its deadlines at once. Returns whether that happened.
+    pub fn check_clock(&mut self) -> bool {
+        let offset = self.clock.boot().saturating_sub(self.clock.timer());
+        let jumped = crate::schedule::suspended(self.last_clock_offset, offset, SUSPEND_THRESHOLD);
+        self.last_clock_offset = offset;
+        if jumped {
+            tracing::info!("the clock jumped (suspend and resume?): re-checking every account");
+            self.time_jump.send_modify(|count| *count += 1);
+        }
+        jumped
+    }
+
+    /// Every account's status, by name.
+    pub fn statuses(&self) -> Vec<(String, AccountStatus)> {
+        self.running
+            .iter()
+            .map(|(name, running)| {
+                let status = running
+                    .status
+                    .lock()
+                    .unwrap_or_else(|poison| poison.into_inner())
+                    .clone();
+                (name.clone(), status)
+            })
+            .collect()
+    }
+
+    /// The files whose changes matter: the config and every secret file.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.config.path.clone()];
+        for running in self.running.values() {
+            for (_, source) in running.account.login.secret_sources() {
+                files.extend(source.watched_path());
+            }
+        }
+        files
+    }
+
+    /// The running config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Stops every task, waiting at most `grace` for them to finish.
+    pub async fn stop(self, grace: Duration) {
+        let _ = self.shutdown.send(true);
+        let deadline = tokio::time::Instant::now() + grace;
+        for (name, running) in self.running {
+            let abort = running.task.abort_handle();
+            if tokio::time::timeout_at(deadline, running.task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(account = %name, "did not stop within the grace period; aborting");
+                abort.abort();
+            }
+        }
+    }
+}
+
+/// Start-up checks of every output directory the accounts use: it exists, is a directory (not a
+/// symlink), and takes a file; stale temporary files of ours are removed.
+fn preflight<'a>(accounts: impl Iterator<Item = &'a Account>) -> Result<(), String> {
+    let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
+    for account in accounts {
+        for output in &account.outputs {
+            if let Some(dir) = output.path.parent() {
+                dirs.insert(dir.to_path_buf());
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    for dir in &dirs {
+        let checked = OutputDir::open(dir).and_then(|opened| {
+            opened.write_check()?;
+            let removed = opened.remove_stale_temps()?;
+            if removed > 0 {
+                tracing::info!(dir = %dir.display(), removed, "removed stale temporary files");
+            }
+            Ok(())
+        });
+        if let Err(error) = checked {
+            problems.push(format!("output directory {}: {error}", dir.display()));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+/// Runs the daemon until `control` says stop (or closes). Returns the exit code.
+pub async fn run(
+    config_path: &Path,
+    clock: Arc<dyn Clock>,
+    factory: AuthFactory,
+    mut control: mpsc::UnboundedReceiver<Control>,
+) -> u8 {
+    let config = match config::load(config_path, SecretCheck::Skip) {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::error!("{error}");
+            return EXIT_CONFIG;
+        }
+    };
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    if let Some(level) = &config.daemon.log_level {
+        crate::apply_log_level(level);
+    }
+    let mut last_text = std::fs::read(config_path).unwrap_or_default();
+    let watch_files = config.daemon.watch;
+    let count = config.accounts.len();
+    let mut supervisor = match Supervisor::start(config, clock, factory) {
+        Ok(supervisor) => supervisor,
+        Err(error) => {
+            tracing::error!("cannot start: {error}");
+            return EXIT_FAILURE;
+        }
+    };
+    tracing::info!(accounts = count, config = %config_path.display(), "tokenkeeper running");
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let mut watcher = if watch_files {
+        match watch::FileWatcher::new(&supervisor.watched_files(), events_tx.clone()) {
+            Ok(watcher) => Some(watcher),
+            Err(error) => {
+                tracing::warn!("cannot watch files, relying on SIGHUP: {error}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut clock_check = tokio::time::interval(CLOCK_CHECK_INTERVAL);
+    clock_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            message = control.recv() => match message {
+                Some(Control::Reload) => {
+                    tracing::info!("reload requested");
+                    reload(&mut supervisor, config_path, &mut last_text, true, &mut watcher);
+                    supervisor.wake_changed_secrets();
+                }
+                Some(Control::Stop) | None => break,
+            },
+            Some(()) = events.recv() => {
+                // Let a burst of events (an editor's save, a `..data` swap) settle.
+                tokio::time::sleep(DEBOUNCE).await;
+                while events.try_recv().is_ok() {}
+                reload(&mut supervisor, config_path, &mut last_text, false, &mut watcher);
+                for name in supervisor.wake_changed_secrets() {
+                    tracing::info!(account = %name, "secret changed");
+                }
+            }
+            _ = clock_check.tick() => {
+                supervisor.check_clock();
+            }
+        }
+    }
+    let grace = supervisor.config().daemon.shutdown_grace;
+    tracing::info!(grace_s = grace.as_secs(), "stopping");
+    supervisor.stop(grace).await;
+    tracing::info!("stopped");
+    EXIT_OK
+}
+
+/// Re-reads the config; applies it when its content changed (or when `force`d by SIGHUP). An
+/// invalid config is logged and the running one kept.
+fn reload(
+    supervisor: &mut Supervisor,
+    path: &Path,
+    last_text: &mut Vec<u8>,
+    force: bool,
+    watcher: &mut Option<watch::FileWatcher>,
+) {
+    let text = match std::fs::read(path) {
+        Ok(text) => text,
+        Err(error) => {
+            tracing::error!(
+                "reload: cannot read {}: {error}; keeping the running config",
+                path.display()
+            );
+            return;
+        }
+    };
+    if !force && text == *last_text {
+        return;
+    }
+    let new = match config::load(path, SecretCheck::Skip) {
+        Ok(new) => new,
+        Err(error) => {
+            tracing::error!("reload rejected, keeping the running config: {error}");
+            return;
+        }
+    };
+    for warning in &new.warnings {
+        tracing::warn!("{warning}");
+    }
+    match supervisor.reload(new) {
+        Ok(changes) => {
+            *last_text = text;
+            let count = |wanted: fn(&Change) -> bool| {
+                changes.iter().filter(|change| wanted(change)).count()
+            };
+            tracing::info!(
+                added = count(|change| matches!(change, Change::Add(_))),
+                removed = count(|change| matches!(change, Change::Remove(_))),
+                restarted = count(|change| matches!(change, Change::Restart(_))),
+                "config reloaded"
+            );
+            if let Some(watcher) = watcher
+                && let Err(error) = watcher.set_files(&supervisor.watched_files())
+            {
+                tracing::warn!("cannot update the file watches: {error}");
+            }
+        }
+        Err(error) => tracing::error!("reload rejected, keeping the running config: {error}"),
+    }
+}
+
+/// Runs the daemon with the real clocks and HTTP logins, steered by signals: SIGHUP reloads,
+/// SIGTERM and SIGINT stop.
+pub async fn run_with_signals(config_path: &Path) -> u8 {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (control_tx, control) = mpsc::unbounded_channel();
+    let signals = [
+        (SignalKind::hangup(), Control::Reload),
+        (SignalKind::terminate(), Control::Stop),
+        (SignalKind::interrupt(), Control::Stop),
+    ];
+    let mut listeners = HashMap::new();
+    for (kind, message) in signals {
+        match signal(kind) {
+            Ok(mut stream) => {
+                let sender = control_tx.clone();
+                listeners.insert(
+                    kind.as_raw_value(),
+                    tokio::spawn(async move {
+                        while stream.recv().await.is_some() {
+                            if sender.send(message).is_err() {
+                                break;
+                            }
+                        }
+                    }),
+                );
+            }
+            Err(error) => {
+                tracing::error!("cannot listen for signal {}: {error}", kind.as_raw_value());
+                return EXIT_FAILURE;
+            }
+        }
+    }
+    let code = run(
+        config_path,
+        Arc::new(clock::SystemClock::new()),
+        http_logins(),
+        control,
+    )
+    .await;
+    for listener in listeners.into_values() {
+        listener.abort();
+    }
+    code
+}
