@@ -11,6 +11,9 @@ pub mod clock;
 pub mod state;
 pub mod watch;
 
+#[cfg(test)]
+mod tests;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};

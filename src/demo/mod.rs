@@ -94,7 +94,6 @@ pub async fn run(dir: Option<PathBuf>, once: bool) -> u8 {
     code
 }
 
-
 /// Creates `dir` with `secrets/` and `tokens/`, writes one secret file per credential (mode 0600)
 /// and a config for every preset pointing at `base_url`. Returns the config's path.
 ///

@@ -18,7 +18,7 @@ async fn check_prints_the_plan_without_network_or_secrets() {
         "valid, 6 accounts",
         "account panaya (preset panaya",
         "POST http://127.0.0.1:9/api/accesstoken",
-        "fixed lifetime 1h",
+        "fixed lifetime 2m",
         "timestamp at /valid_until",
         "the JWT exp claim",
         "expires_in seconds at /response/expires",

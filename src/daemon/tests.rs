@@ -1,0 +1,467 @@
+//! The daemon in virtual time: `daemon::run` with a [`TestClock`] and a scripted login, real
+//! config files and real output files, under tokio's paused clock. Hours pass in milliseconds.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::mpsc;
+
+use super::account::{Authenticator, LoginFuture};
+use super::clock::{Clock, TestClock};
+use super::{AuthFactory, Control, run};
+use crate::login::{ErrorClass, LoginError, LoginOutcome};
+use crate::secret::Secret;
+use crate::token::Token;
+
+/// What the scripted server answers next.
+#[derive(Clone, Debug)]
+enum Answer {
+    /// A token valid this long.
+    Token(Duration),
+    /// A token expiring at this absolute wall time (for absurd values).
+    TokenUntil(Timestamp),
+    Fail(ErrorClass, Option<Duration>),
+}
+
+/// A login that answers from a script (then `fallback` forever) and records when it was called.
+struct Scripted {
+    clock: Arc<TestClock>,
+    script: Mutex<VecDeque<Answer>>,
+    fallback: Answer,
+    /// Timer-clock instants of every call, and the token it returned.
+    calls: Mutex<Vec<(Duration, Option<String>)>>,
+}
+
+impl Scripted {
+    fn new(clock: &Arc<TestClock>, script: Vec<Answer>, fallback: Answer) -> Arc<Scripted> {
+        Arc::new(Scripted {
+            clock: Arc::clone(clock),
+            script: Mutex::new(script.into()),
+            fallback,
+            calls: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn calls(&self) -> Vec<Duration> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(at, _)| *at)
+            .collect()
+    }
+
+    fn last_token(&self) -> Option<String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find_map(|(_, token)| token.clone())
+    }
+
+    fn set_fallback_script(&self, answers: Vec<Answer>) {
+        self.script.lock().unwrap().extend(answers);
+    }
+}
+
+impl Authenticator for Scripted {
+    fn login<'a>(&'a self, _refresh_token: Option<&'a Secret>) -> LoginFuture<'a> {
+        let answer = self
+            .script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| self.fallback.clone());
+        let now = self.clock.wall();
+        let number = self.calls.lock().unwrap().len();
+        let result = match answer {
+            Answer::Token(lifetime) => Ok(now + lifetime),
+            Answer::TokenUntil(until) => Ok(until),
+            Answer::Fail(class, retry_after) => Err(LoginError {
+                account: "a".to_string(),
+                class,
+                status: Some(503),
+                retry_after,
+                message: "scripted failure".to_string(),
+            }),
+        };
+        let outcome = result.map(|expires_at| {
+            let value = format!("token-{number}");
+            LoginOutcome {
+                token: Token::new(Secret::new(value), now, expires_at).unwrap(),
+                refresh_token: None,
+                expiry_source: crate::expiry::Source::ExpiresIn,
+                clamped: false,
+                refreshed: false,
+                latency: Duration::ZERO,
+            }
+        });
+        let token = outcome
+            .as_ref()
+            .ok()
+            .map(|outcome| outcome.token.expose().to_string());
+        self.calls.lock().unwrap().push((self.clock.timer(), token));
+        Box::pin(async move { outcome })
+    }
+}
+
+struct Harness {
+    clock: Arc<TestClock>,
+    scripted: Arc<Scripted>,
+    control: mpsc::UnboundedSender<Control>,
+    daemon: tokio::task::JoinHandle<u8>,
+    dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// Starts `run` on a one-account config (plus `daemon_table` lines under `[daemon]`).
+    async fn start(script: Vec<Answer>, fallback: Answer, daemon_table: &str) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(TestClock::new(
+            Timestamp::from_second(1_800_000_000).unwrap(),
+        ));
+        let scripted = Scripted::new(&clock, script, fallback);
+        Harness::start_in(dir, clock, scripted, daemon_table).await
+    }
+
+    async fn start_in(
+        dir: tempfile::TempDir,
+        clock: Arc<TestClock>,
+        scripted: Arc<Scripted>,
+        daemon_table: &str,
+    ) -> Harness {
+        std::fs::create_dir_all(dir.path().join("out")).unwrap();
+        let secret = dir.path().join("secret");
+        if !secret.exists() {
+            std::fs::write(&secret, "first-secret\n").unwrap();
+        }
+        let config = format!(
+            r#"
+[daemon]
+watch = false
+{daemon_table}
+
+[accounts.a]
+preset = "oauth2"
+token_url = "https://idp.example/token"
+client_id = "id"
+client_secret = {{ file = "{secret}" }}
+[[accounts.a.outputs]]
+path = "{out}/a.token"
+"#,
+            secret = secret.display(),
+            out = dir.path().join("out").display(),
+        );
+        std::fs::write(dir.path().join("config.toml"), config).unwrap();
+        let factory: AuthFactory = {
+            let scripted = Arc::clone(&scripted);
+            Arc::new(move |_account| Ok(Arc::clone(&scripted) as Arc<dyn Authenticator>))
+        };
+        let (control, receiver) = mpsc::unbounded_channel();
+        let path = dir.path().join("config.toml");
+        let task_clock: Arc<dyn Clock> = Arc::clone(&clock) as Arc<dyn Clock>;
+        let daemon = tokio::spawn(async move { run(&path, task_clock, factory, receiver).await });
+        Harness {
+            clock,
+            scripted,
+            control,
+            daemon,
+            dir,
+        }
+    }
+
+    fn output(&self) -> PathBuf {
+        self.dir.path().join("out/a.token")
+    }
+
+    fn read(&self) -> Option<String> {
+        std::fs::read_to_string(self.output()).ok()
+    }
+
+    async fn stop(self) -> (u8, tempfile::TempDir, Arc<Scripted>, Arc<TestClock>) {
+        self.control.send(Control::Stop).unwrap();
+        let code = self.daemon.await.unwrap();
+        (code, self.dir, self.scripted, self.clock)
+    }
+}
+
+async fn pass(duration: Duration) {
+    tokio::time::sleep(duration).await;
+}
+
+fn gaps(calls: &[Duration]) -> Vec<Duration> {
+    calls.windows(2).map(|pair| pair[1] - pair[0]).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn refreshes_inside_the_band_for_many_lifetimes() {
+    let lifetime = Duration::from_secs(600);
+    let harness = Harness::start(vec![], Answer::Token(lifetime), "").await;
+    pass(lifetime * 20).await;
+    let calls = harness.scripted.calls();
+    assert_eq!(harness.read(), harness.scripted.last_token());
+    let (code, ..) = harness.stop().await;
+    assert_eq!(code, 0);
+    // Default policy: 75 % of the lifetime ± 10 % of that delay.
+    assert!(
+        calls.len() >= 24 && calls.len() <= 31,
+        "{} logins in 20 lifetimes",
+        calls.len()
+    );
+    for gap in gaps(&calls) {
+        let fraction = gap.as_secs_f64() / lifetime.as_secs_f64();
+        assert!(
+            (0.67..=0.83).contains(&fraction),
+            "refreshed at {fraction:.3} of the lifetime"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn tiny_lifetimes_hit_the_floor_and_huge_ones_are_clamped() {
+    let harness = Harness::start(vec![], Answer::Token(Duration::from_secs(2)), "").await;
+    pass(Duration::from_secs(100)).await;
+    let calls = harness.scripted.calls();
+    harness.stop().await;
+    assert!(
+        calls.len() <= 11,
+        "{} logins in 100 s with a 2 s lifetime",
+        calls.len()
+    );
+    for gap in gaps(&calls) {
+        assert!(
+            gap >= Duration::from_secs(10),
+            "gap {gap:?} under the 10 s floor"
+        );
+    }
+
+    let far = Answer::TokenUntil(Timestamp::MAX);
+    let harness = Harness::start(vec![far.clone()], far, "").await;
+    pass(Duration::from_secs(3 * 24 * 3600)).await;
+    assert_eq!(
+        harness.scripted.calls().len(),
+        1,
+        "a far expiry must not loop"
+    );
+    assert!(harness.read().is_some());
+    let (code, ..) = harness.stop().await;
+    assert_eq!(code, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_suspend_longer_than_the_token_refreshes_at_once_on_resume() {
+    let harness = Harness::start(vec![], Answer::Token(Duration::from_secs(3600)), "").await;
+    pass(Duration::from_secs(100)).await;
+    assert_eq!(harness.scripted.calls().len(), 1);
+    let resumed_at = harness.clock.timer();
+    // Two hours pass in suspend: wall and boot clocks jump, the timer clock does not.
+    harness.clock.suspend(Duration::from_secs(2 * 3600));
+    pass(super::CLOCK_CHECK_INTERVAL + Duration::from_secs(1)).await;
+    let calls = harness.scripted.calls();
+    assert_eq!(
+        calls.len(),
+        2,
+        "the overdue account did not refresh after resume"
+    );
+    assert!(
+        calls[1] - resumed_at <= super::CLOCK_CHECK_INTERVAL + Duration::from_secs(1),
+        "refreshed {:?} after resume",
+        calls[1] - resumed_at
+    );
+    assert_eq!(harness.read(), harness.scripted.last_token());
+    harness.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_never_violated_and_backoff_stays_in_bounds() {
+    let retry_after = Duration::from_secs(120);
+    let mut script = vec![Answer::Token(Duration::from_secs(3600))];
+    script.extend(std::iter::repeat_n(
+        Answer::Fail(ErrorClass::Transient, Some(retry_after)),
+        3,
+    ));
+    script.extend(std::iter::repeat_n(
+        Answer::Fail(ErrorClass::Transient, None),
+        8,
+    ));
+    let harness = Harness::start(
+        script,
+        Answer::Token(Duration::from_secs(3600)),
+        "retry_base = \"2s\"\nretry_cap = \"60s\"",
+    )
+    .await;
+    pass(Duration::from_secs(3600)).await;
+    let calls = harness.scripted.calls();
+    harness.stop().await;
+    assert!(calls.len() >= 13, "{calls:?}");
+    let gaps = gaps(&calls);
+    // gaps[0]: refresh after the first token; gaps[1..=3] follow a Retry-After of 120 s.
+    for gap in &gaps[1..=3] {
+        assert!(
+            *gap >= retry_after,
+            "retried after {gap:?}, Retry-After said {retry_after:?}"
+        );
+    }
+    // Then plain transient failures: full jitter within [floor, min(cap, base * 2^n)].
+    for (attempt, gap) in gaps[4..12].iter().enumerate() {
+        let attempt = attempt as u32 + 3;
+        let ceiling = Duration::from_secs(2)
+            .saturating_mul(1 << attempt.min(20))
+            .min(Duration::from_secs(60));
+        assert!(
+            *gap >= Duration::from_secs(1) && *gap <= ceiling + Duration::from_millis(50),
+            "attempt {attempt}: {gap:?} outside [1s, {ceiling:?}]"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn rejected_credentials_park_and_a_secret_change_retries_at_once() {
+    let harness = Harness::start(
+        vec![],
+        Answer::Fail(ErrorClass::Rejected, None),
+        "rejected_retry = \"30m\"",
+    )
+    .await;
+    pass(Duration::from_secs(2 * 3600)).await;
+    let parked = harness.scripted.calls().len();
+    assert!(
+        (2..=5).contains(&parked),
+        "{parked} attempts in 2 h with rejected credentials"
+    );
+    // Rotate the secret; a reload (SIGHUP) notices and the account retries at once.
+    harness
+        .scripted
+        .set_fallback_script(vec![Answer::Token(Duration::from_secs(3600))]);
+    std::fs::write(harness.dir.path().join("secret"), "second-secret\n").unwrap();
+    let rotated_at = harness.clock.timer();
+    harness.control.send(Control::Reload).unwrap();
+    pass(Duration::from_secs(1)).await;
+    let calls = harness.scripted.calls();
+    assert_eq!(
+        calls.len(),
+        parked + 1,
+        "no immediate retry after the secret changed"
+    );
+    assert!(calls[parked] - rotated_at < Duration::from_secs(1));
+    assert_eq!(harness.read(), harness.scripted.last_token());
+    // A reload that changes nothing makes no login.
+    harness.control.send(Control::Reload).unwrap();
+    pass(Duration::from_secs(60)).await;
+    assert_eq!(harness.scripted.calls().len(), parked + 1);
+    harness.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_old_token_stays_until_it_expires_then_its_file_goes() {
+    let harness = Harness::start(
+        vec![Answer::Token(Duration::from_secs(300))],
+        Answer::Fail(ErrorClass::Transient, None),
+        "",
+    )
+    .await;
+    pass(Duration::from_secs(1)).await;
+    let first = harness.read().expect("first token written");
+    pass(Duration::from_secs(290)).await;
+    assert_eq!(
+        harness.read().as_deref(),
+        Some(first.as_str()),
+        "kept while valid"
+    );
+    pass(Duration::from_secs(20)).await;
+    assert_eq!(harness.read(), None, "an expired token must be removed");
+    harness.stop().await;
+
+    let harness = Harness::start(
+        vec![Answer::Token(Duration::from_secs(300))],
+        Answer::Fail(ErrorClass::Transient, None),
+        "on_expiry = \"keep\"",
+    )
+    .await;
+    pass(Duration::from_secs(400)).await;
+    assert!(harness.read().is_some(), "on_expiry = keep leaves the file");
+    harness.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_write_is_retried_without_logging_in_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    // A non-empty directory at the target path makes every rename fail.
+    std::fs::create_dir_all(out.join("a.token/blocker")).unwrap();
+    let clock = Arc::new(TestClock::new(
+        Timestamp::from_second(1_800_000_000).unwrap(),
+    ));
+    let scripted = Scripted::new(&clock, vec![], Answer::Token(Duration::from_secs(3600)));
+    let harness = Harness::start_in(dir, clock, scripted, "").await;
+    pass(Duration::from_secs(120)).await;
+    assert_eq!(
+        harness.scripted.calls().len(),
+        1,
+        "write retries must not log in"
+    );
+    assert!(harness.read().is_none());
+    std::fs::remove_dir_all(harness.output()).unwrap();
+    pass(Duration::from_secs(31)).await;
+    assert_eq!(
+        harness.read(),
+        harness.scripted.last_token(),
+        "recovered once space returned"
+    );
+    assert_eq!(harness.scripted.calls().len(), 1);
+    harness.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_reuses_the_token_in_the_state_file() {
+    let harness = Harness::start(vec![], Answer::Token(Duration::from_secs(3600)), "").await;
+    pass(Duration::from_secs(10)).await;
+    let token = harness.read().unwrap();
+    let (code, dir, first, clock) = harness.stop().await;
+    assert_eq!(code, 0);
+    assert_eq!(first.calls().len(), 1);
+    // The output file is lost (say a reader deleted it); the state file brings it back.
+    std::fs::remove_file(dir.path().join("out/a.token")).unwrap();
+    let second = Scripted::new(&clock, vec![], Answer::Token(Duration::from_secs(3600)));
+    let harness = Harness::start_in(dir, clock, Arc::clone(&second), "").await;
+    pass(Duration::from_secs(60)).await;
+    assert_eq!(
+        second.calls().len(),
+        0,
+        "a restart with a valid token must not log in"
+    );
+    assert_eq!(harness.read().as_deref(), Some(token.as_str()));
+    harness.stop().await;
+}
+
+#[test]
+fn diff_table() {
+    use super::{Change, diff};
+    use crate::config::{self, SecretCheck};
+    let load = |text: &str| {
+        config::parse(text, Path::new("t.toml"), SecretCheck::Skip, false)
+            .unwrap()
+            .accounts
+    };
+    let account = |name: &str, scope: &str| {
+        format!(
+            "[accounts.{name}]\npreset = \"oauth2\"\ntoken_url = \"https://idp.example/t\"\nclient_id = \"i\"\nclient_secret = {{ env = \"HOME\" }}\nscope = \"{scope}\"\n[[accounts.{name}.outputs]]\npath = \"/run/tk/{name}\"\n"
+        )
+    };
+    let old = load(&(account("a", "x") + &account("b", "x") + &account("c", "x")));
+    let new = load(&(account("a", "x") + &account("b", "y") + &account("d", "x")));
+    assert_eq!(
+        diff(&old, &new),
+        vec![
+            Change::Restart("b".into()),
+            Change::Remove("c".into()),
+            Change::Add("d".into())
+        ]
+    );
+    assert!(diff(&old, &old).is_empty());
+    assert_eq!(diff(&old, &Default::default()).len(), 3);
+}
