@@ -288,7 +288,7 @@ impl AccountTask {
                         attempt = failures,
                         retry_in_s = delay.as_secs(),
                         token_still_valid = still_valid,
-                        "login failed: {}", error.message
+                        "login failed ({}): {}", error.class, error.message
                     );
                     let health = match (error.class, still_valid) {
                         (ErrorClass::Rejected, _) => Health::Rejected,

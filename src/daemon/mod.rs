@@ -248,6 +248,14 @@ impl Supervisor {
                 Change::Restart(name) | Change::Add(name) => {
                     if let Some(running) = self.running.remove(name) {
                         running.task.abort();
+                        // Outputs the account no longer has are ours to clean up.
+                        if let Some(updated) = new.accounts.get(name) {
+                            let mut dropped = running.account.clone();
+                            dropped.outputs.retain(|output| {
+                                !updated.outputs.iter().any(|kept| kept.path == output.path)
+                            });
+                            account::remove_outputs(&dropped);
+                        }
                     }
                     if let Some(account) = new.accounts.get(name) {
                         self.spawn(account.clone(), count)?;

@@ -7,5 +7,6 @@ mod bad_replies;
 mod canary;
 mod cli;
 mod config_fixtures;
+mod daemon;
 mod oauth2_real;
 mod presets;

@@ -104,3 +104,97 @@ path = "{output}"
         output = output.display(),
     )
 }
+
+/// A `tokenkeeper run` child process whose stderr goes to a file the test can read at any time.
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `tokenkeeper run --config <config>` with a clean environment plus `env`.
+    pub fn start(config: &str, log_dir: &Path, env: &[(&str, &str)]) -> Daemon {
+        let log = log_dir.join(format!("daemon-{}.log", rand_suffix()));
+        let stderr = std::fs::File::create(&log).expect("create log");
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tokenkeeper"));
+        command
+            .args(["run", "--config", config])
+            .env_remove("TOKENKEEPER_CONFIG")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("HTTP_PROXY")
+            .env_remove("ALL_PROXY")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(stderr));
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        Daemon {
+            child: command.spawn().expect("start tokenkeeper run"),
+            log,
+        }
+    }
+
+    /// Everything the daemon logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
+        rustix::process::kill_process(pid, signal).expect("send signal");
+    }
+
+    /// Waits for the process to exit, at most `limit`; its exit code, or None if it is still
+    /// running (then it is killed).
+    pub async fn wait(&mut self, limit: std::time::Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return Some(status.code().unwrap_or(-1));
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(std::process::id() as u64);
+    hasher.finish()
+}
+
+/// Polls `condition` every 20 ms until it holds or `limit` passes; whether it held.
+pub async fn eventually(limit: std::time::Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if condition() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Writes a file atomically (temp + rename), as editors and config management do.
+pub fn replace_file(path: &Path, contents: &str) {
+    let temp = path.with_extension("new");
+    std::fs::write(&temp, contents).expect("write temp");
+    std::fs::rename(&temp, path).expect("rename");
+}

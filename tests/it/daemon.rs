@@ -1,0 +1,609 @@
+//! `tokenkeeper run` end to end: the real binary against the loopback endpoint with lifetimes of a
+//! few seconds, real files, real signals.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rustix::process::Signal;
+use tokenkeeper::demo::endpoint::{Credentials, EndpointOptions, Fault, Route, TokenEndpoint};
+
+use crate::support::{Daemon, eventually, replace_file, temp_files, write_config, write_secret};
+
+/// Fast timings so that a test sees many refreshes in a few seconds.
+const FAST: &str = r#"
+[daemon]
+refresh_at = 0.5
+refresh_margin = "500ms"
+min_refresh_interval = "300ms"
+retry_base = "200ms"
+retry_cap = "1s"
+startup_spread = "100ms"
+shutdown_grace = "3s"
+"#;
+
+fn apinizer(name: &str, base: &str, secret: &Path, out: &Path) -> String {
+    let credentials = Credentials::demo();
+    format!(
+        r#"
+[accounts.{name}]
+preset = "apinizer"
+base_url = "{base}"
+client_id = "{id}"
+client_secret = {{ file = "{secret}" }}
+[[accounts.{name}.outputs]]
+path = "{out}/{name}.token"
+"#,
+        id = credentials.apinizer_client_id,
+        secret = secret.display(),
+        out = out.display(),
+    )
+}
+
+fn panaya(name: &str, base: &str, secret: &Path, out: &Path) -> String {
+    let credentials = Credentials::demo();
+    format!(
+        r#"
+[accounts.{name}]
+preset = "panaya"
+base_url = "{base}"
+username = "{user}"
+token = {{ file = "{secret}" }}
+lifetime = "1h"
+[[accounts.{name}.outputs]]
+path = "{out}/{name}.token"
+"#,
+        user = credentials.panaya_username,
+        secret = secret.display(),
+        out = out.display(),
+    )
+}
+
+struct Setup {
+    scratch: tempfile::TempDir,
+    endpoint: TokenEndpoint,
+    out: PathBuf,
+    apinizer_secret: PathBuf,
+    panaya_secret: PathBuf,
+}
+
+async fn setup(lifetime: Duration) -> Setup {
+    let endpoint = TokenEndpoint::start(EndpointOptions {
+        lifetime,
+        ..EndpointOptions::default()
+    })
+    .await
+    .unwrap();
+    let credentials = Credentials::demo();
+    let scratch = tempfile::tempdir().unwrap();
+    let out = scratch.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let apinizer_secret = write_secret(
+        scratch.path(),
+        "apinizer",
+        &credentials.apinizer_client_secret,
+    );
+    let panaya_secret = write_secret(scratch.path(), "panaya", &credentials.panaya_token);
+    Setup {
+        scratch,
+        endpoint,
+        out,
+        apinizer_secret,
+        panaya_secret,
+    }
+}
+
+fn read(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_never_gets_a_rejection_through_ten_lifetimes_and_503_bursts() {
+    let lifetime = Duration::from_secs(3);
+    let setup = setup(lifetime).await;
+    let base = setup.endpoint.base_url();
+    let config = write_config(
+        setup.scratch.path(),
+        &(FAST.to_string() + &apinizer("api", &base, &setup.apinizer_secret, &setup.out)),
+    );
+    let mut daemon = Daemon::start(&config, setup.scratch.path(), &[]);
+    let token_file = setup.out.join("api.token");
+    assert!(
+        eventually(Duration::from_secs(10), || token_file.exists()).await,
+        "{}",
+        daemon.log()
+    );
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let protected = format!("{base}{}", tokenkeeper::demo::endpoint::PROTECTED_PATH);
+    let started = Instant::now();
+    let (mut accepted, mut rejected, mut last_burst) = (0, 0, Instant::now());
+    while started.elapsed() < lifetime * 10 {
+        // Every 2.5 s the server fails twice with 503: shorter than the token's remaining life.
+        if last_burst.elapsed() > Duration::from_millis(2500) {
+            for _ in 0..2 {
+                setup.endpoint.push_fault(Fault::Status {
+                    status: 503,
+                    content_type: "text/plain".into(),
+                    body: "busy".into(),
+                    headers: vec![],
+                });
+            }
+            last_burst = Instant::now();
+        }
+        let token = std::fs::read_to_string(&token_file).expect("the token file is always there");
+        let reply = client
+            .get(&protected)
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+            .await
+            .unwrap();
+        if reply.status().is_success() {
+            accepted += 1;
+        } else {
+            rejected += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    daemon.signal(Signal::TERM);
+    assert_eq!(daemon.wait(Duration::from_secs(5)).await, Some(0));
+    let logins = setup.endpoint.issued(Route::Apinizer);
+    let faults = setup.endpoint.requests().len().saturating_sub(logins);
+    assert_eq!(
+        rejected,
+        0,
+        "{accepted} accepted, {rejected} rejected; log:\n{}",
+        daemon.log()
+    );
+    assert!(accepted >= 200, "only {accepted} calls");
+    assert!(logins >= 15, "only {logins} logins in 10 lifetimes");
+    assert!(faults >= 18, "only {faults} 503 replies were served");
+    assert!(
+        daemon.log().contains("login failed"),
+        "the bursts were not felt"
+    );
+    eprintln!(
+        "consumer: {accepted} accepted, {rejected} rejected, {logins} logins, {faults} 503 replies"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_credentials_stay_bounded_and_rotation_recovers_at_once() {
+    let setup = setup(Duration::from_secs(3600)).await;
+    let base = setup.endpoint.base_url();
+    let credentials = Credentials::demo();
+    // Account "plain": a plain file replaced by rename. Account "k8s": a Secret volume layout
+    // whose `..data` symlink is swapped.
+    std::fs::write(&setup.apinizer_secret, "wrong-secret\n").unwrap();
+    let volume = setup.scratch.path().join("volume");
+    std::fs::create_dir_all(volume.join("..2026_01")).unwrap();
+    std::fs::write(volume.join("..2026_01/token"), "wrong-panaya-token").unwrap();
+    std::os::unix::fs::symlink("..2026_01", volume.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/token", volume.join("token")).unwrap();
+    let config = write_config(
+        setup.scratch.path(),
+        &(FAST.to_string()
+            + "rejected_retry = \"30m\"\n"
+            + &apinizer("plain", &base, &setup.apinizer_secret, &setup.out)
+            + &panaya("k8s", &base, &volume.join("token"), &setup.out)),
+    );
+    let daemon = Daemon::start(&config, setup.scratch.path(), &[]);
+    assert!(
+        eventually(Duration::from_secs(5), || daemon
+            .log()
+            .matches("credentials rejected")
+            .count()
+            >= 2)
+        .await,
+        "{}",
+        daemon.log()
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let attempts = setup.endpoint.requests().len();
+    assert_eq!(
+        attempts, 2,
+        "rejected accounts must not retry quickly: {attempts} attempts"
+    );
+
+    replace_file(
+        &setup.apinizer_secret,
+        &format!("{}\n", credentials.apinizer_client_secret),
+    );
+    let rotated = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(5), || setup
+            .out
+            .join("plain.token")
+            .exists())
+        .await,
+        "{}",
+        daemon.log()
+    );
+    let plain_after = rotated.elapsed();
+
+    std::fs::create_dir_all(volume.join("..2026_02")).unwrap();
+    std::fs::write(volume.join("..2026_02/token"), &credentials.panaya_token).unwrap();
+    std::os::unix::fs::symlink("..2026_02", volume.join("..data_tmp")).unwrap();
+    std::fs::rename(volume.join("..data_tmp"), volume.join("..data")).unwrap();
+    let swapped = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(5), || setup
+            .out
+            .join("k8s.token")
+            .exists())
+        .await,
+        "{}",
+        daemon.log()
+    );
+    let k8s_after = swapped.elapsed();
+    assert!(
+        plain_after < Duration::from_secs(3),
+        "plain rotation took {plain_after:?}"
+    );
+    assert!(
+        k8s_after < Duration::from_secs(3),
+        "..data swap took {k8s_after:?}"
+    );
+    for name in ["plain", "k8s"] {
+        let token = read(&setup.out.join(format!("{name}.token"))).unwrap();
+        assert!(setup.endpoint.is_live(&token), "{name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_a_valid_token_makes_no_login_and_sigkill_leaves_whole_files() {
+    let setup = setup(Duration::from_secs(3600)).await;
+    let base = setup.endpoint.base_url();
+    let config = write_config(
+        setup.scratch.path(),
+        &(FAST.to_string() + &apinizer("api", &base, &setup.apinizer_secret, &setup.out)),
+    );
+    let token_file = setup.out.join("api.token");
+    let mut daemon = Daemon::start(&config, setup.scratch.path(), &[]);
+    assert!(eventually(Duration::from_secs(10), || token_file.exists()).await);
+    let token = read(&token_file).unwrap();
+    daemon.signal(Signal::TERM);
+    assert_eq!(daemon.wait(Duration::from_secs(5)).await, Some(0));
+    assert_eq!(setup.endpoint.issued(Route::Apinizer), 1);
+
+    for round in 0..3 {
+        let mut daemon = Daemon::start(&config, setup.scratch.path(), &[]);
+        assert!(
+            eventually(Duration::from_secs(5), || daemon
+                .log()
+                .contains("reusing the still-valid token"))
+            .await,
+            "round {round}: {}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        daemon.signal(Signal::KILL);
+        let _ = daemon.wait(Duration::from_secs(5)).await;
+        assert_eq!(
+            read(&token_file).as_deref(),
+            Some(token.as_str()),
+            "round {round}"
+        );
+    }
+    assert_eq!(
+        setup.endpoint.issued(Route::Apinizer),
+        1,
+        "restarts caused logins"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_in_a_write_loop_then_restart_leaves_no_partial_or_temp_files() {
+    let setup = setup(Duration::from_secs(1)).await;
+    let base = setup.endpoint.base_url();
+    let mut accounts = FAST
+        .replace(
+            "min_refresh_interval = \"300ms\"",
+            "min_refresh_interval = \"100ms\"",
+        )
+        .replace("refresh_margin = \"500ms\"", "refresh_margin = \"100ms\"");
+    for index in 0..4 {
+        accounts += &apinizer(
+            &format!("a{index}"),
+            &base,
+            &setup.apinizer_secret,
+            &setup.out,
+        );
+    }
+    let config = write_config(setup.scratch.path(), &accounts);
+    for round in 0..5u64 {
+        let mut daemon = Daemon::start(&config, setup.scratch.path(), &[]);
+        let before = setup.endpoint.issued(Route::Apinizer);
+        assert!(
+            eventually(Duration::from_secs(5), || setup
+                .endpoint
+                .issued(Route::Apinizer)
+                >= before + 6)
+            .await,
+            "round {round}: {}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(37 * round)).await;
+        daemon.signal(Signal::KILL);
+        let _ = daemon.wait(Duration::from_secs(5)).await;
+        for index in 0..4 {
+            let token = read(&setup.out.join(format!("a{index}.token"))).unwrap_or_default();
+            assert!(token.len() >= 20, "round {round}: a{index} holds {token:?}");
+            assert!(!token.contains('\n') && token.is_ascii());
+        }
+    }
+    // The next start cleans up whatever temporary files the kills left.
+    let mut daemon = Daemon::start(&config, setup.scratch.path(), &[]);
+    assert!(
+        eventually(Duration::from_secs(5), || daemon
+            .log()
+            .contains("tokenkeeper running"))
+        .await
+    );
+    assert!(
+        temp_files(&setup.out).is_empty(),
+        "{:?}",
+        temp_files(&setup.out)
+    );
+    daemon.signal(Signal::TERM);
+    assert_eq!(daemon.wait(Duration::from_secs(5)).await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_by_file_change_and_sighup_add_remove_and_change_accounts() {
+    let setup = setup(Duration::from_secs(3600)).await;
+    let base = setup.endpoint.base_url();
+    let first = FAST.to_string()
+        + &apinizer("api", &base, &setup.apinizer_secret, &setup.out)
+        + &panaya("pan", &base, &setup.panaya_secret, &setup.out);
+    let config = write_config(setup.scratch.path(), &first);
+    let daemon = Daemon::start(&config, setup.scratch.path(), &[]);
+    let file = |name: &str| setup.out.join(format!("{name}.token"));
+    assert!(
+        eventually(Duration::from_secs(10), || file("api").exists()
+            && file("pan").exists())
+        .await
+    );
+    let logins = || setup.endpoint.requests().len();
+    assert_eq!(logins(), 2);
+
+    // A no-op reload, by signal and by touching the file: zero logins.
+    daemon.signal(Signal::HUP);
+    replace_file(Path::new(&config), &first);
+    assert!(
+        eventually(Duration::from_secs(5), || daemon
+            .log()
+            .contains("config reloaded"))
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(logins(), 2, "a no-op reload logged in");
+
+    // Through the file: add "api2", remove "pan", move "api"'s output within its directory.
+    let second = FAST.to_string()
+        + &apinizer("api", &base, &setup.apinizer_secret, &setup.out)
+            .replace("api.token", "api-moved.token")
+        + &apinizer("api2", &base, &setup.apinizer_secret, &setup.out);
+    replace_file(Path::new(&config), &second);
+    assert!(
+        eventually(Duration::from_secs(5), || file("api2").exists()
+            && file("api-moved").exists()
+            && !file("pan").exists())
+        .await,
+        "{}",
+        daemon.log()
+    );
+    // api2 logged in; api restarted but reused its token from the state file, and its old
+    // output, no longer configured, is gone.
+    assert_eq!(logins(), 3, "{}", daemon.log());
+    assert!(eventually(Duration::from_secs(2), || !file("api").exists()).await);
+    assert!(setup.endpoint.is_live(&read(&file("api-moved")).unwrap()));
+
+    // A broken config is refused; the running accounts go on.
+    replace_file(Path::new(&config), "[accounts.x\nthis is not toml");
+    assert!(
+        eventually(Duration::from_secs(5), || daemon
+            .log()
+            .contains("reload rejected"))
+        .await
+    );
+    daemon.signal(Signal::HUP);
+    assert!(
+        eventually(Duration::from_secs(5), || daemon
+            .log()
+            .matches("reload rejected")
+            .count()
+            >= 2)
+        .await
+    );
+    assert!(file("api2").exists() && file("api-moved").exists());
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("not toml"));
+
+    // Back to a valid config through SIGHUP only: "pan" comes back.
+    std::fs::write(&config, &first).unwrap();
+    daemon.signal(Signal::HUP);
+    assert!(
+        eventually(Duration::from_secs(5), || file("pan").exists()
+            && !file("api2").exists())
+        .await,
+        "{}",
+        daemon.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_activity_exits_zero_within_the_grace_period() {
+    let setup = setup(Duration::from_secs(1)).await;
+    let base = setup.endpoint.base_url();
+    let mut text = FAST
+        .replace(
+            "min_refresh_interval = \"300ms\"",
+            "min_refresh_interval = \"100ms\"",
+        )
+        .replace("refresh_margin = \"500ms\"", "refresh_margin = \"100ms\"");
+    for index in 0..6 {
+        text += &apinizer(
+            &format!("a{index}"),
+            &base,
+            &setup.apinizer_secret,
+            &setup.out,
+        );
+    }
+    // Slow replies keep logins in flight when the signal arrives.
+    let config = write_config(setup.scratch.path(), &text);
+    let mut daemon = Daemon::start(&config, setup.scratch.path(), &[]);
+    assert!(
+        eventually(Duration::from_secs(10), || setup
+            .endpoint
+            .issued(Route::Apinizer)
+            >= 12)
+        .await
+    );
+    for _ in 0..6 {
+        setup
+            .endpoint
+            .push_fault(Fault::Delay(Duration::from_secs(10)));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let asked = Instant::now();
+    daemon.signal(Signal::TERM);
+    let code = daemon.wait(Duration::from_secs(10)).await;
+    let took = asked.elapsed();
+    assert_eq!(code, Some(0), "{}", daemon.log());
+    assert!(
+        took < Duration::from_millis(3500),
+        "stopping took {took:?} with a 3 s grace"
+    );
+    for index in 0..6 {
+        let token = read(&setup.out.join(format!("a{index}.token"))).unwrap_or_default();
+        assert!(
+            token.len() >= 20 && token.is_ascii() && !token.contains('\n'),
+            "a{index}: {token:?}"
+        );
+    }
+    assert!(temp_files(&setup.out).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_output_directory_fails_fast_naming_it() {
+    let setup = setup(Duration::from_secs(3600)).await;
+    let missing = setup.scratch.path().join("not-there");
+    let config = write_config(
+        setup.scratch.path(),
+        &apinizer(
+            "api",
+            &setup.endpoint.base_url(),
+            &setup.apinizer_secret,
+            &missing,
+        ),
+    );
+    let started = Instant::now();
+    let mut daemon = Daemon::start(&config, setup.scratch.path(), &[]);
+    assert_eq!(daemon.wait(Duration::from_secs(5)).await, Some(1));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(
+        daemon.log().contains(&missing.display().to_string()),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(
+        setup.endpoint.requests().len(),
+        0,
+        "no login before the checks pass"
+    );
+}
+
+/// A tmpfs mounted for one test (needs root and mount rights; skipped loudly without them).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .ok()?;
+        status.success().then(|| Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_filesystem_keeps_the_old_token_and_recovers_without_extra_logins() {
+    let setup = setup(Duration::from_secs(4)).await;
+    let base = setup.endpoint.base_url();
+    let out = setup.scratch.path().join("small");
+    let Some(_tmpfs) = Tmpfs::mount(&out, "64k") else {
+        if std::env::var_os("CI").is_some() {
+            panic!("cannot mount a tmpfs for the full-disk test under CI");
+        }
+        eprintln!("\n*** SKIPPED a_full_filesystem_*: cannot mount a tmpfs (not root?) ***\n");
+        return;
+    };
+    let config = write_config(
+        setup.scratch.path(),
+        &(FAST.to_string() + &apinizer("api", &base, &setup.apinizer_secret, &out)),
+    );
+    let daemon = Daemon::start(&config, setup.scratch.path(), &[]);
+    let token_file = out.join("api.token");
+    assert!(
+        eventually(Duration::from_secs(10), || token_file.exists()).await,
+        "{}",
+        daemon.log()
+    );
+    // Fill the filesystem.
+    let filler = out.join("filler");
+    {
+        use std::io::Write as _;
+        let mut file = std::fs::File::create(&filler).unwrap();
+        while file.write_all(&[0u8; 1024]).is_ok() {}
+    }
+    let stuck = read(&token_file).unwrap();
+    let logins_at_fault = setup.endpoint.issued(Route::Apinizer);
+    let fault_started = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(6), || daemon
+            .log()
+            .contains("No space left"))
+        .await,
+        "{}",
+        daemon.log()
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        read(&token_file).as_deref(),
+        Some(stuck.as_str()),
+        "the old file changed"
+    );
+    let fault_length = fault_started.elapsed();
+    let logins_during_fault = setup.endpoint.issued(Route::Apinizer) - logins_at_fault;
+    // Logins follow the refresh schedule (every ~2 s here), not the write retries.
+    let scheduled = (fault_length.as_secs_f64() / 1.8).ceil() as usize + 1;
+    assert!(
+        logins_during_fault <= scheduled,
+        "{logins_during_fault} logins in {fault_length:?} of full disk"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || read(&token_file)
+            .is_some_and(|token| token != stuck))
+        .await,
+        "did not recover: {}",
+        daemon.log()
+    );
+    assert!(setup.endpoint.is_live(&read(&token_file).unwrap()));
+    assert!(temp_files(&out).is_empty());
+}
