@@ -176,3 +176,61 @@ path = "/run/tokenkeeper/idp.token"
     assert_eq!(run.code, 0, "{run:?}");
     assert!(!run.stderr.contains("warning"), "{}", run.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_logs_no_secret_or_token_at_trace_level_in_text_or_json() {
+    let credentials = canary_credentials();
+    let endpoint = TokenEndpoint::start(EndpointOptions {
+        credentials: credentials.clone(),
+        lifetime: std::time::Duration::from_secs(2),
+        ..EndpointOptions::default()
+    })
+    .await
+    .unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("demo");
+    let config = tokenkeeper::demo::prepare(&dir, &endpoint.base_url(), &credentials).unwrap();
+    // Two-second tokens (Papaya's minute-precision expiry cannot go that short: drop it).
+    let text = std::fs::read_to_string(&config).unwrap();
+    let start = text.find("[accounts.papaya]").unwrap();
+    let end = text.find("[accounts.apinizer]").unwrap();
+    let text = format!("{}{}", &text[..start], &text[end..])
+        .replace("lifetime = \"2m\"", "lifetime = \"2s\"")
+        .replace(
+            "min_refresh_interval = \"5s\"",
+            "min_refresh_interval = \"300ms\"",
+        )
+        .replace("refresh_margin = \"10s\"", "refresh_margin = \"300ms\"");
+    std::fs::write(&config, text).unwrap();
+    let config = config.to_str().unwrap().to_string();
+    let mut needles = secrets_of(&credentials);
+    for (format, marker) in [("text", "TRACE"), ("json", "\"level\":\"TRACE\"")] {
+        let mut daemon = crate::support::Daemon::start_with_args(
+            &["run", "--log-format", format, "--config", &config],
+            scratch.path(),
+            &[("RUST_LOG", "trace")],
+        );
+        tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+        daemon.signal(rustix::process::Signal::TERM);
+        assert_eq!(
+            daemon.wait(std::time::Duration::from_secs(5)).await,
+            Some(0)
+        );
+        let log = daemon.log();
+        assert!(log.contains(marker), "{format}: trace logging was not on");
+        assert!(
+            log.matches("login succeeded").count() >= 10,
+            "{format}: too few logins"
+        );
+        for entry in std::fs::read_dir(dir.join("tokens")).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            for word in text.split(|character: char| "\n \"=,:{}".contains(character)) {
+                if word.len() >= 20 && endpoint.is_live(word) {
+                    needles.push(word.to_string());
+                }
+            }
+        }
+        assert_clean(&format!("run --log-format {format}"), &log, &needles);
+    }
+    endpoint.shutdown().await;
+}

@@ -607,3 +607,31 @@ async fn a_full_filesystem_keeps_the_old_token_and_recovers_without_extra_logins
     assert!(setup.endpoint.is_live(&read(&token_file).unwrap()));
     assert!(temp_files(&out).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_level_comes_from_the_config_unless_rust_log_is_set() {
+    let setup = setup(Duration::from_secs(3600)).await;
+    let base = setup.endpoint.base_url();
+    let text = FAST.to_string()
+        + "log_level = \"debug\"\n"
+        + &apinizer("api", &base, &setup.apinizer_secret, &setup.out);
+    let config = write_config(setup.scratch.path(), &text);
+    for (rust_log, debug_expected) in [("", true), ("info", false)] {
+        let mut daemon = Daemon::start(&config, setup.scratch.path(), &[("RUST_LOG", rust_log)]);
+        assert!(
+            eventually(Duration::from_secs(5), || daemon
+                .log()
+                .contains("login succeeded")
+                || daemon.log().contains("reusing"))
+            .await
+        );
+        daemon.signal(Signal::TERM);
+        assert_eq!(daemon.wait(Duration::from_secs(5)).await, Some(0));
+        assert_eq!(
+            daemon.log().contains("DEBUG"),
+            debug_expected,
+            "RUST_LOG={rust_log:?}: {}",
+            daemon.log()
+        );
+    }
+}

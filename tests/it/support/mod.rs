@@ -114,11 +114,16 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `tokenkeeper run --config <config>` with a clean environment plus `env`.
     pub fn start(config: &str, log_dir: &Path, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_with_args(&["run", "--config", config], log_dir, env)
+    }
+
+    /// Starts the binary with `args` (which should include `run`).
+    pub fn start_with_args(args: &[&str], log_dir: &Path, env: &[(&str, &str)]) -> Daemon {
         let log = log_dir.join(format!("daemon-{}.log", rand_suffix()));
         let stderr = std::fs::File::create(&log).expect("create log");
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tokenkeeper"));
         command
-            .args(["run", "--config", config])
+            .args(args)
             .env_remove("TOKENKEEPER_CONFIG")
             .env_remove("HTTPS_PROXY")
             .env_remove("HTTP_PROXY")
@@ -128,7 +133,12 @@ impl Daemon {
             .stdout(Stdio::null())
             .stderr(Stdio::from(stderr));
         for (name, value) in env {
-            command.env(name, value);
+            // An empty value removes the variable (RUST_LOG is set by default above).
+            if value.is_empty() {
+                command.env_remove(name);
+            } else {
+                command.env(name, value);
+            }
         }
         Daemon {
             child: command.spawn().expect("start tokenkeeper run"),
@@ -173,8 +183,9 @@ impl Drop for Daemon {
 
 fn rand_suffix() -> u64 {
     use std::hash::{BuildHasher, Hasher};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(std::process::id() as u64);
+    hasher.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
     hasher.finish()
 }
 
