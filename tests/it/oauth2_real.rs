@@ -93,3 +93,60 @@ async fn oauth2_preset_against_oidc_provider() {
     }
     assert!(!provider.introspect("not-a-token").await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_keeps_an_oidc_provider_token_active() {
+    let ttl = 6;
+    let Some(provider) = OidcProvider::start(ttl) else {
+        return;
+    };
+    let scratch = tempfile::tempdir().unwrap();
+    let secret_file = write_secret(scratch.path(), "secret", BASIC_CLIENT_SECRET);
+    let config = write_config(
+        scratch.path(),
+        &format!(
+            "[daemon]\nrefresh_at = 0.5\nrefresh_margin = \"1s\"\nmin_refresh_interval = \"1s\"\nretry_base = \"200ms\"\nretry_cap = \"1s\"\n{}",
+            oauth2_config(
+                &provider.token_endpoint(),
+                BASIC_CLIENT_ID,
+                &secret_file,
+                "basic",
+                scratch.path()
+            )
+        ),
+    );
+    let mut daemon = crate::support::Daemon::start(&config, scratch.path(), &[]);
+    let token_file = scratch.path().join("idp.token");
+    assert!(
+        crate::support::eventually(std::time::Duration::from_secs(10), || token_file.exists())
+            .await,
+        "{}",
+        daemon.log()
+    );
+    let started = std::time::Instant::now();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut checks = 0;
+    while started.elapsed() < std::time::Duration::from_secs(ttl * 3 + 2) {
+        let token = std::fs::read_to_string(&token_file).expect("the token file is always there");
+        assert!(
+            provider.introspect(&token).await,
+            "an inactive token was on disk after {:?}; log:\n{}",
+            started.elapsed(),
+            daemon.log()
+        );
+        seen.insert(token);
+        checks += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    daemon.signal(rustix::process::Signal::TERM);
+    assert_eq!(
+        daemon.wait(std::time::Duration::from_secs(5)).await,
+        Some(0)
+    );
+    assert!(checks >= 40, "only {checks} checks");
+    assert!(
+        seen.len() >= 5,
+        "only {} distinct tokens over 3 lifetimes",
+        seen.len()
+    );
+}
