@@ -1,12 +1,11 @@
 //! Bad replies never replace a good token: each gives a clear, classified error naming the
 //! account, writes nothing, and leaves the existing file byte-for-byte unchanged.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use tokenkeeper::demo::endpoint::{Credentials, EndpointOptions, Fault, TokenEndpoint};
 
-use crate::support::{apinizer_config, temp_files, tokenkeeper, write_config, write_secret};
+use crate::support::{apinizer_config, temp_files, tokenkeeper, trap, write_config, write_secret};
 
 const OLD_TOKEN: &str = "old-good-token-0123456789";
 
@@ -17,32 +16,6 @@ fn json(status: u16, body: &str) -> Fault {
         body: body.to_string(),
         headers: Vec::new(),
     }
-}
-
-/// A server that must never be reached: counts connections and bytes.
-async fn trap() -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let connections = Arc::new(AtomicUsize::new(0));
-    let bytes = Arc::new(AtomicUsize::new(0));
-    let (connections_seen, bytes_seen) = (Arc::clone(&connections), Arc::clone(&bytes));
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            connections_seen.fetch_add(1, Ordering::SeqCst);
-            let bytes_seen = Arc::clone(&bytes_seen);
-            tokio::spawn(async move {
-                use tokio::io::AsyncReadExt;
-                let mut buffer = [0u8; 4096];
-                while let Ok(read) = stream.read(&mut buffer).await {
-                    if read == 0 {
-                        break;
-                    }
-                    bytes_seen.fetch_add(read, Ordering::SeqCst);
-                }
-            });
-        }
-    });
-    (format!("http://{address}"), connections, bytes)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

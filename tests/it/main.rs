@@ -8,5 +8,6 @@ mod canary;
 mod cli;
 mod config_fixtures;
 mod daemon;
+mod http;
 mod oauth2_real;
 mod presets;

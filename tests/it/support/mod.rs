@@ -209,3 +209,36 @@ pub fn replace_file(path: &Path, contents: &str) {
     std::fs::write(&temp, contents).expect("write temp");
     std::fs::rename(&temp, path).expect("rename");
 }
+
+/// A server that must never be reached: counts connections and bytes.
+pub async fn trap() -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let bytes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (connections_seen, bytes_seen) = (
+        std::sync::Arc::clone(&connections),
+        std::sync::Arc::clone(&bytes),
+    );
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            connections_seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let bytes_seen = std::sync::Arc::clone(&bytes_seen);
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut buffer = [0u8; 4096];
+                while let Ok(read) = stream.read(&mut buffer).await {
+                    if read == 0 {
+                        break;
+                    }
+                    bytes_seen.fetch_add(read, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (format!("http://{address}"), connections, bytes)
+}
