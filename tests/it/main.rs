@@ -9,5 +9,6 @@ mod cli;
 mod config_fixtures;
 mod daemon;
 mod http;
+mod tls;
 mod oauth2_real;
 mod presets;
