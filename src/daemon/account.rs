@@ -161,23 +161,23 @@ impl AccountTask {
     }
 
     /// Runs until shutdown. Cancel-safe at every await: a login is abandoned, and writes never
-    /// span an await.
+    /// span an await. Every turn of the loop either sleeps until a deadline in the future or does
+    /// one login or one write attempt, each of which moves its deadline forward: no busy loop.
     pub async fn run(mut self) {
         let clock = Arc::clone(&self.shared.clock);
         let mut held = self.restore();
-        let mut next_attempt = match &held {
-            // A restored token is written out at once; the refresh is scheduled after that.
-            Some(_) => clock.boot(),
-            None => {
-                clock.boot()
-                    + schedule::startup_delay(
-                        self.shared.startup_accounts,
-                        Duration::from_millis(20),
-                        self.shared.settings.startup_spread,
-                        &mut self.rng,
-                    )
-            }
+        // When to log in next (the refresh point, or a retry after a failure).
+        let mut next_login = match &held {
+            Some(current) => current.refresh_boot,
+            None => clock.boot().saturating_add(schedule::startup_delay(
+                self.shared.startup_accounts,
+                Duration::from_millis(20),
+                self.shared.settings.startup_spread,
+                &mut self.rng,
+            )),
         };
+        // When to try writing the held token again; a restored token is written at once.
+        let mut next_write: Option<Duration> = held.as_ref().map(|_| clock.boot());
         let mut failures: u32 = 0;
         let mut write_failures: u32 = 0;
         let mut parked = false;
@@ -191,119 +191,132 @@ impl AccountTask {
             {
                 self.expire(current);
                 held = None;
+                next_write = None;
             }
-            // A token that is not on disk yet is written before anything else, without a login.
-            let write_due = held.as_ref().is_some_and(|current| !current.written);
-            let mut wake_at = next_attempt;
-            if let Some(current) = &held {
-                wake_at = wake_at.min(current.expires_boot);
-            }
-            if now < wake_at {
-                let next_wall = self.wall_of(next_attempt);
-                self.update(|status| status.next_attempt = Some(next_wall));
-                let wait = schedule::clamp_wait(wake_at - now);
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = self.wake.notified() => {
-                        if parked || failures > 0 || held.is_none() {
-                            tracing::info!(account = %self.account.name, "secret changed: trying again now");
-                            next_attempt = clock.boot();
-                            parked = false;
-                        }
+            if now >= next_login {
+                // Time to log in (a due refresh wins over a pending write: the new token will be
+                // written instead).
+                let refresh_token = held
+                    .as_ref()
+                    .and_then(|current| current.refresh_token.clone());
+                let Some(result) = self.login(refresh_token.as_ref()).await else {
+                    return;
+                };
+                match result {
+                    Ok(outcome) => {
+                        failures = 0;
+                        parked = false;
+                        write_failures = 0;
+                        let fresh = self.accept(outcome);
+                        next_login = fresh.refresh_boot;
+                        next_write = Some(clock.boot());
+                        held = Some(fresh);
                     }
-                    changed = self.shared.time_jump.changed() => {
-                        if changed.is_err() {
-                            return;
-                        }
+                    Err(error) => {
+                        failures = failures.saturating_add(1);
+                        parked = error.class == ErrorClass::Rejected;
+                        next_login = self.after_failure(&error, failures, held.as_ref());
                     }
-                    _ = self.shared.shutdown.changed() => {}
                 }
                 continue;
             }
-            if write_due && let Some(current) = held.as_mut() {
+            if let (Some(due), Some(current)) = (next_write, held.as_mut())
+                && now >= due
+            {
                 match self.write(&current.token) {
                     Ok(()) => {
                         current.written = true;
                         write_failures = 0;
-                        next_attempt = current.refresh_boot;
+                        next_write = None;
                     }
                     Err(message) => {
                         write_failures = write_failures.saturating_add(1);
                         let delay = write_retry_delay(write_failures);
                         tracing::error!(account = %self.account.name, retry_in_s = delay.as_secs_f32(), "{message}");
                         self.update(|status| status.last_error = Some(message));
-                        next_attempt = (clock.boot() + delay).min(current.refresh_boot);
+                        next_write = Some(clock.boot().saturating_add(delay));
                     }
                 }
                 continue;
             }
-            // Time to log in.
-            let refresh_token = held
-                .as_ref()
-                .and_then(|current| current.refresh_token.clone());
-            let Some(result) = self.login(refresh_token.as_ref()).await else {
-                return;
-            };
-            match result {
-                Ok(outcome) => {
-                    failures = 0;
-                    parked = false;
-                    let fresh = self.accept(outcome);
-                    next_attempt = fresh.refresh_boot;
-                    held = Some(fresh);
-                    // Write at once in the next turn of the loop.
-                    if let Some(current) = held.as_mut() {
-                        match self.write(&current.token) {
-                            Ok(()) => current.written = true,
-                            Err(message) => {
-                                write_failures = 1;
-                                tracing::error!(account = %self.account.name, "{message}");
-                                self.update(|status| status.last_error = Some(message));
-                                next_attempt = clock.boot() + write_retry_delay(1);
-                            }
-                        }
+            let mut wake_at = next_login;
+            if let Some(due) = next_write {
+                wake_at = wake_at.min(due);
+            }
+            if let Some(current) = &held {
+                wake_at = wake_at.min(current.expires_boot);
+            }
+            let next_wall = self.wall_of(next_login);
+            self.update(|status| status.next_attempt = Some(next_wall));
+            let wait = schedule::clamp_wait(wake_at.saturating_sub(now));
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.wake.notified() => {
+                    // Only a parked account jumps the queue: a temporary failure keeps its
+                    // backoff and any Retry-After.
+                    if parked {
+                        tracing::info!(account = %self.account.name, "secret or config changed: trying again now");
+                        next_login = clock.boot();
+                        parked = false;
                     }
                 }
-                Err(error) => {
-                    failures = failures.saturating_add(1);
-                    let delay = match error.class {
-                        ErrorClass::Rejected => {
-                            parked = true;
-                            schedule::parked_delay(
-                                self.shared.settings.rejected_retry,
-                                &mut self.rng,
-                            )
-                        }
-                        ErrorClass::Transient | ErrorClass::Protocol => self
-                            .shared
-                            .settings
-                            .backoff
-                            .retry_delay(failures - 1, error.retry_after, &mut self.rng),
-                    };
-                    next_attempt = clock.boot() + delay;
-                    let still_valid = held.is_some();
-                    tracing::warn!(
-                        account = %self.account.name,
-                        class = ?error.class,
-                        attempt = failures,
-                        retry_in_s = delay.as_secs(),
-                        token_still_valid = still_valid,
-                        "login failed ({}): {}", error.class, error.message
-                    );
-                    let health = match (error.class, still_valid) {
-                        (ErrorClass::Rejected, _) => Health::Rejected,
-                        (_, true) => Health::Degraded,
-                        (_, false) => Health::Unhealthy,
-                    };
-                    let message = error.to_string();
-                    self.update(|status| {
-                        status.health = health;
-                        status.consecutive_failures = failures;
-                        status.last_error = Some(message);
-                    });
+                changed = self.shared.time_jump.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
                 }
+                _ = self.shared.shutdown.changed() => {}
             }
         }
+    }
+
+    /// Logs a failed login, updates the status, and returns when to try again: backoff (never
+    /// before a `Retry-After`), or the long parking delay for rejected credentials. A retry
+    /// without `Retry-After` is pulled in so that one more attempt happens before the current
+    /// token expires.
+    fn after_failure(&mut self, error: &LoginError, failures: u32, held: Option<&Held>) -> Duration {
+        let now = self.shared.clock.boot();
+        let settings = &self.shared.settings;
+        let delay = match error.class {
+            ErrorClass::Rejected => schedule::parked_delay(settings.rejected_retry, &mut self.rng),
+            ErrorClass::Transient | ErrorClass::Protocol => settings.backoff.retry_delay(
+                failures.saturating_sub(1),
+                error.retry_after,
+                &mut self.rng,
+            ),
+        };
+        let mut next = now.saturating_add(delay);
+        if error.retry_after.is_none()
+            && error.class != ErrorClass::Rejected
+            && let Some(current) = held
+        {
+            let last_chance = current
+                .expires_boot
+                .saturating_sub(Duration::from_secs(1))
+                .max(now.saturating_add(settings.backoff.floor));
+            next = next.min(last_chance);
+        }
+        let still_valid = held.is_some();
+        tracing::warn!(
+            account = %self.account.name,
+            class = ?error.class,
+            attempt = failures,
+            retry_in_s = next.saturating_sub(now).as_secs(),
+            token_still_valid = still_valid,
+            "login failed ({}): {}", error.class, error.message
+        );
+        let health = match (error.class, still_valid) {
+            (ErrorClass::Rejected, _) => Health::Rejected,
+            (_, true) => Health::Degraded,
+            (_, false) => Health::Unhealthy,
+        };
+        let message = error.to_string();
+        self.update(|status| {
+            status.health = health;
+            status.consecutive_failures = failures;
+            status.last_error = Some(message);
+        });
+        next
     }
 
     /// Waits for a permit, then logs in. `None` when the daemon stops meanwhile.
@@ -385,6 +398,20 @@ impl AccountTask {
             .unwrap_or(jiff::SignedDuration::MAX);
         let not_before = wall_now.saturating_add(keep_margin).unwrap_or(wall_now);
         let token = state.load(not_before)?;
+        // A state file from the future, or with a lifetime no server of this account may grant,
+        // means the wall clock is wrong (a host that booted before NTP): do not trust it.
+        let tolerance = jiff::SignedDuration::from_secs(60);
+        let max_lifetime = self.account.max_lifetime.saturating_add(tolerance);
+        if token.obtained_at > wall_now.saturating_add(tolerance).unwrap_or(wall_now)
+            || token.lifetime() > max_lifetime
+        {
+            tracing::warn!(
+                account = %self.account.name,
+                obtained_at = %token.obtained_at,
+                "ignoring the state file: its times do not fit the clock"
+            );
+            return None;
+        }
         let obtained_boot = wall_to_boot(token.obtained_at, wall_now, boot_now).min(boot_now);
         let expires_boot = wall_to_boot(token.expires_at, wall_now, boot_now);
         let refresh_boot = schedule::next_refresh(

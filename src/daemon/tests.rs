@@ -417,6 +417,40 @@ async fn a_failed_write_is_retried_without_logging_in_again() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_write_failing_past_the_refresh_point_never_spins() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("out/a.token/blocker")).unwrap();
+    let clock = Arc::new(TestClock::new(Timestamp::from_second(1_800_000_000).unwrap()));
+    let scripted = Scripted::new(&clock, vec![], Answer::Token(Duration::from_secs(60)));
+    let harness = Harness::start_in(dir, clock, scripted, "").await;
+    // Several refresh points pass while every write fails; a busy loop would never let the
+    // virtual clock move, and this sleep would never return.
+    pass(Duration::from_secs(300)).await;
+    let logins = harness.scripted.calls().len();
+    // 60 s tokens are renewed 30 s (the margin) before expiry: every 30 s.
+    assert!((9..=11).contains(&logins), "{logins} logins in 300 s with 60 s tokens: {:?}", harness.scripted.calls());
+    std::fs::remove_dir_all(harness.output()).unwrap();
+    pass(Duration::from_secs(31)).await;
+    assert_eq!(harness.read(), harness.scripted.last_token());
+    harness.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_state_file_that_does_not_fit_the_clock_is_ignored() {
+    let harness = Harness::start(vec![], Answer::Token(Duration::from_secs(3600)), "").await;
+    pass(Duration::from_secs(10)).await;
+    let (_, dir, first, _) = harness.stop().await;
+    assert_eq!(first.calls().len(), 1);
+    // Restart on a host whose wall clock is a day behind: the saved token looks issued tomorrow.
+    let behind = Arc::new(TestClock::new(Timestamp::from_second(1_800_000_000 - 86_400).unwrap()));
+    let second = Scripted::new(&behind, vec![], Answer::Token(Duration::from_secs(3600)));
+    let harness = Harness::start_in(dir, behind, Arc::clone(&second), "").await;
+    pass(Duration::from_secs(5)).await;
+    assert_eq!(second.calls().len(), 1, "a state file from the future was trusted");
+    harness.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_restart_reuses_the_token_in_the_state_file() {
     let harness = Harness::start(vec![], Answer::Token(Duration::from_secs(3600)), "").await;
     pass(Duration::from_secs(10)).await;

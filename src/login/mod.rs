@@ -387,9 +387,10 @@ impl Login {
                 )));
             }
             Err(error) => {
+                // No excerpt: a broken success reply may well hold the token itself.
                 return Err(protocol(format!(
-                    "the reply is not valid JSON ({error}): {}",
-                    reply.excerpt()
+                    "the reply is not valid JSON ({error}; {} bytes)",
+                    reply.body.len()
                 )));
             }
         };
@@ -526,17 +527,29 @@ impl Reply<'_> {
     }
 }
 
-/// Shortens a piece of a reply for an error message: secrets the request sent are blanked (error
-/// pages echo parameters), control characters and runs of white space become one space, and the
-/// result is cut to [`EXCERPT_CHARS`].
+/// Shortens a piece of a reply for an error message: secrets the request sent are blanked, raw
+/// and in the encodings they travelled in (error pages echo parameters), any long run of
+/// token-like characters is blanked too (a JWT, an opaque token, a Base64 header), control
+/// characters and runs of white space become one space, and the result is cut to
+/// [`EXCERPT_CHARS`].
 fn scrub(text: &str, sent_secrets: &[Secret]) -> String {
     let mut text = text.to_string();
     for secret in sent_secrets {
+        let raw = secret.expose();
         // Very short secrets would blank ordinary words; they are not worth the noise.
-        if secret.expose().len() >= 4 {
-            text = text.replace(secret.expose(), "[redacted]");
+        if raw.len() < 4 {
+            continue;
+        }
+        let form: String = url::form_urlencoded::byte_serialize(raw.as_bytes()).collect();
+        let json = serde_json::to_string(raw).unwrap_or_default();
+        let json = json.trim_matches('"').to_string();
+        for form_of_secret in [raw.to_string(), form, json] {
+            if !form_of_secret.is_empty() {
+                text = text.replace(&form_of_secret, "[redacted]");
+            }
         }
     }
+    let text = blank_token_runs(&text);
     let mut flat = String::with_capacity(text.len().min(EXCERPT_CHARS * 4));
     let mut last_space = false;
     for character in text.chars() {
@@ -554,6 +567,34 @@ fn scrub(text: &str, sent_secrets: &[Secret]) -> String {
     } else {
         flat.to_string()
     }
+}
+
+/// Runs of this many token characters (RFC 6750 `b64token`) or more are blanked in excerpts.
+const TOKEN_RUN: usize = 20;
+
+fn blank_token_runs(text: &str) -> String {
+    let is_token_char =
+        |character: char| character.is_ascii_alphanumeric() || "-._~+/=".contains(character);
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() >= TOKEN_RUN {
+            out.push_str("[…]");
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for character in text.chars() {
+        if is_token_char(character) {
+            run.push(character);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(character);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
 }
 
 /// A 2xx reply without a token that still says the credentials were refused: an OAuth2 error
@@ -610,7 +651,14 @@ mod tests {
             scrub(text, &secrets),
             "<html> bad password [redacted] for user</html>"
         );
-        let long = "x".repeat(500);
+        // Encoded echoes and token-like runs are blanked too.
+        let secrets = [Secret::new("p@ss word+1".to_string())];
+        let echoed = "got password=p%40ss+word%2B1 and {\"p\":\"p@ss word+1\"} and eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.abc";
+        let scrubbed = scrub(echoed, &secrets);
+        assert!(!scrubbed.contains("p%40ss") && !scrubbed.contains("p@ss"), "{scrubbed}");
+        assert!(!scrubbed.contains("eyJhbGci"), "{scrubbed}");
+        assert!(scrubbed.contains("got password="), "{scrubbed}");
+        let long = "x ".repeat(500);
         let cut = scrub(&long, &[]);
         assert_eq!(cut.chars().count(), EXCERPT_CHARS + 1);
         assert!(cut.ends_with('…'));

@@ -126,6 +126,22 @@ async fn no_secret_or_token_in_any_output_at_trace_level() {
     let failing = tokenkeeper(&["token", "apinizer", "--config", &config], &trace).await;
     assert_eq!(failing.code, 1, "{failing:?}");
     assert!(failing.stdout.is_empty());
+    // A broken success reply that holds a token must not be quoted back either.
+    for body in [
+        r#"{"access_token":"CANARY-leaky-token-5d2e9a","expires_in":3600"#,
+        r#"{"access_token":"CANARY-leaky-token-5d2e9a","expires_in":3600} trailing"#,
+    ] {
+        endpoint.push_fault(Fault::Status {
+            status: 200,
+            content_type: "application/json".to_string(),
+            body: body.to_string(),
+            headers: Vec::new(),
+        });
+        let broken = tokenkeeper(&["token", "apinizer", "--config", &config], &trace).await;
+        assert_eq!(broken.code, 1, "{broken:?}");
+        assert!(broken.stderr.contains("not valid JSON"), "{}", broken.stderr);
+        assert_clean("broken reply", &broken.all_output(), &["CANARY-leaky-token".to_string()]);
+    }
 
     for (what, run) in [
         ("check", &check),
