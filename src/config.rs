@@ -37,6 +37,8 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_LIFETIME: SignedDuration = SignedDuration::from_hours(24);
 const DEFAULT_MAX_REPLY_BYTES: usize = 64 * 1024;
 const DEFAULT_MODE: u32 = 0o600;
+/// The longest duration any setting accepts.
+const MAX_SETTING_DURATION: Duration = Duration::from_secs(366 * 86_400);
 
 /// A validated configuration.
 #[derive(Debug)]
@@ -1031,7 +1033,8 @@ impl Validator<'_> {
         let mut headers = Vec::new();
         for (name, value) in &raw.headers {
             match HeaderName::from_bytes(name.as_bytes()) {
-                Ok(header) => headers.push((header, clone_field(value.get_ref()))),
+                // Header values often are API keys: literal ones are held as secrets.
+                Ok(header) => headers.push((header, field_value(value.get_ref(), true))),
                 Err(_) => self.problem(
                     Some(value.span()),
                     &key(&format!("request.headers.{name}")),
@@ -1048,11 +1051,14 @@ impl Validator<'_> {
                     "a field name is empty",
                 );
             }
-            fields.push((name.clone(), clone_field(value.get_ref())));
+            fields.push((
+                name.clone(),
+                field_value(value.get_ref(), secret_field_name(name)),
+            ));
         }
         let basic_auth = raw.basic_auth.as_ref().map(|basic| BasicAuth {
-            user: clone_field(&basic.get_ref().user),
-            password: clone_field(&basic.get_ref().password),
+            user: field_value(&basic.get_ref().user, false),
+            password: field_value(&basic.get_ref().password, true),
         });
 
         let reply = match &account.reply {
@@ -1343,11 +1349,33 @@ impl Validator<'_> {
     }
 }
 
-fn clone_field(field: &RawField) -> FieldValue {
+/// A generic field's value. A plain string stays plain (shown in plans) unless `secret` says the
+/// place it goes carries credentials, in which case it is held as a literal secret.
+fn field_value(field: &RawField, secret: bool) -> FieldValue {
     match field {
+        RawField::Plain(text) if secret => FieldValue::Secret(SecretSource::Literal(
+            crate::secret::Secret::new(text.clone()),
+        )),
         RawField::Plain(text) => FieldValue::Plain(text.clone()),
         RawField::Secret(source) => FieldValue::Secret(source.clone()),
     }
+}
+
+/// Whether a body field's name says it carries a credential (`password`, `client_secret`,
+/// `api_key`, `token` …): its literal value is then treated as a secret.
+fn secret_field_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "secret",
+        "password",
+        "passwd",
+        "token",
+        "key",
+        "credential",
+        "pin",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1442,16 +1470,28 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if let Some(days) = trimmed.strip_suffix('d')
         && let Ok(days) = days.trim().parse::<u64>()
     {
-        return days
+        let duration = days
             .checked_mul(86_400)
             .map(Duration::from_secs)
-            .ok_or_else(bad);
+            .ok_or_else(bad)?;
+        return check_duration_limit(text, duration);
     }
     let parsed: SignedDuration = trimmed.parse().map_err(|_| bad())?;
     if parsed.is_negative() || parsed.is_zero() {
         return Err(format!("`{text}` must be longer than zero"));
     }
-    Duration::try_from(parsed).map_err(|_| bad())
+    let duration = Duration::try_from(parsed).map_err(|_| bad())?;
+    check_duration_limit(text, duration)
+}
+
+/// No setting needs more than a year, and bounding them keeps every later sum far from overflow.
+fn check_duration_limit(text: &str, duration: Duration) -> Result<Duration, String> {
+    if duration > MAX_SETTING_DURATION {
+        return Err(format!(
+            "`{text}` is longer than the 366d any setting allows"
+        ));
+    }
+    Ok(duration)
 }
 
 /// An octal mode string: `"0640"`, `"640"` or `"0o640"`. Special bits and world-writable modes
@@ -1575,6 +1615,10 @@ mod tests {
             ("1h 30m", Some(5400)),
             ("24h", Some(86_400)),
             ("7d", Some(604_800)),
+            ("366d", Some(366 * 86_400)),
+            ("367d", None),
+            ("200000000000000d", None),
+            ("100000h", None),
             ("PT1M", Some(60)),
             ("0s", None),
             ("-5s", None),
@@ -1659,6 +1703,46 @@ mod tests {
         assert_eq!(default_env_name("panaya-prod"), "PANAYA_PROD_TOKEN");
         assert_eq!(default_env_name("1st"), "_1ST_TOKEN");
         assert!(valid_env_name("A_1") && !valid_env_name("1A") && !valid_env_name("A-B"));
+    }
+
+    #[test]
+    fn generic_literals_in_credential_places_are_secrets() {
+        let text = r#"
+[accounts.g]
+lifetime = "1h"
+[accounts.g.request]
+url = "https://api.example/login"
+headers = { X-Api-Key = "hdr-canary-1234", Accept = "application/json" }
+fields = { user = "ops", password = "pw-canary-5678", client_secret = "cs-canary", grant_type = "password" }
+basic_auth = { user = "ops", password = "basic-canary-9999" }
+[accounts.g.reply]
+token = "/token"
+[[accounts.g.outputs]]
+path = "/run/tk/g"
+"#;
+        let config = parse(text, Path::new("t.toml"), SecretCheck::Skip, true).unwrap();
+        let login = &config.accounts["g"].login;
+        let shown = format!("{login:?}")
+            + &login
+                .request
+                .fields
+                .iter()
+                .map(|(_, value)| value.describe())
+                .collect::<String>();
+        for canary in [
+            "hdr-canary-1234",
+            "pw-canary-5678",
+            "cs-canary",
+            "basic-canary-9999",
+        ] {
+            assert!(!shown.contains(canary), "{canary} is shown");
+        }
+        assert!(
+            shown.contains("\"ops\"") && shown.contains("\"password\""),
+            "{shown}"
+        );
+        // The config is readable by others: every literal secret is warned about.
+        assert!(config.warnings.len() >= 4, "{:?}", config.warnings);
     }
 
     #[test]

@@ -274,7 +274,12 @@ impl AccountTask {
     /// before a `Retry-After`), or the long parking delay for rejected credentials. A retry
     /// without `Retry-After` is pulled in so that one more attempt happens before the current
     /// token expires.
-    fn after_failure(&mut self, error: &LoginError, failures: u32, held: Option<&Held>) -> Duration {
+    fn after_failure(
+        &mut self,
+        error: &LoginError,
+        failures: u32,
+        held: Option<&Held>,
+    ) -> Duration {
         let now = self.shared.clock.boot();
         let settings = &self.shared.settings;
         let delay = match error.class {

@@ -125,7 +125,7 @@ impl Supervisor {
         clock: Arc<dyn Clock>,
         factory: AuthFactory,
     ) -> Result<Supervisor, String> {
-        preflight(config.accounts.values())?;
+        preflight(config.accounts.values(), Cleanup::StaleTemps)?;
         let (time_jump, _) = tokio::sync::watch::channel(0);
         let (shutdown, _) = tokio::sync::watch::channel(false);
         let limiter = Arc::new(Semaphore::new(config.daemon.max_concurrent_logins));
@@ -189,20 +189,24 @@ impl Supervisor {
     }
 
     /// Applies a new, already validated config: checks the output directories of added and
-    /// changed accounts first, then adds, removes and restarts. Unchanged accounts are untouched.
+    /// changed accounts first, then stops removed and changed accounts (and deletes the files they
+    /// no longer own), then starts added and changed ones. Unchanged accounts are untouched.
     ///
     /// # Errors
     /// An output directory or login setup problem; nothing was changed then.
-    pub fn reload(&mut self, new: Config) -> Result<Vec<Change>, String> {
-        let settings_changed = new.daemon != self.config.daemon;
+    pub async fn reload(&mut self, new: Config) -> Result<Vec<Change>, String> {
+        let restart_all = task_settings_differ(&self.config.daemon, &new.daemon);
         let mut changes = diff(&self.config.accounts, &new.accounts);
-        if settings_changed {
+        if restart_all {
             // Timing and retry settings live in every task: restart them all (state files make
             // that free of logins while the tokens are valid).
-            changes = diff(&BTreeMap::new(), &new.accounts);
-            for name in self.config.accounts.keys() {
-                changes.insert(0, Change::Remove(name.clone()));
-            }
+            changes = self
+                .config
+                .accounts
+                .keys()
+                .map(|name| Change::Remove(name.clone()))
+                .chain(new.accounts.keys().map(|name| Change::Add(name.clone())))
+                .collect();
         }
         let touched: Vec<&Account> = changes
             .iter()
@@ -211,7 +215,8 @@ impl Supervisor {
                 Change::Remove(_) => None,
             })
             .collect();
-        preflight(touched.into_iter())?;
+        // Other tasks are publishing in these directories: no stale-file cleanup here.
+        preflight(touched.into_iter(), Cleanup::Skip)?;
         // Build every new login before touching anything, so a failure changes nothing.
         for change in &changes {
             if let Change::Add(name) | Change::Restart(name) = change
@@ -220,51 +225,91 @@ impl Supervisor {
                 (self.factory)(account)?;
             }
         }
-        if settings_changed {
-            let old = self.config.daemon.max_concurrent_logins;
-            let wanted = new.daemon.max_concurrent_logins;
-            if wanted > old {
-                self.limiter.add_permits(wanted - old);
-            } else {
-                self.limiter.forget_permits(old - wanted);
-            }
+        self.resize_limiter(new.daemon.max_concurrent_logins);
+        if new.daemon.log_level != self.config.daemon.log_level {
+            crate::apply_log_level(new.daemon.log_level.as_deref().unwrap_or("info"));
         }
         self.config.daemon = new.daemon.clone();
+        // Paths the new config writes are never deleted here, whoever wrote them before.
+        let kept: BTreeSet<PathBuf> = new
+            .accounts
+            .values()
+            .flat_map(|account| account.outputs.iter().map(|output| output.path.clone()))
+            .collect();
+        for change in &changes {
+            if let Change::Remove(name) | Change::Restart(name) = change
+                && let Some(running) = self.running.remove(name)
+            {
+                running.task.abort();
+                // Wait for the task to be gone, so no write of its lands after the clean-up.
+                let _ = running.task.await;
+                let mut dropped = running.account.clone();
+                dropped
+                    .outputs
+                    .retain(|output| !kept.contains(&output.path));
+                account::remove_outputs(&dropped);
+                if !new.accounts.contains_key(name)
+                    && let Some(state) = state::StateFile::for_account(&running.account)
+                {
+                    state.remove();
+                }
+            }
+        }
         let count = changes.len();
         for change in &changes {
-            match change {
-                Change::Remove(name) => {
-                    let removed_for_good = !new.accounts.contains_key(name);
-                    if let Some(running) = self.running.remove(name) {
-                        running.task.abort();
-                        if removed_for_good {
-                            account::remove_outputs(&running.account);
-                            if let Some(state) = state::StateFile::for_account(&running.account) {
-                                state.remove();
-                            }
-                        }
-                    }
-                }
-                Change::Restart(name) | Change::Add(name) => {
-                    if let Some(running) = self.running.remove(name) {
-                        running.task.abort();
-                        // Outputs the account no longer has are ours to clean up.
-                        if let Some(updated) = new.accounts.get(name) {
-                            let mut dropped = running.account.clone();
-                            dropped.outputs.retain(|output| {
-                                !updated.outputs.iter().any(|kept| kept.path == output.path)
-                            });
-                            account::remove_outputs(&dropped);
-                        }
-                    }
-                    if let Some(account) = new.accounts.get(name) {
-                        self.spawn(account.clone(), count)?;
-                    }
-                }
+            if let Change::Add(name) | Change::Restart(name) = change
+                && let Some(account) = new.accounts.get(name)
+            {
+                self.spawn(account.clone(), count)?;
             }
         }
         self.config = new;
         Ok(changes)
+    }
+
+    /// Changes the number of logins allowed at once. Permits held by running logins are taken
+    /// out as those logins finish.
+    fn resize_limiter(&mut self, wanted: usize) {
+        let current = self.config.daemon.max_concurrent_logins;
+        if wanted > current {
+            self.limiter.add_permits(wanted - current);
+        } else if wanted < current {
+            let missing = (current - wanted) - self.limiter.forget_permits(current - wanted);
+            let limiter = Arc::clone(&self.limiter);
+            tokio::spawn(async move {
+                for _ in 0..missing {
+                    match limiter.acquire().await {
+                        Ok(permit) => permit.forget(),
+                        Err(_) => return,
+                    }
+                }
+            });
+        }
+    }
+
+    /// Restarts account tasks that ended on their own (a panic): logged, and started again.
+    /// Called on the supervisor's periodic tick, which spaces out restarts of a task that keeps
+    /// failing.
+    pub fn revive(&mut self) {
+        let finished: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(_, running)| running.task.is_finished())
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in finished {
+            if *self.shutdown.borrow() {
+                return;
+            }
+            let Some(running) = self.running.remove(&name) else {
+                continue;
+            };
+            tracing::error!(account = %name, "the account's task stopped unexpectedly; restarting it");
+            let count = self.running.len() + 1;
+            if let Err(error) = self.spawn(running.account, count) {
+                tracing::error!(account = %name, "cannot restart: {error}");
+            }
+        }
     }
 
     fn secrets_digest(&self, account: &Account) -> u64 {
@@ -352,7 +397,8 @@ impl Supervisor {
     /// Stops every task, waiting at most `grace` for them to finish.
     pub async fn stop(self, grace: Duration) {
         let _ = self.shutdown.send(true);
-        let deadline = tokio::time::Instant::now() + grace;
+        let now = tokio::time::Instant::now();
+        let deadline = now.checked_add(grace).unwrap_or(now);
         for (name, running) in self.running {
             let abort = running.task.abort_handle();
             if tokio::time::timeout_at(deadline, running.task)
@@ -366,9 +412,31 @@ impl Supervisor {
     }
 }
 
+/// Whether a settings change reaches into the account tasks (which then restart). The log level,
+/// file watching, the login limit and the grace period are applied by the supervisor itself.
+fn task_settings_differ(old: &config::DaemonSettings, new: &config::DaemonSettings) -> bool {
+    let mut comparable = new.clone();
+    comparable.log_level.clone_from(&old.log_level);
+    comparable.watch = old.watch;
+    comparable.max_concurrent_logins = old.max_concurrent_logins;
+    comparable.shutdown_grace = old.shutdown_grace;
+    comparable != *old
+}
+
+/// Whether [`preflight`] removes stale temporary files: only at start, when nothing else of ours
+/// is writing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cleanup {
+    StaleTemps,
+    Skip,
+}
+
 /// Start-up checks of every output directory the accounts use: it exists, is a directory (not a
-/// symlink), and takes a file; stale temporary files of ours are removed.
-fn preflight<'a>(accounts: impl Iterator<Item = &'a Account>) -> Result<(), String> {
+/// symlink), and takes a file; at start, stale temporary files of ours are removed.
+fn preflight<'a>(
+    accounts: impl Iterator<Item = &'a Account>,
+    cleanup: Cleanup,
+) -> Result<(), String> {
     let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
     for account in accounts {
         for output in &account.outputs {
@@ -381,9 +449,11 @@ fn preflight<'a>(accounts: impl Iterator<Item = &'a Account>) -> Result<(), Stri
     for dir in &dirs {
         let checked = OutputDir::open(dir).and_then(|opened| {
             opened.write_check()?;
-            let removed = opened.remove_stale_temps()?;
-            if removed > 0 {
-                tracing::info!(dir = %dir.display(), removed, "removed stale temporary files");
+            if cleanup == Cleanup::StaleTemps {
+                let removed = opened.remove_stale_temps()?;
+                if removed > 0 {
+                    tracing::info!(dir = %dir.display(), removed, "removed stale temporary files");
+                }
             }
             Ok(())
         });
@@ -448,7 +518,7 @@ pub async fn run(
             message = control.recv() => match message {
                 Some(Control::Reload) => {
                     tracing::info!("reload requested");
-                    reload(&mut supervisor, config_path, &mut last_text, true, &mut watcher);
+                    reload(&mut supervisor, config_path, &mut last_text, true, &mut watcher, &events_tx).await;
                     supervisor.wake_changed_secrets();
                 }
                 Some(Control::Stop) | None => break,
@@ -457,13 +527,14 @@ pub async fn run(
                 // Let a burst of events (an editor's save, a `..data` swap) settle.
                 tokio::time::sleep(DEBOUNCE).await;
                 while events.try_recv().is_ok() {}
-                reload(&mut supervisor, config_path, &mut last_text, false, &mut watcher);
+                reload(&mut supervisor, config_path, &mut last_text, false, &mut watcher, &events_tx).await;
                 for name in supervisor.wake_changed_secrets() {
                     tracing::info!(account = %name, "secret changed");
                 }
             }
             _ = clock_check.tick() => {
                 supervisor.check_clock();
+                supervisor.revive();
             }
         }
     }
@@ -476,12 +547,13 @@ pub async fn run(
 
 /// Re-reads the config; applies it when its content changed (or when `force`d by SIGHUP). An
 /// invalid config is logged and the running one kept.
-fn reload(
+async fn reload(
     supervisor: &mut Supervisor,
     path: &Path,
     last_text: &mut Vec<u8>,
     force: bool,
     watcher: &mut Option<watch::FileWatcher>,
+    events: &mpsc::UnboundedSender<()>,
 ) {
     let text = match std::fs::read(path) {
         Ok(text) => text,
@@ -506,7 +578,7 @@ fn reload(
     for warning in &new.warnings {
         tracing::warn!("{warning}");
     }
-    match supervisor.reload(new) {
+    match supervisor.reload(new).await {
         Ok(changes) => {
             *last_text = text;
             let count = |wanted: fn(&Change) -> bool| {
@@ -518,10 +590,18 @@ fn reload(
                 restarted = count(|change| matches!(change, Change::Restart(_))),
                 "config reloaded"
             );
-            if let Some(watcher) = watcher
-                && let Err(error) = watcher.set_files(&supervisor.watched_files())
-            {
-                tracing::warn!("cannot update the file watches: {error}");
+            let files = supervisor.watched_files();
+            match (supervisor.config().daemon.watch, watcher.as_mut()) {
+                (true, Some(active)) => {
+                    if let Err(error) = active.set_files(&files) {
+                        tracing::warn!("cannot update the file watches: {error}");
+                    }
+                }
+                (true, None) => match watch::FileWatcher::new(&files, events.clone()) {
+                    Ok(started) => *watcher = Some(started),
+                    Err(error) => tracing::warn!("cannot watch files, relying on SIGHUP: {error}"),
+                },
+                (false, _) => *watcher = None,
             }
         }
         Err(error) => tracing::error!("reload rejected, keeping the running config: {error}"),

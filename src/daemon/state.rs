@@ -116,16 +116,18 @@ impl StateFile {
     }
 }
 
+/// Identifies the login a token came from: a hash of the whole login spec as data (endpoint,
+/// headers, fields, client authentication, reply shape, secret *sources*; literal secrets are
+/// redacted in that text, so they never reach the file). FNV-1a, so the value is the same in every
+/// run of the same build.
 fn fingerprint(account: &Account) -> String {
-    let request = &account.login.request;
-    let mut text = format!("{} {}", request.method, request.url);
-    for (name, value) in &request.fields {
-        text.push_str(&format!(" {name}={}", value.describe()));
+    let description = format!("{:?}", account.login);
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in description.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    if let Some(basic) = &request.basic_auth {
-        text.push_str(&format!(" basic={}", basic.user.describe()));
-    }
-    text
+    format!("{hash:016x}")
 }
 
 #[cfg(test)]

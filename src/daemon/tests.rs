@@ -24,6 +24,8 @@ enum Answer {
     /// A token expiring at this absolute wall time (for absurd values).
     TokenUntil(Timestamp),
     Fail(ErrorClass, Option<Duration>),
+    /// A bug in a login: the task panics.
+    Panic,
 }
 
 /// A login that answers from a script (then `fallback` forever) and records when it was called.
@@ -81,6 +83,10 @@ impl Authenticator for Scripted {
         let result = match answer {
             Answer::Token(lifetime) => Ok(now + lifetime),
             Answer::TokenUntil(until) => Ok(until),
+            Answer::Panic => {
+                self.calls.lock().unwrap().push((self.clock.timer(), None));
+                panic!("scripted panic in a login");
+            }
             Answer::Fail(class, retry_after) => Err(LoginError {
                 account: "a".to_string(),
                 class,
@@ -420,7 +426,9 @@ async fn a_failed_write_is_retried_without_logging_in_again() {
 async fn a_write_failing_past_the_refresh_point_never_spins() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("out/a.token/blocker")).unwrap();
-    let clock = Arc::new(TestClock::new(Timestamp::from_second(1_800_000_000).unwrap()));
+    let clock = Arc::new(TestClock::new(
+        Timestamp::from_second(1_800_000_000).unwrap(),
+    ));
     let scripted = Scripted::new(&clock, vec![], Answer::Token(Duration::from_secs(60)));
     let harness = Harness::start_in(dir, clock, scripted, "").await;
     // Several refresh points pass while every write fails; a busy loop would never let the
@@ -428,7 +436,11 @@ async fn a_write_failing_past_the_refresh_point_never_spins() {
     pass(Duration::from_secs(300)).await;
     let logins = harness.scripted.calls().len();
     // 60 s tokens are renewed 30 s (the margin) before expiry: every 30 s.
-    assert!((9..=11).contains(&logins), "{logins} logins in 300 s with 60 s tokens: {:?}", harness.scripted.calls());
+    assert!(
+        (9..=11).contains(&logins),
+        "{logins} logins in 300 s with 60 s tokens: {:?}",
+        harness.scripted.calls()
+    );
     std::fs::remove_dir_all(harness.output()).unwrap();
     pass(Duration::from_secs(31)).await;
     assert_eq!(harness.read(), harness.scripted.last_token());
@@ -442,11 +454,17 @@ async fn a_state_file_that_does_not_fit_the_clock_is_ignored() {
     let (_, dir, first, _) = harness.stop().await;
     assert_eq!(first.calls().len(), 1);
     // Restart on a host whose wall clock is a day behind: the saved token looks issued tomorrow.
-    let behind = Arc::new(TestClock::new(Timestamp::from_second(1_800_000_000 - 86_400).unwrap()));
+    let behind = Arc::new(TestClock::new(
+        Timestamp::from_second(1_800_000_000 - 86_400).unwrap(),
+    ));
     let second = Scripted::new(&behind, vec![], Answer::Token(Duration::from_secs(3600)));
     let harness = Harness::start_in(dir, behind, Arc::clone(&second), "").await;
     pass(Duration::from_secs(5)).await;
-    assert_eq!(second.calls().len(), 1, "a state file from the future was trusted");
+    assert_eq!(
+        second.calls().len(),
+        1,
+        "a state file from the future was trusted"
+    );
     harness.stop().await;
 }
 
@@ -596,6 +614,41 @@ async fn first_logins_spread_out_at_start() {
         distinct.len()
     );
     assert!(most <= 60);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_account_task_is_restarted() {
+    let harness = Harness::start(
+        vec![Answer::Panic],
+        Answer::Token(Duration::from_secs(3600)),
+        "",
+    )
+    .await;
+    pass(super::CLOCK_CHECK_INTERVAL * 2).await;
+    let calls = harness.scripted.calls();
+    assert_eq!(
+        calls.len(),
+        2,
+        "the task was not restarted after its panic: {calls:?}"
+    );
+    assert_eq!(harness.read(), harness.scripted.last_token());
+    let (code, ..) = harness.stop().await;
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn only_settings_the_tasks_use_restart_them() {
+    use crate::config::DaemonSettings;
+    let base = DaemonSettings::default();
+    let mut quiet = base.clone();
+    quiet.log_level = Some("debug".to_string());
+    quiet.watch = false;
+    quiet.max_concurrent_logins = 3;
+    quiet.shutdown_grace = Duration::from_secs(1);
+    assert!(!super::task_settings_differ(&base, &quiet));
+    let mut timing = base.clone();
+    timing.rejected_retry = Duration::from_secs(120);
+    assert!(super::task_settings_differ(&base, &timing));
 }
 
 #[test]

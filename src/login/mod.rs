@@ -655,7 +655,10 @@ mod tests {
         let secrets = [Secret::new("p@ss word+1".to_string())];
         let echoed = "got password=p%40ss+word%2B1 and {\"p\":\"p@ss word+1\"} and eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.abc";
         let scrubbed = scrub(echoed, &secrets);
-        assert!(!scrubbed.contains("p%40ss") && !scrubbed.contains("p@ss"), "{scrubbed}");
+        assert!(
+            !scrubbed.contains("p%40ss") && !scrubbed.contains("p@ss"),
+            "{scrubbed}"
+        );
         assert!(!scrubbed.contains("eyJhbGci"), "{scrubbed}");
         assert!(scrubbed.contains("got password="), "{scrubbed}");
         let long = "x ".repeat(500);

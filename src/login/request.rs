@@ -114,7 +114,9 @@ fn basic_header_value(
     let encoded = basic_credentials(user.expose(), password.expose());
     // The encoded form is a secret too: a server that echoes headers must not leak it.
     if let Some(credentials) = encoded.strip_prefix("Basic ") {
-        resolver.sent_secrets.push(Secret::new(credentials.to_string()));
+        resolver
+            .sent_secrets
+            .push(Secret::new(credentials.to_string()));
     }
     let mut value = HeaderValue::from_str(&encoded).map_err(|_| BuildError::BadHeaderValue {
         field: "authorization".to_string(),

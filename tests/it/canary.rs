@@ -139,8 +139,16 @@ async fn no_secret_or_token_in_any_output_at_trace_level() {
         });
         let broken = tokenkeeper(&["token", "apinizer", "--config", &config], &trace).await;
         assert_eq!(broken.code, 1, "{broken:?}");
-        assert!(broken.stderr.contains("not valid JSON"), "{}", broken.stderr);
-        assert_clean("broken reply", &broken.all_output(), &["CANARY-leaky-token".to_string()]);
+        assert!(
+            broken.stderr.contains("not valid JSON"),
+            "{}",
+            broken.stderr
+        );
+        assert_clean(
+            "broken reply",
+            &broken.all_output(),
+            &["CANARY-leaky-token".to_string()],
+        );
     }
 
     for (what, run) in [

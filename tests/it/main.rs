@@ -9,6 +9,6 @@ mod cli;
 mod config_fixtures;
 mod daemon;
 mod http;
-mod tls;
 mod oauth2_real;
 mod presets;
+mod tls;
