@@ -142,11 +142,41 @@ pub struct HttpSettings {
 }
 
 /// Whether and how a proxy is used. Proxy environment variables are ignored unless asked for.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `Debug` shows a proxy URL without its user name and password.
+#[derive(Clone, PartialEq, Eq)]
 pub enum ProxySetting {
     None,
     /// Honour `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`.
     Environment,
     /// Send every login through this proxy.
     Url(Url),
+}
+
+impl std::fmt::Debug for ProxySetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProxySetting::None => f.write_str("None"),
+            ProxySetting::Environment => f.write_str("Environment"),
+            ProxySetting::Url(url) => write!(
+                f,
+                "Url({}://{}:{})",
+                url.scheme(),
+                url.host_str().unwrap_or("?"),
+                url.port_or_known_default().unwrap_or(0)
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_debug_hides_credentials() {
+        let proxy =
+            ProxySetting::Url(Url::parse("http://user:canary-pw@proxy.internal:3128").unwrap());
+        let shown = format!("{proxy:?}");
+        assert_eq!(shown, "Url(http://proxy.internal:3128)");
+    }
 }
