@@ -1262,41 +1262,36 @@ impl Validator<'_> {
     }
 
     fn user(&mut self, value: &Spanned<RawId>, key: &str) -> Option<u32> {
-        match value.get_ref() {
-            RawId::Number(id) => Some(*id),
-            RawId::Name(name) => match nix::unistd::User::from_name(name) {
-                Ok(Some(user)) => Some(user.uid.as_raw()),
-                Ok(None) => {
-                    self.problem(Some(value.span()), key, format!("no user named `{name}`"));
-                    None
-                }
-                Err(error) => {
-                    self.problem(
-                        Some(value.span()),
-                        key,
-                        format!("cannot look up user `{name}`: {error}"),
-                    );
-                    None
-                }
-            },
-        }
+        self.account_id(value, key, "user", |name| {
+            nix::unistd::User::from_name(name).map(|user| user.map(|user| user.uid.as_raw()))
+        })
     }
 
     fn group(&mut self, value: &Spanned<RawId>, key: &str) -> Option<u32> {
+        self.account_id(value, key, "group", |name| {
+            nix::unistd::Group::from_name(name).map(|group| group.map(|group| group.gid.as_raw()))
+        })
+    }
+
+    /// A user or group id: a number as written, or a name looked up through NSS.
+    fn account_id(
+        &mut self,
+        value: &Spanned<RawId>,
+        key: &str,
+        what: &str,
+        lookup: impl Fn(&str) -> nix::Result<Option<u32>>,
+    ) -> Option<u32> {
         match value.get_ref() {
             RawId::Number(id) => Some(*id),
-            RawId::Name(name) => match nix::unistd::Group::from_name(name) {
-                Ok(Some(group)) => Some(group.gid.as_raw()),
+            RawId::Name(name) => match lookup(name) {
+                Ok(Some(id)) => Some(id),
                 Ok(None) => {
-                    self.problem(Some(value.span()), key, format!("no group named `{name}`"));
+                    self.problem(Some(value.span()), key, format!("no {what} named `{name}`"));
                     None
                 }
                 Err(error) => {
-                    self.problem(
-                        Some(value.span()),
-                        key,
-                        format!("cannot look up group `{name}`: {error}"),
-                    );
+                    let message = format!("cannot look up {what} `{name}`: {error}");
+                    self.problem(Some(value.span()), key, message);
                     None
                 }
             },
