@@ -4,8 +4,9 @@
 //! origin, RFC 6749 §3.2 and reqwest#9), never decompresses (no gzip bombs), and uses a proxy only
 //! when the config names one.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Once;
+use std::sync::{Mutex, Once, OnceLock};
 
 use super::spec::{HttpSettings, ProxySetting};
 
@@ -51,7 +52,36 @@ pub fn load_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, ClientEr
     Ok(certificates)
 }
 
-/// Builds the client for one account's settings.
+/// The client for one account's settings, shared with every other account whose settings (and
+/// CA bundle contents) are the same: a client holds the parsed trust store, so one per account
+/// would cost memory and start-up time in proportion to the number of accounts.
+///
+/// # Errors
+/// A bad CA bundle or proxy URL.
+pub fn shared_client(settings: &HttpSettings) -> Result<reqwest::Client, ClientError> {
+    type Key = (HttpSettings, Option<Vec<u8>>);
+    static CLIENTS: OnceLock<Mutex<HashMap<Key, reqwest::Client>>> = OnceLock::new();
+    // The CA bundle's bytes are part of the key, so a rotated bundle gets a new client when the
+    // account restarts (a reload that changes it, or a restart of the daemon).
+    let ca_bytes = match &settings.ca_file {
+        Some(path) => Some(std::fs::read(path).map_err(|error| ClientError::CaFile {
+            path: path.display().to_string(),
+            message: error.to_string(),
+        })?),
+        None => None,
+    };
+    let key = (settings.clone(), ca_bytes);
+    let clients = CLIENTS.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut clients = clients.lock().unwrap_or_else(|poison| poison.into_inner());
+    if let Some(client) = clients.get(&key) {
+        return Ok(client.clone());
+    }
+    let client = build_client(settings)?;
+    clients.insert(key, client.clone());
+    Ok(client)
+}
+
+/// Builds a new client for one account's settings.
 ///
 /// # Errors
 /// A bad CA bundle or proxy URL.

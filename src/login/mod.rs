@@ -127,7 +127,7 @@ impl Login {
     ) -> Result<Login, http::ClientError> {
         Ok(Login {
             account: account.to_string(),
-            client: http::build_client(settings)?,
+            client: http::shared_client(settings)?,
             spec,
             max_reply_bytes: settings.max_reply_bytes,
             max_lifetime,

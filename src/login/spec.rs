@@ -129,7 +129,7 @@ impl LoginSpec {
 }
 
 /// HTTP client settings of one account.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct HttpSettings {
     pub connect_timeout: Duration,
     /// Limit on the whole exchange: connect, send, and read the reply.
@@ -143,7 +143,7 @@ pub struct HttpSettings {
 
 /// Whether and how a proxy is used. Proxy environment variables are ignored unless asked for.
 /// `Debug` shows a proxy URL without its user name and password.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub enum ProxySetting {
     None,
     /// Honour `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`.
