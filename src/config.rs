@@ -534,14 +534,25 @@ impl Validator<'_> {
         match RefreshPolicy::new(fraction, jitter, margin, min_interval) {
             Ok(policy) => settings.refresh = policy,
             Err(error) => {
-                let span = raw
-                    .refresh_at
-                    .as_ref()
-                    .map(Spanned::span)
-                    .or_else(|| raw.refresh_jitter.as_ref().map(Spanned::span))
-                    .or_else(|| raw.refresh_margin.as_ref().map(Spanned::span))
-                    .or_else(|| raw.min_refresh_interval.as_ref().map(Spanned::span));
-                self.problem(span, "daemon", error.to_string());
+                use crate::schedule::ScheduleError;
+                let (key, span) = match error {
+                    ScheduleError::Fraction(_) => {
+                        ("refresh_at", raw.refresh_at.as_ref().map(Spanned::span))
+                    }
+                    ScheduleError::Jitter(_) => (
+                        "refresh_jitter",
+                        raw.refresh_jitter.as_ref().map(Spanned::span),
+                    ),
+                    ScheduleError::Margin(_) => (
+                        "refresh_margin",
+                        raw.refresh_margin.as_ref().map(Spanned::span),
+                    ),
+                    _ => (
+                        "min_refresh_interval",
+                        raw.min_refresh_interval.as_ref().map(Spanned::span),
+                    ),
+                };
+                self.problem(span, &format!("daemon.{key}"), error.to_string());
             }
         }
         let base = duration_or(self, &raw.retry_base, "retry_base", defaults.backoff.base);
@@ -549,12 +560,20 @@ impl Validator<'_> {
         match Backoff::new(base, cap, base.min(defaults.backoff.floor)) {
             Ok(backoff) => settings.backoff = backoff,
             Err(error) => {
-                let span = raw
-                    .retry_base
-                    .as_ref()
-                    .or(raw.retry_cap.as_ref())
-                    .map(Spanned::span);
-                self.problem(span, "daemon.retry_base", error.to_string());
+                // The floor follows the base, so a cap below either is the cap's fault.
+                let (key, span) = match error {
+                    crate::schedule::ScheduleError::BaseZero => {
+                        ("retry_base", raw.retry_base.as_ref().map(Spanned::span))
+                    }
+                    _ => (
+                        "retry_cap",
+                        raw.retry_cap
+                            .as_ref()
+                            .or(raw.retry_base.as_ref())
+                            .map(Spanned::span),
+                    ),
+                };
+                self.problem(span, &format!("daemon.{key}"), error.to_string());
             }
         }
         settings.rejected_retry = duration_or(

@@ -18,7 +18,7 @@ use rand::rngs::StdRng;
 use tokio::sync::{Notify, Semaphore, watch};
 
 use super::clock::{Clock, boot_to_wall, wall_to_boot};
-use super::state::StateFile;
+use super::state::{Saved, StateFile};
 use crate::config::{Account, DaemonSettings, OnExpiry};
 use crate::login::{ErrorClass, Login, LoginError, LoginOutcome};
 use crate::schedule;
@@ -108,6 +108,15 @@ struct Held {
     written: bool,
 }
 
+/// What [`AccountTask::restore`] found in the state file.
+#[derive(Default)]
+struct Restored {
+    held: Option<Held>,
+    disk_expires: Option<Duration>,
+    not_before: Option<Duration>,
+    parked: bool,
+}
+
 /// One account's task.
 pub struct AccountTask {
     account: Account,
@@ -162,36 +171,50 @@ impl AccountTask {
 
     /// Runs until shutdown. Cancel-safe at every await: a login is abandoned, and writes never
     /// span an await. Every turn of the loop either sleeps until a deadline in the future or does
-    /// one login or one write attempt, each of which moves its deadline forward: no busy loop.
+    /// one login, one write attempt or one removal, each of which moves its deadline forward: no
+    /// busy loop.
     pub async fn run(mut self) {
         let clock = Arc::clone(&self.shared.clock);
-        let mut held = self.restore();
+        let restored = self.restore();
+        let mut held = restored.held;
+        // When the token in the output files expires: the files are removed then (by default)
+        // unless a newer token was written meanwhile.
+        let mut disk_expires = restored.disk_expires;
+        let start_delay = schedule::startup_delay(
+            self.shared.startup_accounts,
+            Duration::from_millis(20),
+            self.shared.settings.startup_spread,
+            &mut self.rng,
+        );
         // When to log in next (the refresh point, or a retry after a failure).
         let mut next_login = match &held {
             Some(current) => current.refresh_boot,
-            None => clock.boot().saturating_add(schedule::startup_delay(
-                self.shared.startup_accounts,
-                Duration::from_millis(20),
-                self.shared.settings.startup_spread,
-                &mut self.rng,
-            )),
+            None => clock.boot().saturating_add(start_delay),
         };
+        if let Some(not_before) = restored.not_before {
+            next_login = next_login.max(not_before);
+        }
         // When to try writing the held token again; a restored token is written at once.
         let mut next_write: Option<Duration> = held.as_ref().map(|_| clock.boot());
         let mut failures: u32 = 0;
         let mut write_failures: u32 = 0;
-        let mut parked = false;
+        let mut parked = restored.parked;
         loop {
             if *self.shared.shutdown.borrow() {
                 return;
             }
             let now = clock.boot();
-            if let Some(current) = &held
-                && now >= current.expires_boot
+            if held
+                .as_ref()
+                .is_some_and(|current| now >= current.expires_boot)
             {
-                self.expire(current);
                 held = None;
                 next_write = None;
+            }
+            if disk_expires.is_some_and(|at| now >= at) {
+                disk_expires = None;
+                self.expire_on_disk(next_login, parked);
+                continue;
             }
             if now >= next_login {
                 // Time to log in (a due refresh wins over a pending write: the new token will be
@@ -216,6 +239,7 @@ impl AccountTask {
                         failures = failures.saturating_add(1);
                         parked = error.class == ErrorClass::Rejected;
                         next_login = self.after_failure(&error, failures, held.as_ref());
+                        self.save_state(held.as_ref(), Some(next_login), parked);
                     }
                 }
                 continue;
@@ -228,6 +252,7 @@ impl AccountTask {
                         current.written = true;
                         write_failures = 0;
                         next_write = None;
+                        disk_expires = Some(current.expires_boot);
                     }
                     Err(message) => {
                         write_failures = write_failures.saturating_add(1);
@@ -240,11 +265,15 @@ impl AccountTask {
                 continue;
             }
             let mut wake_at = next_login;
-            if let Some(due) = next_write {
-                wake_at = wake_at.min(due);
-            }
-            if let Some(current) = &held {
-                wake_at = wake_at.min(current.expires_boot);
+            for deadline in [
+                next_write,
+                disk_expires,
+                held.as_ref().map(|current| current.expires_boot),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                wake_at = wake_at.min(deadline);
             }
             let next_wall = self.wall_of(next_login);
             self.update(|status| status.next_attempt = Some(next_wall));
@@ -267,6 +296,25 @@ impl AccountTask {
                 }
                 _ = self.shared.shutdown.changed() => {}
             }
+        }
+    }
+
+    /// Remembers the held token and the next permitted login in the state file, so that a
+    /// restart neither logs in while a token is valid nor retries a failing account at once.
+    fn save_state(&self, held: Option<&Held>, next_login: Option<Duration>, parked: bool) {
+        let Some(state) = &self.state else {
+            return;
+        };
+        let clock = &self.shared.clock;
+        let (wall_now, boot_now) = (clock.wall(), clock.boot());
+        let saved = Saved {
+            token: held.map(|current| current.token.clone()),
+            not_before: next_login.map(|at| boot_to_wall(at, wall_now, boot_now)),
+            parked,
+            saved_at: wall_now,
+        };
+        if let Err(error) = state.save(&saved) {
+            tracing::warn!(account = %self.account.name, "cannot save the state file: {error}");
         }
     }
 
@@ -369,11 +417,6 @@ impl AccountTask {
             latency_ms = outcome.latency.as_millis() as u64,
             "login succeeded"
         );
-        if let Some(state) = &self.state
-            && let Err(error) = state.save(&token)
-        {
-            tracing::warn!(account = %self.account.name, "cannot save the state file: {error}");
-        }
         let expires_at = token.expires_at;
         self.update(|status| {
             status.health = Health::Healthy;
@@ -383,49 +426,83 @@ impl AccountTask {
             status.consecutive_failures = 0;
             status.written = false;
         });
-        Held {
+        let held = Held {
             token,
             refresh_token: outcome.refresh_token,
             expires_boot,
             refresh_boot,
             written: false,
-        }
+        };
+        self.save_state(Some(&held), None, false);
+        held
     }
 
-    /// A token from the state file that is still worth using, scheduled like a fresh one.
-    fn restore(&mut self) -> Option<Held> {
-        let state = self.state.as_ref()?;
+    /// What the state file says at start: a token to reuse (refreshed at once if it is close to
+    /// expiry), when the token in the output files expires, and a backoff or parking still in
+    /// force (moot when a secret file changed since it was saved).
+    fn restore(&mut self) -> Restored {
+        let mut restored = Restored::default();
+        let Some(saved) = self.state.as_ref().and_then(StateFile::load) else {
+            return restored;
+        };
         let clock = &self.shared.clock;
         let (wall_now, boot_now) = (clock.wall(), clock.boot());
-        let policy = self.shared.settings.refresh;
-        // Not worth reusing if it expires before a login could even be scheduled.
-        let keep_margin = jiff::SignedDuration::try_from(policy.margin + policy.min_interval)
-            .unwrap_or(jiff::SignedDuration::MAX);
-        let not_before = wall_now.saturating_add(keep_margin).unwrap_or(wall_now);
-        let token = state.load(not_before)?;
         // A state file from the future, or with a lifetime no server of this account may grant,
         // means the wall clock is wrong (a host that booted before NTP): do not trust it.
         let tolerance = jiff::SignedDuration::from_secs(60);
+        let latest_sane = wall_now.saturating_add(tolerance).unwrap_or(wall_now);
         let max_lifetime = self.account.max_lifetime.saturating_add(tolerance);
-        if token.obtained_at > wall_now.saturating_add(tolerance).unwrap_or(wall_now)
-            || token.lifetime() > max_lifetime
-        {
-            tracing::warn!(
-                account = %self.account.name,
-                obtained_at = %token.obtained_at,
-                "ignoring the state file: its times do not fit the clock"
-            );
-            return None;
+        let token_fits = saved.token.as_ref().is_none_or(|token| {
+            token.obtained_at <= latest_sane && token.lifetime() <= max_lifetime
+        });
+        if saved.saved_at > latest_sane || !token_fits {
+            tracing::warn!(account = %self.account.name, "ignoring the state file: its times do not fit the clock");
+            return restored;
         }
-        let obtained_boot = wall_to_boot(token.obtained_at, wall_now, boot_now).min(boot_now);
+        if let Some(not_before) = saved.not_before
+            && not_before > wall_now
+            && !self.secrets_changed_since(saved.saved_at)
+        {
+            // Never wait longer than the longest delay this config could have produced.
+            let settings = &self.shared.settings;
+            let longest = settings
+                .rejected_retry
+                .max(settings.backoff.cap)
+                .saturating_mul(2);
+            let wait = wall_to_boot(not_before, wall_now, boot_now).saturating_sub(boot_now);
+            restored.not_before = Some(boot_now.saturating_add(wait.min(longest)));
+            restored.parked = saved.parked;
+            tracing::info!(
+                account = %self.account.name,
+                not_before = %not_before,
+                parked = saved.parked,
+                "keeping the retry delay from before the restart"
+            );
+        }
+        let Some(token) = saved.token else {
+            return restored;
+        };
         let expires_boot = wall_to_boot(token.expires_at, wall_now, boot_now);
-        let refresh_boot = schedule::next_refresh(
+        if token.expires_at <= wall_now {
+            // The files may still hold it: they go at once (unless on_expiry = keep).
+            restored.disk_expires = Some(boot_now);
+            return restored;
+        }
+        restored.disk_expires = Some(expires_boot);
+        let policy = self.shared.settings.refresh;
+        let obtained_boot = wall_to_boot(token.obtained_at, wall_now, boot_now).min(boot_now);
+        let mut refresh_boot = schedule::next_refresh(
             &policy,
             obtained_boot,
             expires_boot,
             boot_now,
             &mut self.rng,
         );
+        // Too close to expiry to wait for the usual refresh point: log in now.
+        if expires_boot.saturating_sub(boot_now) < policy.margin.saturating_add(policy.min_interval)
+        {
+            refresh_boot = boot_now;
+        }
         tracing::info!(
             account = %self.account.name,
             expires_at = %token.expires_at,
@@ -437,13 +514,31 @@ impl AccountTask {
             status.health = Health::Healthy;
             status.expires_at = Some(expires_at);
         });
-        Some(Held {
+        restored.held = Some(Held {
             token,
             refresh_token: None,
             expires_boot,
             refresh_boot,
             written: false,
-        })
+        });
+        restored
+    }
+
+    /// Whether any of the account's secret files was modified after `instant` (a rotation while
+    /// the daemon was down).
+    fn secrets_changed_since(&self, instant: Timestamp) -> bool {
+        self.account
+            .login
+            .secret_sources()
+            .iter()
+            .any(|(_, source)| {
+                source
+                    .watched_path()
+                    .and_then(|path| std::fs::metadata(path).ok())
+                    .and_then(|metadata| metadata.modified().ok())
+                    .and_then(|modified| Timestamp::try_from(modified).ok())
+                    .is_some_and(|modified| modified > instant)
+            })
     }
 
     fn write(&self, token: &Token) -> Result<(), String> {
@@ -464,19 +559,17 @@ impl AccountTask {
         }
     }
 
-    /// The token expired with no replacement: report it, and remove its files unless told to keep
-    /// them, so readers fail fast rather than send a dead token.
-    fn expire(&self, held: &Held) {
+    /// The token in the output files expired with no replacement written: report it, and remove
+    /// the files unless told to keep them, so readers fail fast rather than send a dead token. The
+    /// state file keeps only the retry timing.
+    fn expire_on_disk(&self, next_login: Duration, parked: bool) {
         tracing::error!(
             account = %self.account.name,
-            expired_at = %held.token.expires_at,
-            "the token expired and no new one could be had"
+            "the token on disk expired and no new one could be written"
         );
         if self.shared.settings.on_expiry == OnExpiry::Remove {
             remove_outputs(&self.account);
-            if let Some(state) = &self.state {
-                state.remove();
-            }
+            self.save_state(None, Some(next_login), parked);
         }
         self.update(|status| {
             status.health = Health::Unhealthy;

@@ -156,6 +156,16 @@ impl Supervisor {
 
     fn spawn(&mut self, account: Account, startup_accounts: usize) -> Result<(), String> {
         let auth = (self.factory)(&account)?;
+        self.spawn_with(account, auth, startup_accounts);
+        Ok(())
+    }
+
+    fn spawn_with(
+        &mut self,
+        account: Account,
+        auth: Arc<dyn Authenticator>,
+        startup_accounts: usize,
+    ) {
         let wake = Arc::new(Notify::new());
         let status = Arc::new(Mutex::new(AccountStatus::default()));
         let shared = Shared {
@@ -185,7 +195,6 @@ impl Supervisor {
                 secrets_digest,
             },
         );
-        Ok(())
     }
 
     /// Applies a new, already validated config: checks the output directories of added and
@@ -218,11 +227,12 @@ impl Supervisor {
         // Other tasks are publishing in these directories: no stale-file cleanup here.
         preflight(touched.into_iter(), Cleanup::Skip)?;
         // Build every new login before touching anything, so a failure changes nothing.
+        let mut logins: BTreeMap<String, Arc<dyn Authenticator>> = BTreeMap::new();
         for change in &changes {
             if let Change::Add(name) | Change::Restart(name) = change
                 && let Some(account) = new.accounts.get(name)
             {
-                (self.factory)(account)?;
+                logins.insert(name.clone(), (self.factory)(account)?);
             }
         }
         self.resize_limiter(new.daemon.max_concurrent_logins);
@@ -258,9 +268,9 @@ impl Supervisor {
         let count = changes.len();
         for change in &changes {
             if let Change::Add(name) | Change::Restart(name) = change
-                && let Some(account) = new.accounts.get(name)
+                && let (Some(account), Some(login)) = (new.accounts.get(name), logins.remove(name))
             {
-                self.spawn(account.clone(), count)?;
+                self.spawn_with(account.clone(), login, count);
             }
         }
         self.config = new;
@@ -355,7 +365,11 @@ impl Supervisor {
     pub fn check_clock(&mut self) -> bool {
         let offset = self.clock.boot().saturating_sub(self.clock.timer());
         let jumped = crate::schedule::suspended(self.last_clock_offset, offset, SUSPEND_THRESHOLD);
-        self.last_clock_offset = offset;
+        // The reference moves only when a jump is reported, so short suspends add up until they
+        // are noticed instead of each slipping under the threshold.
+        if jumped || offset < self.last_clock_offset {
+            self.last_clock_offset = offset;
+        }
         if jumped {
             tracing::info!("the clock jumped (suspend and resume?): re-checking every account");
             self.time_jump.send_modify(|count| *count += 1);

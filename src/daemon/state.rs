@@ -23,6 +23,20 @@ const VERSION: u64 = 1;
 /// Larger files are not state files of ours.
 const MAX_STATE_BYTES: u64 = 64 * 1024;
 
+/// What a state file holds.
+#[derive(Debug)]
+pub struct Saved {
+    /// The last good token, if one is held.
+    pub token: Option<Token>,
+    /// No login before this instant: the backoff or parking in force when the daemon stopped, so
+    /// that a crash loop does not turn a failing account into a flood of logins.
+    pub not_before: Option<Timestamp>,
+    /// Whether the credentials were rejected.
+    pub parked: bool,
+    /// When this was written: a secret file changed after it makes `not_before` moot.
+    pub saved_at: Timestamp,
+}
+
 /// Where one account's state lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateFile {
@@ -51,9 +65,10 @@ impl StateFile {
         self.dir.join(&self.name)
     }
 
-    /// Reads a token worth reusing: same account, same login, a valid token that expires after
-    /// `not_before`. `None` for anything else, including no file.
-    pub fn load(&self, not_before: Timestamp) -> Option<Token> {
+    /// Reads what was saved for this account and this login. `None` for no file, another
+    /// account or login, or anything malformed. The token is returned whatever its expiry: the
+    /// caller decides whether to reuse it, refresh it at once, or remove its expired files.
+    pub fn load(&self) -> Option<Saved> {
         let path = self.path();
         let mut file = std::fs::OpenOptions::new()
             .read(true)
@@ -67,6 +82,7 @@ impl StateFile {
             .ok()?;
         let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
         let field = |name: &str| value.get(name).and_then(|field| field.as_str());
+        let time = |name: &str| field(name).and_then(|text| text.parse::<Timestamp>().ok());
         if value.get("version").and_then(serde_json::Value::as_u64) != Some(VERSION)
             || field("account") != Some(self.account.as_str())
             || field("fingerprint") != Some(self.fingerprint.as_str())
@@ -74,30 +90,40 @@ impl StateFile {
             tracing::debug!(account = %self.account, path = %path.display(), "ignoring a state file written for another login");
             return None;
         }
-        let obtained_at: Timestamp = field("obtained_at")?.parse().ok()?;
-        let expires_at: Timestamp = field("expires_at")?.parse().ok()?;
-        let token = Token::new(
-            Secret::new(field("token")?.to_string()),
-            obtained_at,
-            expires_at,
-        )
-        .ok()?;
-        (token.expires_at > not_before).then_some(token)
+        let token = match (field("token"), time("obtained_at"), time("expires_at")) {
+            (Some(token), Some(obtained_at), Some(expires_at)) => {
+                Some(Token::new(Secret::new(token.to_string()), obtained_at, expires_at).ok()?)
+            }
+            _ => None,
+        };
+        Some(Saved {
+            token,
+            not_before: time("not_before"),
+            parked: value.get("parked").and_then(serde_json::Value::as_bool) == Some(true),
+            saved_at: time("saved_at")?,
+        })
     }
 
-    /// Saves the token.
+    /// Saves the token (if any) and when the next login may happen.
     ///
     /// # Errors
     /// The sink's error, naming the path.
-    pub fn save(&self, token: &Token) -> Result<(), crate::sink::SinkError> {
-        let document = serde_json::json!({
+    pub fn save(&self, saved: &Saved) -> Result<(), crate::sink::SinkError> {
+        let mut document = serde_json::json!({
             "version": VERSION,
             "account": self.account,
             "fingerprint": self.fingerprint,
-            "obtained_at": token.obtained_at.to_string(),
-            "expires_at": token.expires_at.to_string(),
-            "token": token.expose(),
+            "saved_at": saved.saved_at.to_string(),
+            "parked": saved.parked,
         });
+        if let Some(token) = &saved.token {
+            document["obtained_at"] = token.obtained_at.to_string().into();
+            document["expires_at"] = token.expires_at.to_string().into();
+            document["token"] = token.expose().into();
+        }
+        if let Some(not_before) = saved.not_before {
+            document["not_before"] = not_before.to_string().into();
+        }
         let bytes = Zeroizing::new(document.to_string().into_bytes());
         let dir = OutputDir::open(&self.dir)?;
         dir.publish(&self.name, &bytes, 0o600, None, None)?;
@@ -153,7 +179,7 @@ path = "{}/a.token"
     }
 
     #[test]
-    fn saves_and_reuses_only_a_matching_valid_token() {
+    fn saves_and_loads_only_a_matching_state() {
         let dir = tempfile::tempdir().unwrap();
         let account = test_account(dir.path(), "https://idp.example/token");
         let state = StateFile::for_account(&account).unwrap();
@@ -164,37 +190,63 @@ path = "{}/a.token"
             Timestamp::from_second(1_800_003_600).unwrap(),
         )
         .unwrap();
-        assert!(state.load(now).is_none(), "no file yet");
-        state.save(&token).unwrap();
+        let saved = |token: Option<Token>, not_before: Option<Timestamp>| Saved {
+            token,
+            not_before,
+            parked: false,
+            saved_at: now,
+        };
+        assert!(state.load().is_none(), "no file yet");
+        state.save(&saved(Some(token.clone()), None)).unwrap();
         let metadata = std::fs::symlink_metadata(state.path()).unwrap();
         assert_eq!(
             std::os::unix::fs::PermissionsExt::mode(&metadata.permissions()) & 0o777,
             0o600
         );
-        let loaded = state.load(now).unwrap();
-        assert_eq!(loaded.expose(), "state-token-1");
-        assert_eq!(loaded.expires_at, token.expires_at);
-        // Expired by the time it is read.
-        assert!(
-            state
-                .load(Timestamp::from_second(1_800_003_600).unwrap())
-                .is_none()
-        );
-        // Another login for the same account name does not reuse it.
+        let loaded = state.load().unwrap();
+        let loaded_token = loaded.token.unwrap();
+        assert_eq!(loaded_token.expose(), "state-token-1");
+        assert_eq!(loaded_token.expires_at, token.expires_at);
+        assert_eq!(loaded.not_before, None);
+        assert_eq!(loaded.saved_at, now);
+        // A failure remembered without a token.
+        let later = Timestamp::from_second(1_800_000_900).unwrap();
+        state
+            .save(&Saved {
+                parked: true,
+                ..saved(None, Some(later))
+            })
+            .unwrap();
+        let loaded = state.load().unwrap();
+        assert!(loaded.token.is_none() && loaded.parked);
+        assert_eq!(loaded.not_before, Some(later));
+        state.save(&saved(Some(token.clone()), None)).unwrap();
+        // Another login for the same account name does not reuse it: another URL, or the same
+        // URL with another reply shape or header.
         let other =
             StateFile::for_account(&test_account(dir.path(), "https://other.example/token"))
                 .unwrap();
-        assert!(other.load(now).is_none());
+        assert!(other.load().is_none());
+        let mut changed = account.clone();
+        changed.login.reply.token = vec!["/other".to_string()];
+        assert!(StateFile::for_account(&changed).unwrap().load().is_none());
+        let mut changed = account.clone();
+        changed.login.request.headers.clear();
+        assert!(StateFile::for_account(&changed).unwrap().load().is_none());
+        // Outputs are not part of the login: moving one keeps the token.
+        let mut moved = account.clone();
+        moved.outputs[0].path = dir.path().join("b.token");
+        assert!(StateFile::for_account(&moved).unwrap().load().is_some());
         // Garbage is ignored.
         std::fs::write(state.path(), "{not json").unwrap();
-        assert!(state.load(now).is_none());
-        // A symlink is never followed.
+        assert!(state.load().is_none());
+        // A symlink is never followed, neither to read nor to write.
         let victim = dir.path().join("victim");
         std::fs::write(&victim, "x").unwrap();
         std::fs::remove_file(state.path()).unwrap();
         std::os::unix::fs::symlink(&victim, state.path()).unwrap();
-        assert!(state.load(now).is_none());
-        state.save(&token).unwrap();
+        assert!(state.load().is_none());
+        state.save(&saved(Some(token), None)).unwrap();
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "x");
         state.remove();
         assert!(!state.path().exists());

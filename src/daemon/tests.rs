@@ -23,6 +23,8 @@ enum Answer {
     Token(Duration),
     /// A token expiring at this absolute wall time (for absurd values).
     TokenUntil(Timestamp),
+    /// A token with this value, valid this long.
+    Named(&'static str, Duration),
     Fail(ErrorClass, Option<Duration>),
     /// A bug in a login: the task panics.
     Panic,
@@ -80,8 +82,13 @@ impl Authenticator for Scripted {
             .unwrap_or_else(|| self.fallback.clone());
         let now = self.clock.wall();
         let number = self.calls.lock().unwrap().len();
+        let mut value = format!("token-{number}");
         let result = match answer {
             Answer::Token(lifetime) => Ok(now + lifetime),
+            Answer::Named(name, lifetime) => {
+                value = name.to_string();
+                Ok(now + lifetime)
+            }
             Answer::TokenUntil(until) => Ok(until),
             Answer::Panic => {
                 self.calls.lock().unwrap().push((self.clock.timer(), None));
@@ -95,16 +102,13 @@ impl Authenticator for Scripted {
                 message: "scripted failure".to_string(),
             }),
         };
-        let outcome = result.map(|expires_at| {
-            let value = format!("token-{number}");
-            LoginOutcome {
-                token: Token::new(Secret::new(value), now, expires_at).unwrap(),
-                refresh_token: None,
-                expiry_source: crate::expiry::Source::ExpiresIn,
-                clamped: false,
-                refreshed: false,
-                latency: Duration::ZERO,
-            }
+        let outcome = result.map(|expires_at| LoginOutcome {
+            token: Token::new(Secret::new(value), now, expires_at).unwrap(),
+            refresh_token: None,
+            expiry_source: crate::expiry::Source::ExpiresIn,
+            clamped: false,
+            refreshed: false,
+            latency: Duration::ZERO,
         });
         let token = outcome
             .as_ref()
@@ -140,6 +144,17 @@ impl Harness {
         scripted: Arc<Scripted>,
         daemon_table: &str,
     ) -> Harness {
+        Harness::start_with_output(dir, clock, scripted, daemon_table, "").await
+    }
+
+    /// Like [`Harness::start_in`], with extra keys in the output table.
+    async fn start_with_output(
+        dir: tempfile::TempDir,
+        clock: Arc<TestClock>,
+        scripted: Arc<Scripted>,
+        daemon_table: &str,
+        output_keys: &str,
+    ) -> Harness {
         std::fs::create_dir_all(dir.path().join("out")).unwrap();
         let secret = dir.path().join("secret");
         if !secret.exists() {
@@ -158,6 +173,7 @@ client_id = "id"
 client_secret = {{ file = "{secret}" }}
 [[accounts.a.outputs]]
 path = "{out}/a.token"
+{output_keys}
 "#,
             secret = secret.display(),
             out = dir.path().join("out").display(),
@@ -634,6 +650,118 @@ async fn a_panicking_account_task_is_restarted() {
     assert_eq!(harness.read(), harness.scripted.last_token());
     let (code, ..) = harness.stop().await;
     assert_eq!(code, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_restart_an_expired_token_on_disk_is_removed() {
+    let harness = Harness::start(vec![], Answer::Token(Duration::from_secs(300)), "").await;
+    pass(Duration::from_secs(10)).await;
+    assert!(harness.read().is_some());
+    let (_, dir, _, clock) = harness.stop().await;
+    // The daemon is down past the token's expiry; at start the endpoint is failing.
+    pass(Duration::from_secs(400)).await;
+    let failing = Scripted::new(&clock, vec![], Answer::Fail(ErrorClass::Transient, None));
+    let harness = Harness::start_in(dir, clock, failing, "").await;
+    pass(Duration::from_millis(100)).await;
+    assert_eq!(
+        harness.read(),
+        None,
+        "a dead token stayed on disk after the restart"
+    );
+    harness.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_close_to_expiry_at_restart_is_refreshed_at_once_and_removed_if_that_fails() {
+    let harness = Harness::start(vec![], Answer::Token(Duration::from_secs(300)), "").await;
+    pass(Duration::from_secs(10)).await;
+    let (_, dir, _, clock) = harness.stop().await;
+    // Back 20 s before expiry, with the endpoint failing.
+    pass(Duration::from_secs(270)).await;
+    let failing = Scripted::new(&clock, vec![], Answer::Fail(ErrorClass::Transient, None));
+    let harness = Harness::start_in(dir, clock, Arc::clone(&failing), "").await;
+    pass(Duration::from_millis(100)).await;
+    assert_eq!(
+        failing.calls().len(),
+        1,
+        "no immediate refresh of a nearly expired token"
+    );
+    assert!(
+        harness.read().is_some(),
+        "the still-valid token must stay meanwhile"
+    );
+    pass(Duration::from_secs(21)).await;
+    assert_eq!(harness.read(), None, "the token expired and stayed on disk");
+    harness.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn while_writes_fail_the_older_file_goes_when_its_token_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(TestClock::new(
+        Timestamp::from_second(1_800_000_000).unwrap(),
+    ));
+    // The second token cannot be written in the env format (a shell would expand `$`).
+    let scripted = Scripted::new(
+        &clock,
+        vec![Answer::Named("first-token", Duration::from_secs(300))],
+        Answer::Named("second$token", Duration::from_secs(3600)),
+    );
+    let harness = Harness::start_with_output(dir, clock, scripted, "", "format = \"env\"").await;
+    pass(Duration::from_secs(10)).await;
+    assert_eq!(harness.read().as_deref(), Some("A_TOKEN=first-token\n"));
+    pass(Duration::from_secs(280)).await;
+    assert!(harness.scripted.calls().len() >= 2, "the refresh happened");
+    assert_eq!(
+        harness.read().as_deref(),
+        Some("A_TOKEN=first-token\n"),
+        "kept while valid"
+    );
+    pass(Duration::from_secs(20)).await;
+    assert_eq!(
+        harness.read(),
+        None,
+        "the expired first token stayed on disk"
+    );
+    harness.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejected_account_stays_parked_across_restarts_until_its_secret_changes() {
+    let harness = Harness::start(vec![], Answer::Fail(ErrorClass::Rejected, None), "").await;
+    pass(Duration::from_secs(10)).await;
+    let (_, dir, first, clock) = harness.stop().await;
+    assert_eq!(first.calls().len(), 1);
+    // A crash loop: three quick restarts make no login.
+    let mut dir = dir;
+    for _ in 0..3 {
+        let again = Scripted::new(&clock, vec![], Answer::Fail(ErrorClass::Rejected, None));
+        let harness = Harness::start_in(dir, Arc::clone(&clock), Arc::clone(&again), "").await;
+        pass(Duration::from_secs(5)).await;
+        assert_eq!(
+            again.calls().len(),
+            0,
+            "a restart retried a parked account at once"
+        );
+        dir = harness.stop().await.1;
+    }
+    // The secret is rotated while the daemon is down: the next start tries at once.
+    pass(Duration::from_secs(1)).await;
+    std::fs::write(dir.path().join("secret"), "rotated-secret\n").unwrap();
+    // The file's time comes from the real clock; put it on the test clock's timeline.
+    let rotated_at = std::time::UNIX_EPOCH + Duration::from_secs(clock.wall().as_second() as u64);
+    std::fs::File::options()
+        .write(true)
+        .open(dir.path().join("secret"))
+        .unwrap()
+        .set_modified(rotated_at)
+        .unwrap();
+    let rotated = Scripted::new(&clock, vec![], Answer::Token(Duration::from_secs(3600)));
+    let harness = Harness::start_in(dir, clock, Arc::clone(&rotated), "").await;
+    pass(Duration::from_millis(100)).await;
+    assert_eq!(rotated.calls().len(), 1);
+    assert_eq!(harness.read(), rotated.last_token());
+    harness.stop().await;
 }
 
 #[test]

@@ -39,13 +39,20 @@ fn install_crypto_provider() {
 /// # Errors
 /// An unreadable file, or one holding no certificate.
 pub fn load_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, ClientError> {
+    let pem = std::fs::read(path).map_err(|error| ClientError::CaFile {
+        path: path.display().to_string(),
+        message: error.to_string(),
+    })?;
+    parse_ca_bundle(path, &pem)
+}
+
+fn parse_ca_bundle(path: &Path, pem: &[u8]) -> Result<Vec<reqwest::Certificate>, ClientError> {
     let ca_error = |message: String| ClientError::CaFile {
         path: path.display().to_string(),
         message,
     };
-    let pem = std::fs::read(path).map_err(|error| ca_error(error.to_string()))?;
     let certificates =
-        reqwest::Certificate::from_pem_bundle(&pem).map_err(|error| ca_error(error.to_string()))?;
+        reqwest::Certificate::from_pem_bundle(pem).map_err(|error| ca_error(error.to_string()))?;
     if certificates.is_empty() {
         return Err(ca_error("no PEM certificate in the file".to_string()));
     }
@@ -76,7 +83,7 @@ pub fn shared_client(settings: &HttpSettings) -> Result<reqwest::Client, ClientE
     if let Some(client) = clients.get(&key) {
         return Ok(client.clone());
     }
-    let client = build_client(settings)?;
+    let client = build_client_with(settings, key.1.as_deref())?;
     clients.insert(key, client.clone());
     Ok(client)
 }
@@ -86,6 +93,21 @@ pub fn shared_client(settings: &HttpSettings) -> Result<reqwest::Client, ClientE
 /// # Errors
 /// A bad CA bundle or proxy URL.
 pub fn build_client(settings: &HttpSettings) -> Result<reqwest::Client, ClientError> {
+    let pem = match &settings.ca_file {
+        Some(path) => Some(std::fs::read(path).map_err(|error| ClientError::CaFile {
+            path: path.display().to_string(),
+            message: error.to_string(),
+        })?),
+        None => None,
+    };
+    build_client_with(settings, pem.as_deref())
+}
+
+/// Builds a client with the CA bundle given as bytes (read once by the caller).
+fn build_client_with(
+    settings: &HttpSettings,
+    ca_pem: Option<&[u8]>,
+) -> Result<reqwest::Client, ClientError> {
     install_crypto_provider();
     let mut builder = reqwest::Client::builder()
         .user_agent(USER_AGENT)
@@ -94,8 +116,8 @@ pub fn build_client(settings: &HttpSettings) -> Result<reqwest::Client, ClientEr
         .timeout(settings.timeout)
         // Idle pooled connections are of no use between logins minutes or hours apart.
         .pool_max_idle_per_host(0);
-    if let Some(path) = &settings.ca_file {
-        builder = builder.tls_certs_merge(load_ca_bundle(path)?);
+    if let (Some(path), Some(pem)) = (&settings.ca_file, ca_pem) {
+        builder = builder.tls_certs_merge(parse_ca_bundle(path, pem)?);
     }
     builder = match &settings.proxy {
         ProxySetting::None => builder.no_proxy(),
