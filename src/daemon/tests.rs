@@ -343,10 +343,11 @@ async fn retry_after_is_never_violated_and_backoff_stays_in_bounds() {
 
 #[tokio::test(start_paused = true)]
 async fn rejected_credentials_park_and_a_secret_change_retries_at_once() {
+    // Without state files, a reload that restarted the task would show as an extra login.
     let harness = Harness::start(
         vec![],
         Answer::Fail(ErrorClass::Rejected, None),
-        "rejected_retry = \"30m\"",
+        "rejected_retry = \"30m\"\nstate_files = false",
     )
     .await;
     pass(Duration::from_secs(2 * 3600)).await;

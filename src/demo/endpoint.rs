@@ -312,6 +312,11 @@ impl TokenEndpoint {
         self.shared.lock().is_live(token, Timestamp::now())
     }
 
+    /// Whether `token` is an access token this server issued, expired or not.
+    pub fn was_issued(&self, token: &str) -> bool {
+        self.shared.lock().is_live(token, Timestamp::MIN)
+    }
+
     /// How many calls [`PROTECTED_PATH`] accepted and rejected.
     pub fn protected_calls(&self) -> (usize, usize) {
         let inner = self.shared.lock();

@@ -156,8 +156,8 @@ async fn a_consumer_never_gets_a_rejection_through_ten_lifetimes_and_503_bursts(
         daemon.log()
     );
     assert!(accepted >= 200, "only {accepted} calls");
-    assert!(logins >= 15, "only {logins} logins in 10 lifetimes");
-    assert!(faults >= 20, "only {faults} 503 replies were served");
+    assert!(logins >= 12, "only {logins} logins in 10 lifetimes");
+    assert!(faults >= 16, "only {faults} 503 replies were served");
     assert!(
         daemon.log().contains("login failed"),
         "the bursts were not felt"
@@ -330,11 +330,16 @@ async fn sigkill_in_a_write_loop_then_restart_leaves_no_partial_or_temp_files() 
         let _ = daemon.wait(Duration::from_secs(5)).await;
         for index in 0..4 {
             let token = read(&setup.out.join(format!("a{index}.token"))).unwrap_or_default();
-            assert!(token.len() >= 20, "round {round}: a{index} holds {token:?}");
-            assert!(!token.contains('\n') && token.is_ascii());
+            assert!(
+                setup.endpoint.was_issued(&token),
+                "round {round}: a{index} holds {token:?}, not a whole issued token"
+            );
         }
     }
-    // The next start cleans up whatever temporary files the kills left.
+    // Plant what a kill in the middle of a write leaves behind, then start again: the start-up
+    // clean-up removes it (checked after a clean stop, when nothing else is being written).
+    let planted = setup.out.join(".a0.token.0123456789abcdef.tmp");
+    std::fs::write(&planted, "half a tok").unwrap();
     let mut daemon = Daemon::start(&config, setup.scratch.path(), &[]);
     assert!(
         eventually(Duration::from_secs(5), || daemon
@@ -343,12 +348,18 @@ async fn sigkill_in_a_write_loop_then_restart_leaves_no_partial_or_temp_files() 
         .await
     );
     assert!(
+        daemon.log().contains("removed stale temporary files"),
+        "{}",
+        daemon.log()
+    );
+    daemon.signal(Signal::TERM);
+    assert_eq!(daemon.wait(Duration::from_secs(5)).await, Some(0));
+    assert!(!planted.exists());
+    assert!(
         temp_files(&setup.out).is_empty(),
         "{:?}",
         temp_files(&setup.out)
     );
-    daemon.signal(Signal::TERM);
-    assert_eq!(daemon.wait(Duration::from_secs(5)).await, Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -380,6 +391,11 @@ async fn reloads_by_file_change_and_sighup_add_remove_and_change_accounts() {
     );
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(logins(), 2, "a no-op reload logged in");
+    assert!(
+        daemon.log().contains("added=0 removed=0 restarted=0"),
+        "a no-op reload touched accounts: {}",
+        daemon.log()
+    );
 
     // Through the file: add "api2", remove "pan", move "api"'s output within its directory.
     let second = FAST.to_string()
@@ -522,15 +538,13 @@ struct Tmpfs(PathBuf);
 
 impl Tmpfs {
     fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        Tmpfs::mount_with(dir, &format!("size={size},mode=0755"))
+    }
+
+    fn mount_with(dir: &Path, options: &str) -> Option<Tmpfs> {
         std::fs::create_dir_all(dir).unwrap();
         let status = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0755"),
-                "tmpfs",
-            ])
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
             .arg(dir)
             .status()
             .ok()?;
@@ -546,7 +560,9 @@ impl Drop for Tmpfs {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_filesystem_keeps_the_old_token_and_recovers_without_extra_logins() {
-    let setup = setup(Duration::from_secs(4)).await;
+    // 15 s tokens renewed every 3 s: the fault below stays well inside one token's life, so the
+    // file on disk must not change until space returns.
+    let setup = setup(Duration::from_secs(15)).await;
     let base = setup.endpoint.base_url();
     let out = setup.scratch.path().join("small");
     let Some(_tmpfs) = Tmpfs::mount(&out, "64k") else {
@@ -558,7 +574,8 @@ async fn a_full_filesystem_keeps_the_old_token_and_recovers_without_extra_logins
     };
     let config = write_config(
         setup.scratch.path(),
-        &(FAST.to_string() + &apinizer("api", &base, &setup.apinizer_secret, &out)),
+        &(FAST.replace("refresh_at = 0.5", "refresh_at = 0.2")
+            + &apinizer("api", &base, &setup.apinizer_secret, &out)),
     );
     let daemon = Daemon::start(&config, setup.scratch.path(), &[]);
     let token_file = out.join("api.token");
@@ -593,8 +610,8 @@ async fn a_full_filesystem_keeps_the_old_token_and_recovers_without_extra_logins
     );
     let fault_length = fault_started.elapsed();
     let logins_during_fault = setup.endpoint.issued(Route::Apinizer) - logins_at_fault;
-    // Logins follow the refresh schedule (every ~2 s here), not the write retries.
-    let scheduled = (fault_length.as_secs_f64() / 1.8).ceil() as usize + 1;
+    // Logins follow the refresh schedule (every ~3 s here), not the write retries.
+    let scheduled = (fault_length.as_secs_f64() / 2.7).ceil() as usize + 1;
     assert!(
         logins_during_fault <= scheduled,
         "{logins_during_fault} logins in {fault_length:?} of full disk"
@@ -664,4 +681,84 @@ async fn renaming_an_account_never_removes_the_file_it_keeps_writing() {
     assert!(daemon.log().contains("config reloaded"), "{}", daemon.log());
     assert_eq!(missing, 0, "the file vanished during the rename");
     assert!(setup.endpoint.is_live(&read(&shared_path).unwrap()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_output_directory_fails_fast_naming_it() {
+    let setup = setup(Duration::from_secs(3600)).await;
+    let read_only = setup.scratch.path().join("ro");
+    let Some(_tmpfs) = Tmpfs::mount_with(&read_only, "size=64k,mode=0755,ro") else {
+        if std::env::var_os("CI").is_some() {
+            panic!("cannot mount a read-only tmpfs under CI");
+        }
+        eprintln!(
+            "\n*** SKIPPED a_read_only_output_directory_*: cannot mount a tmpfs (not root?) ***\n"
+        );
+        return;
+    };
+    let config = write_config(
+        setup.scratch.path(),
+        &apinizer(
+            "api",
+            &setup.endpoint.base_url(),
+            &setup.apinizer_secret,
+            &read_only,
+        ),
+    );
+    let started = Instant::now();
+    let mut daemon = Daemon::start(&config, setup.scratch.path(), &[]);
+    assert_eq!(daemon.wait(Duration::from_secs(5)).await, Some(1));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let log = daemon.log();
+    assert!(log.contains(&read_only.display().to_string()), "{log}");
+    assert!(log.contains("Read-only file system"), "{log}");
+    assert_eq!(
+        setup.endpoint.requests().len(),
+        0,
+        "no login before the checks pass"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_the_daemon_until_interrupted() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("demo");
+    let mut daemon = Daemon::start_with_args(
+        &["demo", "--dir", dir.to_str().unwrap()],
+        scratch.path(),
+        &[],
+    );
+    let tokens = dir.join("tokens");
+    let count = || {
+        std::fs::read_dir(&tokens)
+            .map(|entries| {
+                entries
+                    .filter(|entry| {
+                        entry.as_ref().is_ok_and(|entry| {
+                            !entry.file_name().to_string_lossy().starts_with('.')
+                        })
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || count() == 7).await,
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        daemon.log().matches("login succeeded").count() >= 6,
+        "{}",
+        daemon.log()
+    );
+    daemon.signal(Signal::INT);
+    assert_eq!(
+        daemon.wait(Duration::from_secs(10)).await,
+        Some(0),
+        "{}",
+        daemon.log()
+    );
+    assert!(daemon.log().contains("stopped"), "{}", daemon.log());
+    assert_eq!(count(), 7, "the token files stay after the demo stops");
 }
