@@ -15,7 +15,8 @@ pub struct Cli {
     #[arg(long, short = 'c', global = true, env = CONFIG_ENV, default_value = DEFAULT_CONFIG_PATH)]
     pub config: PathBuf,
 
-    /// Log line format on stderr. The level comes from RUST_LOG (default: info).
+    /// Log line format on stderr. The level comes from RUST_LOG, else the config's
+    /// daemon.log_level, else info.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
@@ -46,7 +47,8 @@ pub enum Command {
         account: String,
     },
     /// Start a built-in loopback token endpoint speaking the seed systems' logins, write an
-    /// example config for it in a new temporary directory, and write real token files there.
+    /// example config for it in a new temporary directory, and run the daemon against it (real
+    /// token files, rotating every two minutes) until Ctrl-C.
     Demo {
         /// Exit after the first round instead of running the daemon until Ctrl-C.
         #[arg(long)]
