@@ -274,6 +274,13 @@ impl Supervisor {
             }
         }
         self.config = new;
+        let in_use: Vec<&crate::login::spec::HttpSettings> = self
+            .config
+            .accounts
+            .values()
+            .map(|account| &account.http)
+            .collect();
+        crate::login::http::forget_unused_clients(&in_use);
         Ok(changes)
     }
 

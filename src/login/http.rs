@@ -66,8 +66,6 @@ fn parse_ca_bundle(path: &Path, pem: &[u8]) -> Result<Vec<reqwest::Certificate>,
 /// # Errors
 /// A bad CA bundle or proxy URL.
 pub fn shared_client(settings: &HttpSettings) -> Result<reqwest::Client, ClientError> {
-    type Key = (HttpSettings, Option<Vec<u8>>);
-    static CLIENTS: OnceLock<Mutex<HashMap<Key, reqwest::Client>>> = OnceLock::new();
     // The CA bundle's bytes are part of the key, so a rotated bundle gets a new client when the
     // account restarts (a reload that changes it, or a restart of the daemon).
     let ca_bytes = match &settings.ca_file {
@@ -78,14 +76,29 @@ pub fn shared_client(settings: &HttpSettings) -> Result<reqwest::Client, ClientE
         None => None,
     };
     let key = (settings.clone(), ca_bytes);
-    let clients = CLIENTS.get_or_init(|| Mutex::new(HashMap::new()));
-    let mut clients = clients.lock().unwrap_or_else(|poison| poison.into_inner());
+    let mut clients = clients();
     if let Some(client) = clients.get(&key) {
         return Ok(client.clone());
     }
     let client = build_client_with(settings, key.1.as_deref())?;
     clients.insert(key, client.clone());
     Ok(client)
+}
+
+type ClientKey = (HttpSettings, Option<Vec<u8>>);
+
+fn clients() -> std::sync::MutexGuard<'static, HashMap<ClientKey, reqwest::Client>> {
+    static CLIENTS: OnceLock<Mutex<HashMap<ClientKey, reqwest::Client>>> = OnceLock::new();
+    CLIENTS
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// Drops shared clients no account uses any more (after a reload). Logins already holding one
+/// keep it alive until they are done with it.
+pub fn forget_unused_clients(in_use: &[&HttpSettings]) {
+    clients().retain(|(settings, _), _| in_use.contains(&settings));
 }
 
 /// Builds a new client for one account's settings.
