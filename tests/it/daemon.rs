@@ -92,6 +92,27 @@ async fn setup(lifetime: Duration) -> Setup {
     }
 }
 
+/// `count` apinizer accounts `a0`, `a1` … refreshing as fast as the floor allows. Expired files
+/// are kept: a refresh that is late under load must not empty a file the test then reads.
+fn busy(setup: &Setup, base: &str, count: usize) -> String {
+    let mut text = FAST
+        .replace(
+            "min_refresh_interval = \"300ms\"",
+            "min_refresh_interval = \"100ms\"",
+        )
+        .replace("refresh_margin = \"500ms\"", "refresh_margin = \"100ms\"")
+        + "on_expiry = \"keep\"\n";
+    for index in 0..count {
+        text += &apinizer(
+            &format!("a{index}"),
+            base,
+            &setup.apinizer_secret,
+            &setup.out,
+        );
+    }
+    text
+}
+
 fn read(path: &Path) -> Option<String> {
     std::fs::read_to_string(path).ok()
 }
@@ -296,23 +317,7 @@ async fn a_restart_with_a_valid_token_makes_no_login_and_sigkill_leaves_whole_fi
 async fn sigkill_in_a_write_loop_then_restart_leaves_no_partial_or_temp_files() {
     let setup = setup(Duration::from_secs(2)).await;
     let base = setup.endpoint.base_url();
-    let mut accounts = FAST
-        .replace(
-            "min_refresh_interval = \"300ms\"",
-            "min_refresh_interval = \"100ms\"",
-        )
-        .replace("refresh_margin = \"500ms\"", "refresh_margin = \"100ms\"")
-        // Expired files are kept: a refresh that is late under load must not empty the files.
-        + "on_expiry = \"keep\"\n";
-    for index in 0..4 {
-        accounts += &apinizer(
-            &format!("a{index}"),
-            &base,
-            &setup.apinizer_secret,
-            &setup.out,
-        );
-    }
-    let config = write_config(setup.scratch.path(), &accounts);
+    let config = write_config(setup.scratch.path(), &busy(&setup, &base, 4));
     for round in 0..5u64 {
         let mut daemon = Daemon::start(&config, setup.scratch.path(), &[]);
         let before = setup.endpoint.issued(Route::Apinizer);
@@ -454,23 +459,7 @@ async fn reloads_by_file_change_and_sighup_add_remove_and_change_accounts() {
 async fn sigterm_during_activity_exits_zero_within_the_grace_period() {
     let setup = setup(Duration::from_secs(1)).await;
     let base = setup.endpoint.base_url();
-    let mut text = FAST
-        .replace(
-            "min_refresh_interval = \"300ms\"",
-            "min_refresh_interval = \"100ms\"",
-        )
-        .replace("refresh_margin = \"500ms\"", "refresh_margin = \"100ms\"")
-        + "on_expiry = \"keep\"\n";
-    for index in 0..6 {
-        text += &apinizer(
-            &format!("a{index}"),
-            &base,
-            &setup.apinizer_secret,
-            &setup.out,
-        );
-    }
-    // Slow replies keep logins in flight when the signal arrives.
-    let config = write_config(setup.scratch.path(), &text);
+    let config = write_config(setup.scratch.path(), &busy(&setup, &base, 6));
     let mut daemon = Daemon::start(&config, setup.scratch.path(), &[]);
     assert!(
         eventually(Duration::from_secs(10), || setup
