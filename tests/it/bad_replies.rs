@@ -5,7 +5,10 @@ use std::sync::atomic::Ordering;
 
 use tokenkeeper::demo::endpoint::{Credentials, EndpointOptions, Fault, TokenEndpoint};
 
-use crate::support::{apinizer_config, temp_files, tokenkeeper, trap, write_config, write_secret};
+use crate::support::{
+    ApinizerSetup, apinizer_config, apinizer_setup, temp_files, tokenkeeper, trap, write_config,
+    write_secret,
+};
 
 const OLD_TOKEN: &str = "old-good-token-0123456789";
 
@@ -229,19 +232,13 @@ async fn unreachable_endpoint_is_a_transient_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn env_format_refuses_tokens_a_shell_would_interpret() {
-    let endpoint = TokenEndpoint::start(EndpointOptions::default())
-        .await
-        .unwrap();
-    let credentials = Credentials::demo();
-    let scratch = tempfile::tempdir().unwrap();
-    let secret = write_secret(
-        scratch.path(),
-        "secret",
-        &credentials.apinizer_client_secret,
-    );
-    let output = scratch.path().join("apinizer.env");
-    let config = apinizer_config(&endpoint.base_url(), &secret, &output) + "format = \"env\"\n";
-    let config = write_config(scratch.path(), &config);
+    let ApinizerSetup {
+        endpoint,
+        output,
+        config,
+        scratch: _scratch,
+        ..
+    } = apinizer_setup("apinizer.env", "format = \"env\"\n").await;
     endpoint.push_fault(json(
         200,
         r#"{"access_token":"abc$(reboot)","expires_in":3600}"#,

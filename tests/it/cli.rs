@@ -1,8 +1,8 @@
 //! The command line: `check`'s plan, `token`, `--version`, exit codes, the demo, config lookup.
 
-use tokenkeeper::demo::endpoint::{Credentials, EndpointOptions, TokenEndpoint};
+use tokenkeeper::demo::endpoint::Credentials;
 
-use crate::support::{apinizer_config, tokenkeeper, write_config, write_secret};
+use crate::support::{ApinizerSetup, apinizer_setup, tokenkeeper};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_prints_the_plan_without_network_or_secrets() {
@@ -59,21 +59,13 @@ async fn check_prints_the_plan_without_network_or_secrets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_prints_a_live_token_and_config_comes_from_the_environment() {
-    let endpoint = TokenEndpoint::start(EndpointOptions::default())
-        .await
-        .unwrap();
-    let credentials = Credentials::demo();
-    let scratch = tempfile::tempdir().unwrap();
-    let secret = write_secret(
-        scratch.path(),
-        "secret",
-        &credentials.apinizer_client_secret,
-    );
-    let output = scratch.path().join("never-written.token");
-    let config = write_config(
-        scratch.path(),
-        &apinizer_config(&endpoint.base_url(), &secret, &output),
-    );
+    let ApinizerSetup {
+        endpoint,
+        secret,
+        output,
+        config,
+        scratch: _scratch,
+    } = apinizer_setup("never-written.token", "").await;
     let run = tokenkeeper(
         &["token", "apinizer"],
         &[("TOKENKEEPER_CONFIG", config.as_str())],
@@ -107,21 +99,12 @@ async fn token_prints_a_live_token_and_config_comes_from_the_environment() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_fails_clearly_when_the_output_directory_is_missing() {
-    let endpoint = TokenEndpoint::start(EndpointOptions::default())
-        .await
-        .unwrap();
-    let credentials = Credentials::demo();
-    let scratch = tempfile::tempdir().unwrap();
-    let secret = write_secret(
-        scratch.path(),
-        "secret",
-        &credentials.apinizer_client_secret,
-    );
-    let output = scratch.path().join("no-such-dir/apinizer.token");
-    let config = write_config(
-        scratch.path(),
-        &apinizer_config(&endpoint.base_url(), &secret, &output),
-    );
+    let ApinizerSetup {
+        endpoint,
+        config,
+        scratch: _scratch,
+        ..
+    } = apinizer_setup("no-such-dir/apinizer.token", "").await;
     let run = tokenkeeper(&["once", "--config", &config], &[]).await;
     assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stderr.contains("no-such-dir"), "{}", run.stderr);

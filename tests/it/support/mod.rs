@@ -242,3 +242,37 @@ pub async fn trap() -> (
     });
     (format!("http://{address}"), connections, bytes)
 }
+
+/// A one-account apinizer setup against a fresh loopback endpoint: the most common test fixture.
+pub struct ApinizerSetup {
+    pub endpoint: tokenkeeper::demo::endpoint::TokenEndpoint,
+    pub scratch: tempfile::TempDir,
+    pub secret: PathBuf,
+    pub output: PathBuf,
+    pub config: String,
+}
+
+/// Starts an endpoint and writes a config whose single output is `output` (relative to a new
+/// scratch directory), with `extra_output_keys` appended to the output table.
+pub async fn apinizer_setup(output: &str, extra_output_keys: &str) -> ApinizerSetup {
+    use tokenkeeper::demo::endpoint::{Credentials, EndpointOptions, TokenEndpoint};
+    let endpoint = TokenEndpoint::start(EndpointOptions::default())
+        .await
+        .expect("start the endpoint");
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let secret = write_secret(
+        scratch.path(),
+        "secret",
+        &Credentials::demo().apinizer_client_secret,
+    );
+    let output = scratch.path().join(output);
+    let text = apinizer_config(&endpoint.base_url(), &secret, &output) + extra_output_keys;
+    let config = write_config(scratch.path(), &text);
+    ApinizerSetup {
+        endpoint,
+        scratch,
+        secret,
+        output,
+        config,
+    }
+}
