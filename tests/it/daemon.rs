@@ -497,29 +497,29 @@ async fn sigterm_during_activity_exits_zero_within_the_grace_period() {
 async fn a_missing_output_directory_fails_fast_naming_it() {
     let setup = setup(Duration::from_secs(3600)).await;
     let missing = setup.scratch.path().join("not-there");
+    refuses_to_start(&setup, &missing).await;
+}
+
+/// Starts `run` with the single output in `dir` and checks that it refuses within 2 s, with exit
+/// code 1, a log that names `dir`, and no login. Returns the log.
+async fn refuses_to_start(setup: &Setup, dir: &Path) -> String {
+    let base = setup.endpoint.base_url();
     let config = write_config(
         setup.scratch.path(),
-        &apinizer(
-            "api",
-            &setup.endpoint.base_url(),
-            &setup.apinizer_secret,
-            &missing,
-        ),
+        &apinizer("api", &base, &setup.apinizer_secret, dir),
     );
     let started = Instant::now();
     let mut daemon = Daemon::start(&config, setup.scratch.path(), &[]);
     assert_eq!(daemon.wait(Duration::from_secs(5)).await, Some(1));
     assert!(started.elapsed() < Duration::from_secs(2));
-    assert!(
-        daemon.log().contains(&missing.display().to_string()),
-        "{}",
-        daemon.log()
-    );
+    let log = daemon.log();
+    assert!(log.contains(&dir.display().to_string()), "{log}");
     assert_eq!(
         setup.endpoint.requests().len(),
         0,
         "no login before the checks pass"
     );
+    log
 }
 
 /// A tmpfs mounted for one test (needs root and mount rights; skipped loudly without them).
@@ -685,27 +685,8 @@ async fn a_read_only_output_directory_fails_fast_naming_it() {
         );
         return;
     };
-    let config = write_config(
-        setup.scratch.path(),
-        &apinizer(
-            "api",
-            &setup.endpoint.base_url(),
-            &setup.apinizer_secret,
-            &read_only,
-        ),
-    );
-    let started = Instant::now();
-    let mut daemon = Daemon::start(&config, setup.scratch.path(), &[]);
-    assert_eq!(daemon.wait(Duration::from_secs(5)).await, Some(1));
-    assert!(started.elapsed() < Duration::from_secs(2));
-    let log = daemon.log();
-    assert!(log.contains(&read_only.display().to_string()), "{log}");
+    let log = refuses_to_start(&setup, &read_only).await;
     assert!(log.contains("Read-only file system"), "{log}");
-    assert_eq!(
-        setup.endpoint.requests().len(),
-        0,
-        "no login before the checks pass"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
