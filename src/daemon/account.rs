@@ -105,7 +105,6 @@ struct Held {
     expires_boot: Duration,
     /// When to log in again.
     refresh_boot: Duration,
-    written: bool,
 }
 
 /// What [`AccountTask::restore`] found in the state file.
@@ -122,7 +121,7 @@ pub struct AccountTask {
     account: Account,
     auth: Arc<dyn Authenticator>,
     shared: Shared,
-    /// Woken when the account's secret files change: a parked or failing account retries at once.
+    /// Woken when the account's secret files change: a parked account retries at once.
     wake: Arc<Notify>,
     status: Arc<Mutex<AccountStatus>>,
     state: Option<StateFile>,
@@ -244,12 +243,11 @@ impl AccountTask {
                 }
                 continue;
             }
-            if let (Some(due), Some(current)) = (next_write, held.as_mut())
+            if let (Some(due), Some(current)) = (next_write, held.as_ref())
                 && now >= due
             {
                 match self.write(&current.token) {
                     Ok(()) => {
-                        current.written = true;
                         write_failures = 0;
                         next_write = None;
                         disk_expires = Some(current.expires_boot);
@@ -431,7 +429,6 @@ impl AccountTask {
             refresh_token: outcome.refresh_token,
             expires_boot,
             refresh_boot,
-            written: false,
         };
         self.save_state(Some(&held), None, false);
         held
@@ -519,7 +516,6 @@ impl AccountTask {
             refresh_token: None,
             expires_boot,
             refresh_boot,
-            written: false,
         });
         restored
     }
