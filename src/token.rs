@@ -93,11 +93,6 @@ impl Token {
         self.value.expose()
     }
 
-    /// The token as a [`Secret`], for callers that pass it on without reading it.
-    pub fn secret(&self) -> &Secret {
-        &self.value
-    }
-
     /// How long the token was valid for when it was obtained.
     pub fn lifetime(&self) -> jiff::SignedDuration {
         self.expires_at.duration_since(self.obtained_at)

@@ -292,7 +292,12 @@ impl AccountTask {
                         return;
                     }
                 }
-                _ = self.shared.shutdown.changed() => {}
+                // An error means the supervisor is gone: stop too, rather than spin on it.
+                changed = self.shared.shutdown.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
             }
         }
     }

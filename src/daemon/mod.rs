@@ -126,17 +126,17 @@ impl Supervisor {
         factory: AuthFactory,
     ) -> Result<Supervisor, String> {
         preflight(config.accounts.values(), Cleanup::StaleTemps)?;
+        // Build every login before starting any task, so a failure leaves nothing running.
+        let mut logins = Vec::with_capacity(config.accounts.len());
+        for account in config.accounts.values() {
+            logins.push((account.clone(), factory(account)?));
+        }
         let (time_jump, _) = tokio::sync::watch::channel(0);
         let (shutdown, _) = tokio::sync::watch::channel(false);
         let limiter = Arc::new(Semaphore::new(config.daemon.max_concurrent_logins));
         let last_clock_offset = clock.boot().saturating_sub(clock.timer());
         let mut supervisor = Supervisor {
-            config: Config {
-                path: config.path.clone(),
-                accounts: BTreeMap::new(),
-                daemon: config.daemon.clone(),
-                warnings: Vec::new(),
-            },
+            config,
             running: BTreeMap::new(),
             clock,
             factory,
@@ -146,11 +146,10 @@ impl Supervisor {
             hasher: std::collections::hash_map::RandomState::new(),
             last_clock_offset,
         };
-        let count = config.accounts.len();
-        for account in config.accounts.values() {
-            supervisor.spawn(account.clone(), count)?;
+        let count = logins.len();
+        for (account, login) in logins {
+            supervisor.spawn_with(account, login, count);
         }
-        supervisor.config = config;
         Ok(supervisor)
     }
 

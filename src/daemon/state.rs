@@ -9,7 +9,7 @@
 use std::ffi::OsString;
 use std::io::Read as _;
 use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use jiff::Timestamp;
 use zeroize::Zeroizing;
@@ -136,10 +136,6 @@ impl StateFile {
             let _ = dir.remove(&self.name);
         }
     }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
 }
 
 /// Identifies the login a token came from: a hash of the whole login spec as data (endpoint,
@@ -160,6 +156,7 @@ fn fingerprint(account: &Account) -> String {
 mod tests {
     use super::*;
     use crate::config::{self, SecretCheck};
+    use std::path::Path;
 
     fn test_account(dir: &Path, url: &str) -> Account {
         let text = format!(

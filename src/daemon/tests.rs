@@ -765,6 +765,55 @@ async fn a_rejected_account_stays_parked_across_restarts_until_its_secret_change
     harness.stop().await;
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_supervisor_keeps_each_accounts_status_without_secrets() {
+    use super::Supervisor;
+    use super::account::Health;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("out")).unwrap();
+    let text = format!(
+        "[daemon]\nwatch = false\n[accounts.a]\npreset = \"oauth2\"\ntoken_url = \"https://idp.example/t\"\nclient_id = \"i\"\nclient_secret = \"status-canary-secret\"\n[[accounts.a.outputs]]\npath = \"{}/a.token\"\n",
+        dir.path().join("out").display()
+    );
+    let config = crate::config::parse(
+        &text,
+        Path::new("t.toml"),
+        crate::config::SecretCheck::Skip,
+        false,
+    )
+    .unwrap();
+    let clock = Arc::new(TestClock::new(
+        Timestamp::from_second(1_800_000_000).unwrap(),
+    ));
+    let scripted = Scripted::new(&clock, vec![], Answer::Fail(ErrorClass::Rejected, None));
+    let factory: AuthFactory = {
+        let scripted = Arc::clone(&scripted);
+        Arc::new(move |_account| Ok(Arc::clone(&scripted) as Arc<dyn Authenticator>))
+    };
+    let supervisor =
+        Supervisor::start(config, Arc::clone(&clock) as Arc<dyn Clock>, factory).unwrap();
+    pass(Duration::from_secs(1)).await;
+    let statuses = supervisor.statuses();
+    assert_eq!(statuses.len(), 1);
+    let (name, status) = &statuses[0];
+    assert_eq!(name, "a");
+    assert_eq!(status.health, Health::Rejected);
+    assert_eq!(status.logins, 1);
+    assert_eq!(status.consecutive_failures, 1);
+    let next = status
+        .next_attempt
+        .expect("the next attempt is kept for status");
+    let wait = next.duration_since(clock.wall()).as_secs();
+    assert!(
+        (25 * 60..=35 * 60).contains(&wait),
+        "next attempt in {wait} s while parked"
+    );
+    let error = status.last_error.as_deref().unwrap();
+    assert!(error.contains("credentials rejected"), "{error}");
+    assert!(!format!("{statuses:?}").contains("status-canary-secret"));
+    supervisor.stop(Duration::from_secs(1)).await;
+}
+
 #[test]
 fn only_settings_the_tasks_use_restart_them() {
     use crate::config::DaemonSettings;

@@ -101,21 +101,6 @@ pub fn forget_unused_clients(in_use: &[&HttpSettings]) {
     clients().retain(|(settings, _), _| in_use.contains(&settings));
 }
 
-/// Builds a new client for one account's settings.
-///
-/// # Errors
-/// A bad CA bundle or proxy URL.
-pub fn build_client(settings: &HttpSettings) -> Result<reqwest::Client, ClientError> {
-    let pem = match &settings.ca_file {
-        Some(path) => Some(std::fs::read(path).map_err(|error| ClientError::CaFile {
-            path: path.display().to_string(),
-            message: error.to_string(),
-        })?),
-        None => None,
-    };
-    build_client_with(settings, pem.as_deref())
-}
-
 /// Builds a client with the CA bundle given as bytes (read once by the caller).
 fn build_client_with(
     settings: &HttpSettings,

@@ -134,16 +134,6 @@ impl Login {
         })
     }
 
-    /// The account this login belongs to.
-    pub fn account(&self) -> &str {
-        &self.account
-    }
-
-    /// The spec this login runs.
-    pub fn spec(&self) -> &LoginSpec {
-        &self.spec
-    }
-
     /// Logs in once. With a `refresh_token` from an earlier OAuth2 login, the refresh grant is
     /// tried first and the client-credentials grant is used if the server refuses it.
     ///
