@@ -96,9 +96,11 @@ pub struct DaemonSettings {
     pub log_level: Option<String>,
     /// Watch the config and secret files and react to changes (SIGHUP always reloads).
     pub watch: bool,
-    /// Keep a state file per account beside its first output so that a restart reuses a token
-    /// that is still valid.
+    /// Keep a state file per account so that a restart reuses a token that is still valid.
     pub state_files: bool,
+    /// Where the state files live: a directory only the daemon can write (never one that
+    /// consumers share), `$STATE_DIRECTORY` under systemd, else `/var/lib/tokenkeeper`.
+    pub state_dir: PathBuf,
 }
 
 impl Default for DaemonSettings {
@@ -114,9 +116,27 @@ impl Default for DaemonSettings {
             log_level: None,
             watch: true,
             state_files: true,
+            state_dir: default_state_dir(),
         }
     }
 }
+
+/// Where state lives when the config does not say: the first directory systemd's
+/// `StateDirectory=` gave (`$STATE_DIRECTORY`, colon-separated when it names several), else
+/// [`DEFAULT_STATE_DIR`].
+pub fn default_state_dir() -> PathBuf {
+    std::env::var_os("STATE_DIRECTORY")
+        .and_then(|dirs| {
+            dirs.to_str()
+                .and_then(|dirs| dirs.split(':').next())
+                .filter(|first| Path::new(first).is_absolute())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+}
+
+/// The state directory of a daemon not started by systemd with `StateDirectory=`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/tokenkeeper";
 
 /// One thing wrong with a config, located by line and dotted key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,25 +188,60 @@ pub enum SecretCheck {
     Resolve,
 }
 
+/// The largest config file read. Ten thousand accounts take about 4 MiB.
+pub const MAX_CONFIG_BYTES: usize = 32 * 1024 * 1024;
+
+/// A config file's text, read once: the daemon compares it with the running config's text and
+/// validates the same bytes it compared.
+pub struct ConfigText {
+    pub path: PathBuf,
+    pub text: String,
+    /// Whether group or others may read the file (literal secrets in it are warned about).
+    readable_by_others: bool,
+}
+
+impl ConfigText {
+    /// Validates the text.
+    ///
+    /// # Errors
+    /// Every problem found, with its line.
+    pub fn validate(&self, secrets: SecretCheck) -> Result<Config, ConfigError> {
+        parse(&self.text, &self.path, secrets, self.readable_by_others)
+    }
+}
+
+/// Reads a config file: a regular file of at most [`MAX_CONFIG_BYTES`] (a FIFO or device given
+/// as the config is refused at once), in UTF-8.
+///
+/// # Errors
+/// An unreadable, special, oversized or non-UTF-8 file, as one problem naming the path.
+pub fn read(path: &Path) -> Result<ConfigText, ConfigError> {
+    let file_problem = |message: String| ConfigError {
+        path: path.to_path_buf(),
+        problems: vec![Problem {
+            line: None,
+            key: "file".to_string(),
+            message,
+        }],
+    };
+    let file = crate::input::read_file(path, MAX_CONFIG_BYTES, crate::input::Symlinks::Follow)
+        .map_err(|error| file_problem(error.to_string()))?;
+    let text = std::str::from_utf8(&file.bytes)
+        .map_err(|error| file_problem(format!("{} is not valid UTF-8: {error}", path.display())))?
+        .to_string();
+    Ok(ConfigText {
+        path: path.to_path_buf(),
+        text,
+        readable_by_others: file.mode & 0o077 != 0,
+    })
+}
+
 /// Reads and validates a config file.
 ///
 /// # Errors
 /// Every problem found, with its line; an unreadable file is one problem.
 pub fn load(path: &Path, secrets: SecretCheck) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError {
-        path: path.to_path_buf(),
-        problems: vec![Problem {
-            line: None,
-            key: "file".to_string(),
-            message: format!("cannot read: {error}"),
-        }],
-    })?;
-    let readable_by_others = std::fs::metadata(path)
-        .map(|metadata| {
-            std::os::unix::fs::PermissionsExt::mode(&metadata.permissions()) & 0o077 != 0
-        })
-        .unwrap_or(false);
-    parse(&text, path, secrets, readable_by_others)
+    read(path)?.validate(secrets)
 }
 
 /// Validates config text. `path` is only used in messages; `readable_by_others` decides whether
@@ -217,6 +272,7 @@ pub fn parse(
         secrets,
         readable_by_others,
         output_paths: HashMap::new(),
+        state_dir: None,
     };
     let defaults = validator.defaults(&raw.defaults);
     let daemon = validator.daemon(&raw.daemon);
@@ -282,6 +338,7 @@ struct RawDaemon {
     log_level: Option<Spanned<String>>,
     watch: Option<bool>,
     state_files: Option<bool>,
+    state_dir: Option<Spanned<String>>,
 }
 
 /// Settings every account inherits unless it sets its own.
@@ -426,6 +483,8 @@ struct Validator<'a> {
     readable_by_others: bool,
     /// Every output path seen so far, with the key that claimed it.
     output_paths: HashMap<PathBuf, String>,
+    /// The state directory in use, if state files are: outputs may not live in it.
+    state_dir: Option<PathBuf>,
 }
 
 /// The credential keys an account may carry, and whether each is a secret (a literal one in a
@@ -644,6 +703,13 @@ impl Validator<'_> {
         }
         settings.watch = raw.watch.unwrap_or(defaults.watch);
         settings.state_files = raw.state_files.unwrap_or(defaults.state_files);
+        if let Some(value) = &raw.state_dir {
+            match check_state_dir(value.get_ref()) {
+                Ok(dir) => settings.state_dir = dir,
+                Err(message) => self.problem(Some(value.span()), "daemon.state_dir", message),
+            }
+        }
+        self.state_dir = settings.state_files.then(|| settings.state_dir.clone());
         settings
     }
 
@@ -1208,6 +1274,17 @@ impl Validator<'_> {
                     None
                 }
             };
+            if let Some(path) = &path
+                && let Some(state_dir) = &self.state_dir
+                && path.starts_with(state_dir)
+            {
+                let message = format!(
+                    "{} is inside the state directory {}, which only the daemon may read; write outputs where consumers read them",
+                    path.display(),
+                    state_dir.display()
+                );
+                self.problem(Some(raw.path.span()), &key("path"), message);
+            }
             if let Some(path) = &path {
                 if let Some(other) = self.output_paths.get(path) {
                     let message = format!("{} is also the path of {other}", path.display());
@@ -1574,17 +1651,18 @@ fn is_loopback_host(host: &str) -> bool {
             .is_ok_and(|address| address.is_loopback())
 }
 
-/// An output path: absolute, normalised, no `..`, a real file name, within PATH_MAX.
-pub fn check_output_path(text: &str) -> Result<PathBuf, String> {
-    if text.is_empty() {
-        return Err("the path is empty".to_string());
+/// A state directory: absolute and normalised, without `..`, not the root.
+fn check_state_dir(text: &str) -> Result<PathBuf, String> {
+    let clean = normalise_absolute(text)?;
+    if clean == Path::new("/") {
+        return Err("the state directory cannot be the root directory".to_string());
     }
-    if text.len() > 4096 {
-        return Err("the path is longer than 4096 bytes".to_string());
-    }
-    if text.ends_with('/') {
-        return Err(format!("`{text}` names a directory; give a file path"));
-    }
+    Ok(clean)
+}
+
+/// An absolute path with `.` and repeated slashes removed; `..` is refused rather than resolved,
+/// since resolving it lexically can name another place than the kernel would through a symlink.
+fn normalise_absolute(text: &str) -> Result<PathBuf, String> {
     let path = Path::new(text);
     if !path.is_absolute() {
         return Err(format!("`{text}` is not absolute"));
@@ -1599,6 +1677,21 @@ pub fn check_output_path(text: &str) -> Result<PathBuf, String> {
             }
         }
     }
+    Ok(clean)
+}
+
+/// An output path: absolute, normalised, no `..`, a real file name, within PATH_MAX.
+pub fn check_output_path(text: &str) -> Result<PathBuf, String> {
+    if text.is_empty() {
+        return Err("the path is empty".to_string());
+    }
+    if text.len() > 4096 {
+        return Err("the path is longer than 4096 bytes".to_string());
+    }
+    if text.ends_with('/') {
+        return Err(format!("`{text}` names a directory; give a file path"));
+    }
+    let clean = normalise_absolute(text)?;
     let Some(name) = clean.file_name().and_then(|name| name.to_str()) else {
         return Err(format!("`{text}` has no file name"));
     };

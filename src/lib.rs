@@ -5,6 +5,7 @@
 //!
 //! - [`cli`]: the command line (clap structs only).
 //! - [`config`]: TOML → validated [`config::Config`]; every problem reported with its line.
+//! - [`input`]: reading input files (config, secrets, CA bundles, state) without ever blocking.
 //! - [`secret`]: where credentials come from, and the redacting [`secret::Secret`] type.
 //! - [`login`]: the only module that speaks HTTP: presets, the generic login, error classes.
 //! - [`expiry`]: pure time parsing: `expires_in`, timestamps, JWT `exp`, `Retry-After`.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod expiry;
+pub mod input;
 pub mod login;
 pub mod schedule;
 pub mod secret;

@@ -65,12 +65,8 @@ pub enum SecretSource {
 /// Why a secret could not be read. Names the source, never the value.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("cannot read secret file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("secret file: {0}")]
+    Input(#[source] crate::input::InputError),
     #[error("secret file {path} is empty")]
     EmptyFile { path: PathBuf },
     #[error("secret file {path} is larger than {MAX_SECRET_BYTES} bytes")]
@@ -162,28 +158,18 @@ impl SecretSource {
 }
 
 fn read_secret_file(path: &Path) -> Result<Secret, SecretError> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|source| SecretError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    // Read one byte past the cap so that an oversized file is told apart from one exactly at it.
-    let mut bytes = Vec::new();
-    file.take(MAX_SECRET_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|source| SecretError::Read {
-            path: path.to_path_buf(),
-            source,
+    let file = crate::input::read_file(path, MAX_SECRET_BYTES, crate::input::Symlinks::Follow)
+        .map_err(|error| match error {
+            crate::input::InputError::TooLarge { .. } => SecretError::TooLarge {
+                path: path.to_path_buf(),
+            },
+            other => SecretError::Input(other),
         })?;
-    if bytes.len() > MAX_SECRET_BYTES {
-        return Err(SecretError::TooLarge {
-            path: path.to_path_buf(),
-        });
-    }
-    if bytes.ends_with(b"\r\n") {
-        bytes.truncate(bytes.len() - 2);
-    } else if bytes.ends_with(b"\n") {
-        bytes.truncate(bytes.len() - 1);
+    let mut bytes: &[u8] = &file.bytes;
+    if let Some(trimmed) = bytes.strip_suffix(b"\r\n") {
+        bytes = trimmed;
+    } else if let Some(trimmed) = bytes.strip_suffix(b"\n") {
+        bytes = trimmed;
     }
     if bytes.is_empty() {
         return Err(SecretError::EmptyFile {
@@ -195,16 +181,12 @@ fn read_secret_file(path: &Path) -> Result<Secret, SecretError> {
             path: path.to_path_buf(),
         });
     }
-    match String::from_utf8(bytes) {
-        Ok(value) => Ok(Secret::new(value)),
-        Err(error) => {
-            // Scrub the rejected bytes before they are dropped.
-            let mut bytes = error.into_bytes();
-            bytes.fill(0);
-            Err(SecretError::NotUtf8 {
-                path: path.to_path_buf(),
-            })
-        }
+    // The file's buffer is zeroized when dropped; the secret gets its own copy.
+    match std::str::from_utf8(bytes) {
+        Ok(value) => Ok(Secret::new(value.to_string())),
+        Err(_) => Err(SecretError::NotUtf8 {
+            path: path.to_path_buf(),
+        }),
     }
 }
 

@@ -265,9 +265,19 @@ impl OutputDir {
         }
     }
 
+    /// Wraps a directory already opened (and checked) by the caller; `path` is for messages.
+    pub fn from_fd(fd: OwnedFd, path: PathBuf) -> OutputDir {
+        OutputDir { fd, path }
+    }
+
     /// The path the directory was opened by.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The directory's descriptor, for reads relative to it.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.fd)
     }
 
     /// Refuses a directory that others could plant files in or swap files out of: one writable

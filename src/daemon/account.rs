@@ -15,10 +15,10 @@ use std::time::Duration;
 use jiff::Timestamp;
 use rand::SeedableRng as _;
 use rand::rngs::StdRng;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 
 use super::clock::{Clock, boot_to_wall, wall_to_boot};
-use super::state::{Saved, StateFile};
+use super::state::{CredentialsDigest, Saved, StateFile};
 use crate::config::{Account, DaemonSettings, OnExpiry};
 use crate::login::{ErrorClass, Login, LoginError, LoginOutcome};
 use crate::schedule;
@@ -121,8 +121,10 @@ pub struct AccountTask {
     account: Account,
     auth: Arc<dyn Authenticator>,
     shared: Shared,
-    /// Woken when the account's secret files change: a parked account retries at once.
-    wake: Arc<Notify>,
+    /// A keyed digest of the account's secret values, updated by the supervisor when a secret
+    /// file changes: a parked account retries at once, and the state file remembers which
+    /// credentials a retry delay was for.
+    credentials: watch::Receiver<CredentialsDigest>,
     status: Arc<Mutex<AccountStatus>>,
     state: Option<StateFile>,
     rng: StdRng,
@@ -137,19 +139,15 @@ impl AccountTask {
         account: Account,
         auth: Arc<dyn Authenticator>,
         shared: Shared,
-        wake: Arc<Notify>,
+        credentials: watch::Receiver<CredentialsDigest>,
         status: Arc<Mutex<AccountStatus>>,
+        state: Option<StateFile>,
     ) -> AccountTask {
-        let state = if shared.settings.state_files {
-            StateFile::for_account(&account)
-        } else {
-            None
-        };
         AccountTask {
             account,
             auth,
             shared,
-            wake,
+            credentials,
             status,
             state,
             rng: StdRng::from_os_rng(),
@@ -278,7 +276,10 @@ impl AccountTask {
             let wait = schedule::clamp_wait(wake_at.saturating_sub(now));
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                () = self.wake.notified() => {
+                changed = self.credentials.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
                     // Only a parked account jumps the queue: a temporary failure keeps its
                     // backoff and any Retry-After.
                     if parked {
@@ -315,6 +316,7 @@ impl AccountTask {
             not_before: next_login.map(|at| boot_to_wall(at, wall_now, boot_now)),
             parked,
             saved_at: wall_now,
+            credentials: Some(*self.credentials.borrow()),
         };
         if let Err(error) = state.save(&saved) {
             tracing::warn!(account = %self.account.name, "cannot save the state file: {error}");
@@ -441,7 +443,8 @@ impl AccountTask {
 
     /// What the state file says at start: a token to reuse (refreshed at once if it is close to
     /// expiry), when the token in the output files expires, and a backoff or parking still in
-    /// force (moot when a secret file changed since it was saved).
+    /// force (moot when the secret values changed since it was saved: a rotated file, a corrected
+    /// literal or environment variable).
     fn restore(&mut self) -> Restored {
         let mut restored = Restored::default();
         let Some(saved) = self.state.as_ref().and_then(StateFile::load) else {
@@ -461,9 +464,10 @@ impl AccountTask {
             tracing::warn!(account = %self.account.name, "ignoring the state file: its times do not fit the clock");
             return restored;
         }
+        let same_credentials = saved.credentials == Some(*self.credentials.borrow());
         if let Some(not_before) = saved.not_before
             && not_before > wall_now
-            && !self.secrets_changed_since(saved.saved_at)
+            && same_credentials
         {
             // Never wait longer than the longest delay this config could have produced.
             let settings = &self.shared.settings;
@@ -523,23 +527,6 @@ impl AccountTask {
             refresh_boot,
         });
         restored
-    }
-
-    /// Whether any of the account's secret files was modified after `instant` (a rotation while
-    /// the daemon was down).
-    fn secrets_changed_since(&self, instant: Timestamp) -> bool {
-        self.account
-            .login
-            .secret_sources()
-            .iter()
-            .any(|(_, source)| {
-                source
-                    .watched_path()
-                    .and_then(|path| std::fs::metadata(path).ok())
-                    .and_then(|metadata| metadata.modified().ok())
-                    .and_then(|modified| Timestamp::try_from(modified).ok())
-                    .is_some_and(|modified| modified > instant)
-            })
     }
 
     fn write(&self, token: &Token) -> Result<(), String> {

@@ -15,16 +15,16 @@ pub mod watch;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 use account::{AccountStatus, AccountTask, Authenticator, Shared};
 use clock::Clock;
+use state::{CredentialsDigest, Keys, StateDir};
 
 use crate::config::{self, Account, Config, SecretCheck};
 use crate::login::Login;
@@ -94,10 +94,10 @@ pub enum Control {
 struct Running {
     account: Account,
     task: JoinHandle<()>,
-    wake: Arc<Notify>,
+    /// A keyed digest of the account's secret values, to notice rotation without keeping
+    /// secrets; the task watches it.
+    credentials: tokio::sync::watch::Sender<CredentialsDigest>,
     status: Arc<Mutex<AccountStatus>>,
-    /// A keyed hash of the account's secret files, to notice rotation without keeping secrets.
-    secrets_digest: u64,
 }
 
 /// Owns the account tasks.
@@ -109,8 +109,10 @@ pub struct Supervisor {
     limiter: Arc<Semaphore>,
     time_jump: tokio::sync::watch::Sender<u64>,
     shutdown: tokio::sync::watch::Sender<bool>,
-    /// Random key for secret digests, so a digest says nothing about a secret outside this process.
-    hasher: std::collections::hash_map::RandomState,
+    /// The state directory, when state files are on.
+    state: Option<Arc<StateDir>>,
+    /// Keys digests of secrets when there is no state directory (its own key serves otherwise).
+    ephemeral_keys: Keys,
     last_clock_offset: Duration,
 }
 
@@ -125,7 +127,8 @@ impl Supervisor {
         clock: Arc<dyn Clock>,
         factory: AuthFactory,
     ) -> Result<Supervisor, String> {
-        preflight(config.accounts.values(), Cleanup::StaleTemps)?;
+        let state = open_state_dir(&config.daemon)?;
+        preflight(config.accounts.values(), state.as_deref(), Cleanup::AtStart)?;
         // Build every login before starting any task, so a failure leaves nothing running.
         let mut logins = Vec::with_capacity(config.accounts.len());
         for account in config.accounts.values() {
@@ -143,7 +146,8 @@ impl Supervisor {
             limiter,
             time_jump,
             shutdown,
-            hasher: std::collections::hash_map::RandomState::new(),
+            state,
+            ephemeral_keys: Keys::ephemeral(),
             last_clock_offset,
         };
         let count = logins.len();
@@ -165,7 +169,7 @@ impl Supervisor {
         auth: Arc<dyn Authenticator>,
         startup_accounts: usize,
     ) {
-        let wake = Arc::new(Notify::new());
+        let (credentials, watched) = tokio::sync::watch::channel(self.credentials_digest(&account));
         let status = Arc::new(Mutex::new(AccountStatus::default()));
         let shared = Shared {
             clock: Arc::clone(&self.clock),
@@ -175,23 +179,23 @@ impl Supervisor {
             shutdown: self.shutdown.subscribe(),
             startup_accounts,
         };
+        let state = self.state.as_ref().map(|dir| dir.file(&account));
         let task = AccountTask::new(
             account.clone(),
             auth,
             shared,
-            Arc::clone(&wake),
+            watched,
             Arc::clone(&status),
+            state,
         );
-        let secrets_digest = self.secrets_digest(&account);
         let handle = tokio::spawn(task.run());
         self.running.insert(
             account.name.clone(),
             Running {
                 account,
                 task: handle,
-                wake,
+                credentials,
                 status,
-                secrets_digest,
             },
         );
     }
@@ -223,8 +227,18 @@ impl Supervisor {
                 Change::Remove(_) => None,
             })
             .collect();
+        // A new state directory is opened (and checked) before anything changes.
+        let state = if (new.daemon.state_files, &new.daemon.state_dir)
+            == (
+                self.config.daemon.state_files,
+                &self.config.daemon.state_dir,
+            ) {
+            self.state.clone()
+        } else {
+            open_state_dir(&new.daemon)?
+        };
         // Other tasks are publishing in these directories: no stale-file cleanup here.
-        preflight(touched.into_iter(), Cleanup::Skip)?;
+        preflight(touched.into_iter(), state.as_deref(), Cleanup::Skip)?;
         // Build every new login before touching anything, so a failure changes nothing.
         let mut logins: BTreeMap<String, Arc<dyn Authenticator>> = BTreeMap::new();
         for change in &changes {
@@ -239,6 +253,7 @@ impl Supervisor {
             crate::apply_log_level(new.daemon.log_level.as_deref().unwrap_or("info"));
         }
         self.config.daemon = new.daemon.clone();
+        let old_state = std::mem::replace(&mut self.state, state);
         // Paths the new config writes are never deleted here, whoever wrote them before.
         let kept: BTreeSet<PathBuf> = new
             .accounts
@@ -258,9 +273,9 @@ impl Supervisor {
                     .retain(|output| !kept.contains(&output.path));
                 account::remove_outputs(&dropped);
                 if !new.accounts.contains_key(name)
-                    && let Some(state) = state::StateFile::for_account(&running.account)
+                    && let Some(state) = &old_state
                 {
-                    state.remove();
+                    state.remove(name);
                 }
             }
         }
@@ -328,39 +343,29 @@ impl Supervisor {
         }
     }
 
-    fn secrets_digest(&self, account: &Account) -> u64 {
-        let mut hasher = self.hasher.build_hasher();
-        for (_, source) in account.login.secret_sources() {
-            if let Some(path) = source.watched_path() {
-                hasher.write(path.as_os_str().as_encoded_bytes());
-                match std::fs::read(&path) {
-                    Ok(mut bytes) => {
-                        hasher.write(&bytes);
-                        zeroize::Zeroize::zeroize(&mut bytes);
-                    }
-                    Err(_) => hasher.write_u8(0),
-                }
-            }
-        }
-        hasher.finish()
+    /// The keyed digest of an account's secret values now. Reading the secret files is bounded:
+    /// each is a regular file of at most 64 KiB, opened without blocking.
+    fn credentials_digest(&self, account: &Account) -> CredentialsDigest {
+        let keys = self
+            .state
+            .as_deref()
+            .map_or(&self.ephemeral_keys, StateDir::keys);
+        keys.credentials(&account.login)
     }
 
     /// Re-reads every account's secret files and wakes the accounts whose secrets changed.
     /// Returns their names.
     pub fn wake_changed_secrets(&mut self) -> Vec<String> {
         let mut woken = Vec::new();
-        let digests: Vec<(String, u64)> = self
-            .running
-            .iter()
-            .map(|(name, running)| (name.clone(), self.secrets_digest(&running.account)))
-            .collect();
-        for (name, digest) in digests {
-            if let Some(running) = self.running.get_mut(&name)
-                && running.secrets_digest != digest
-            {
-                running.secrets_digest = digest;
-                running.wake.notify_one();
-                woken.push(name);
+        for (name, running) in &self.running {
+            let digest = self.credentials_digest(&running.account);
+            // Waiting tasks see the new value; a parked one retries at once.
+            if running.credentials.send_if_modified(|current| {
+                let changed = *current != digest;
+                *current = digest;
+                changed
+            }) {
+                woken.push(name.clone());
             }
         }
         woken
@@ -443,37 +448,64 @@ fn task_settings_differ(old: &config::DaemonSettings, new: &config::DaemonSettin
     comparable != *old
 }
 
-/// Whether [`preflight`] removes stale temporary files: only at start, when nothing else of ours
-/// is writing.
+/// Opens the state directory the settings name, if state files are on.
+fn open_state_dir(settings: &config::DaemonSettings) -> Result<Option<Arc<StateDir>>, String> {
+    if settings.state_files {
+        StateDir::open(&settings.state_dir).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Whether [`preflight`] cleans up: only at start, when nothing else of ours is writing.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Cleanup {
-    StaleTemps,
+    /// Remove stale temporary files and the state files older versions kept beside outputs,
+    /// and warn about output directories others can write.
+    AtStart,
     Skip,
 }
 
 /// Start-up checks of every output directory the accounts use: it exists, is a directory (not a
-/// symlink), and takes a file; at start, stale temporary files of ours are removed.
+/// symlink), is not the state directory, and takes a file. At start, an output directory that
+/// others can write without the sticky bit (a Kubernetes `emptyDir` root, say) is warned about
+/// once: publishing there stays safe (exclusive, no-follow temp files and a rename), but others
+/// can delete or replace the token files. Then stale temporary files of ours and state files of
+/// older versions are removed.
 fn preflight<'a>(
     accounts: impl Iterator<Item = &'a Account>,
+    state: Option<&StateDir>,
     cleanup: Cleanup,
 ) -> Result<(), String> {
-    let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut dirs: BTreeMap<PathBuf, Vec<&str>> = BTreeMap::new();
     for account in accounts {
         for output in &account.outputs {
             if let Some(dir) = output.path.parent() {
-                dirs.insert(dir.to_path_buf());
+                dirs.entry(dir.to_path_buf())
+                    .or_default()
+                    .push(account.name.as_str());
             }
         }
     }
     let mut problems = Vec::new();
-    for dir in &dirs {
+    for (dir, names) in &dirs {
         let checked = OutputDir::open(dir).and_then(|opened| {
+            if state.is_some_and(|state| state.is(&opened)) {
+                return Err(crate::sink::SinkError::UntrustedDir {
+                    path: dir.clone(),
+                    reason: "it is the state directory, which only the daemon may read".to_string(),
+                });
+            }
             opened.write_check()?;
-            if cleanup == Cleanup::StaleTemps {
+            if cleanup == Cleanup::AtStart {
+                if let Err(error) = opened.check_trusted() {
+                    tracing::warn!("{error}; tokens are still published safely, but others can delete or replace them: give the daemon a directory of its own (a subdirectory, mode 0750)");
+                }
                 let removed = opened.remove_stale_temps()?;
                 if removed > 0 {
                     tracing::info!(dir = %dir.display(), removed, "removed stale temporary files");
                 }
+                remove_legacy_state_files(&opened, names);
             }
             Ok(())
         });
@@ -485,6 +517,26 @@ fn preflight<'a>(
         Ok(())
     } else {
         Err(problems.join("\n"))
+    }
+}
+
+/// Versions before the state directory kept `.tokenkeeper-<account>.state` beside the first
+/// output; such a file holds a token in a directory consumers share. Regular files of ours with
+/// that name are removed (their tokens are never read again).
+fn remove_legacy_state_files(dir: &OutputDir, accounts: &[&str]) {
+    let ours = rustix::process::geteuid().as_raw();
+    for account in accounts {
+        let name = std::ffi::OsString::from(format!(".tokenkeeper-{account}.state"));
+        let Ok(stat) = rustix::fs::statat(dir.fd(), &name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+        else {
+            continue;
+        };
+        if rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::RegularFile
+            && stat.st_uid == ours
+            && dir.remove(&name).unwrap_or(false)
+        {
+            tracing::info!(account = %account, dir = %dir.path().display(), "removed the state file an older version kept beside the outputs");
+        }
     }
 }
 

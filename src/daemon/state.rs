@@ -1,27 +1,49 @@
-//! The per-account state file: the last good token and its expiry, kept beside the account's
-//! first output so that a restart (or a crash loop) reuses a token that is still valid instead of
-//! logging in again.
+//! The state directory and the per-account state files in it: the last good token, its expiry and
+//! the retry delay in force, so that a restart (or a crash loop) reuses a token that is still
+//! valid instead of logging in again, and does not retry a failing account at once.
 //!
-//! Invariants: written only through [`crate::sink`] (atomic, mode 0600, no symlinks followed);
-//! read with `O_NOFOLLOW`; anything unexpected in it (another account, another login, a bad token,
-//! a past expiry) makes it ignored, never trusted.
+//! Invariants:
+//! - State lives only in a directory the daemon owns: created 0700 when missing, refused when it
+//!   is writable by group or others or owned by another user. Consumers never share it (a
+//!   Kubernetes `emptyDir` root is 0777, so a pod uses a subdirectory of a second `emptyDir` that
+//!   only the sidecar mounts).
+//! - A state file is never trusted to choose a token it did not write. It is read relative to the
+//!   directory's descriptor with `O_NOFOLLOW|O_NONBLOCK`, must be a regular file owned by the
+//!   daemon's user with mode 0600 and at most [`MAX_STATE_BYTES`], and must carry an HMAC-SHA256
+//!   made with a key kept in the same directory (`hmac.key`, 0600) over its whole text, which names
+//!   the account and the login it belongs to. Anything else is ignored with a warning naming the
+//!   path.
+//! - Written only through [`crate::sink`] (atomic, mode 0600, no symlinks followed).
 
-use std::ffi::OsString;
-use std::io::Read as _;
-use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::PathBuf;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use jiff::Timestamp;
+use ring::hmac;
+use rustix::fs::{Mode, OFlags};
 use zeroize::Zeroizing;
 
 use crate::config::Account;
+use crate::input::{InputError, Symlinks, read_file_at};
+use crate::login::spec::LoginSpec;
 use crate::secret::Secret;
 use crate::sink::OutputDir;
 use crate::token::Token;
 
-const VERSION: u64 = 1;
+/// The state file format. Files of other versions are ignored (and replaced at the next save).
+const VERSION: u64 = 2;
 /// Larger files are not state files of ours.
-const MAX_STATE_BYTES: u64 = 64 * 1024;
+pub const MAX_STATE_BYTES: usize = 64 * 1024;
+/// The file holding the HMAC key, beside the state files.
+const KEY_FILE: &str = "hmac.key";
+const KEY_BYTES: usize = 32;
+/// Every state file's MAC covers this prefix too, so a MAC made for something else under the same
+/// key (a fingerprint) can never pass for a state file's.
+const STATE_DOMAIN: &[u8] = b"tokenkeeper state file\n";
+const LOGIN_DOMAIN: &[u8] = b"tokenkeeper login\n";
+const CREDENTIALS_DOMAIN: &[u8] = b"tokenkeeper credentials\n";
 
 /// What a state file holds.
 #[derive(Debug)]
@@ -33,61 +55,313 @@ pub struct Saved {
     pub not_before: Option<Timestamp>,
     /// Whether the credentials were rejected.
     pub parked: bool,
-    /// When this was written: a secret file changed after it makes `not_before` moot.
+    /// When this was written.
     pub saved_at: Timestamp,
+    /// A keyed digest of the secret values at the time: when they differ now (a secret was
+    /// rotated or corrected meanwhile), the saved retry delay and parking no longer apply.
+    pub credentials: Option<CredentialsDigest>,
+}
+
+/// A keyed digest of an account's secret values. Without the key it says nothing about them; the
+/// same values give the same digest in every run that uses the same state directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CredentialsDigest([u8; 32]);
+
+impl CredentialsDigest {
+    fn hex(&self) -> String {
+        hex(&self.0)
+    }
+
+    fn from_hex(text: &str) -> Option<CredentialsDigest> {
+        let bytes = unhex(text)?;
+        Some(CredentialsDigest(bytes.try_into().ok()?))
+    }
+}
+
+/// The HMAC key that binds state files to this daemon and makes digests of logins and secrets.
+pub struct Keys {
+    key: hmac::Key,
+}
+
+impl Keys {
+    /// A key that lives only in this process, for digests when state files are off.
+    pub fn ephemeral() -> Keys {
+        let mut bytes = Zeroizing::new([0u8; KEY_BYTES]);
+        rand::Rng::fill(&mut rand::rng(), &mut bytes[..]);
+        Keys::from_bytes(&bytes[..])
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Keys {
+        Keys {
+            key: hmac::Key::new(hmac::HMAC_SHA256, bytes),
+        }
+    }
+
+    /// Identifies what a login does (see [`LoginSpec::canonical`]): a state file written for
+    /// another login of the same account name is not reused.
+    pub fn fingerprint(&self, spec: &LoginSpec) -> String {
+        let mut context = hmac::Context::with_key(&self.key);
+        context.update(LOGIN_DOMAIN);
+        spec.canonical(&mut |bytes| context.update(bytes));
+        hex(&context.sign().as_ref()[..16])
+    }
+
+    /// A keyed digest of every secret value the login reads now (files, environment variables,
+    /// credentials, literals). A secret that cannot be read counts as its error kind, so a file
+    /// that appears later changes the digest too.
+    pub fn credentials(&self, spec: &LoginSpec) -> CredentialsDigest {
+        let mut context = hmac::Context::with_key(&self.key);
+        context.update(CREDENTIALS_DOMAIN);
+        for (name, source) in spec.secret_sources() {
+            context.update(&(name.len() as u64).to_le_bytes());
+            context.update(name.as_bytes());
+            let description = source.describe();
+            context.update(&(description.len() as u64).to_le_bytes());
+            context.update(description.as_bytes());
+            match source.resolve() {
+                Ok(secret) => {
+                    context.update(&[1]);
+                    context.update(&(secret.expose().len() as u64).to_le_bytes());
+                    context.update(secret.expose().as_bytes());
+                }
+                Err(_) => context.update(&[0]),
+            }
+        }
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(context.sign().as_ref());
+        CredentialsDigest(digest)
+    }
+
+    fn sign(&self, text: &[u8]) -> hmac::Tag {
+        let mut context = hmac::Context::with_key(&self.key);
+        context.update(STATE_DOMAIN);
+        context.update(text);
+        context.sign()
+    }
+
+    fn verify(&self, text: &[u8], tag: &[u8]) -> bool {
+        let mut message = Vec::with_capacity(STATE_DOMAIN.len() + text.len());
+        message.extend_from_slice(STATE_DOMAIN);
+        message.extend_from_slice(text);
+        let verified = hmac::verify(&self.key, &message, tag).is_ok();
+        zeroize::Zeroize::zeroize(&mut message);
+        verified
+    }
+}
+
+/// The daemon's state directory, opened once and checked.
+pub struct StateDir {
+    dir: OutputDir,
+    keys: Keys,
+    /// Device and inode, to tell an output directory that is the state directory under another
+    /// name (a symlink, a bind mount).
+    identity: (u64, u64),
+}
+
+impl StateDir {
+    /// Opens the state directory, creating it with mode 0700 if it is missing, and loads its
+    /// key (creating one if there is none, or replacing one that is not the daemon's own).
+    ///
+    /// The path itself may lead through symlinks (systemd's `DynamicUser=` makes
+    /// `/var/lib/NAME` one): what is checked is the directory reached, and everything after the
+    /// open happens relative to its descriptor.
+    ///
+    /// # Errors
+    /// The directory cannot be created or opened, is writable by group or others, or belongs to
+    /// another user; or the key cannot be written. The message names the path.
+    pub fn open(path: &Path) -> Result<Arc<StateDir>, String> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        let created = !path.exists();
+        if created {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
+                .map_err(|error| {
+                    format!(
+                        "cannot create state directory {}: {error}; set [daemon] state_dir to a directory the daemon may create, or state_files = false",
+                        path.display()
+                    )
+                })?;
+        }
+        let fd: OwnedFd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|errno| format!("cannot open state directory {}: {errno}", path.display()))?;
+        if created {
+            // Independent of the umask, which may have taken bits the daemon needs.
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o700)).map_err(|errno| {
+                format!(
+                    "cannot set the mode of state directory {}: {errno}",
+                    path.display()
+                )
+            })?;
+        }
+        let stat = rustix::fs::fstat(&fd).map_err(|errno| {
+            format!("cannot inspect state directory {}: {errno}", path.display())
+        })?;
+        let ours = rustix::process::geteuid().as_raw();
+        if stat.st_uid != ours {
+            return Err(format!(
+                "state directory {} belongs to uid {}, not to this process's uid {ours}: state files there cannot be trusted",
+                path.display(),
+                stat.st_uid
+            ));
+        }
+        if stat.st_mode & 0o022 != 0 {
+            return Err(format!(
+                "state directory {} has mode {:#o}: others could plant state files in it; make it 0700 or choose another state_dir",
+                path.display(),
+                stat.st_mode & 0o7777
+            ));
+        }
+        let dir = OutputDir::from_fd(fd, path.to_path_buf());
+        let keys = load_or_create_key(&dir)?;
+        Ok(Arc::new(StateDir {
+            dir,
+            keys,
+            identity: (stat.st_dev, stat.st_ino),
+        }))
+    }
+
+    /// The path it was opened by.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The key of this directory.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Whether `dir` is this directory, whatever path it was opened by.
+    pub fn is(&self, dir: &OutputDir) -> bool {
+        rustix::fs::fstat(dir.fd()).is_ok_and(|stat| (stat.st_dev, stat.st_ino) == self.identity)
+    }
+
+    /// The state file of an account.
+    pub fn file(self: &Arc<Self>, account: &Account) -> StateFile {
+        StateFile {
+            dir: Arc::clone(self),
+            name: state_name(&account.name),
+            account: account.name.clone(),
+            fingerprint: self.keys.fingerprint(&account.login),
+        }
+    }
+
+    /// Deletes an account's state file, if any (the account was removed from the config).
+    pub fn remove(&self, account: &str) {
+        let _ = self.dir.remove(&state_name(account));
+    }
+}
+
+fn state_name(account: &str) -> OsString {
+    // Account names are letters, digits, `.`, `_` and `-` and start with a letter or digit, so
+    // this is one plain path component that never starts with a dot.
+    OsString::from(format!("{account}.state"))
+}
+
+/// Reads the directory's key, or writes a new one when there is none or the one there is not a
+/// regular 0600 file of ours of the right size (then every existing state file stops verifying,
+/// which costs one login per account and nothing else).
+fn load_or_create_key(dir: &OutputDir) -> Result<Keys, String> {
+    let name = OsStr::new(KEY_FILE);
+    let path = dir.path().join(KEY_FILE);
+    let ours = rustix::process::geteuid().as_raw();
+    match read_file_at(dir.fd(), name, &path, 64, Symlinks::Refuse) {
+        Ok(file) if file.uid == ours && file.mode == 0o600 && file.bytes.len() == KEY_BYTES => {
+            return Ok(Keys::from_bytes(&file.bytes));
+        }
+        Ok(_) => tracing::warn!(
+            path = %path.display(),
+            "the state key is not a 0600 file of this user's with {KEY_BYTES} bytes; writing a new one (saved tokens are not reused)"
+        ),
+        Err(error) if error.is_not_found() => {}
+        Err(error) => {
+            tracing::warn!("{error}; writing a new state key (saved tokens are not reused)")
+        }
+    }
+    let mut bytes = Zeroizing::new([0u8; KEY_BYTES]);
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes[..])
+        .map_err(|_| "the system's random number generator failed".to_string())?;
+    dir.publish(name, &bytes[..], 0o600, None, None)
+        .map_err(|error| format!("cannot write the state key: {error}"))?;
+    Ok(Keys::from_bytes(&bytes[..]))
 }
 
 /// Where one account's state lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateFile {
-    dir: PathBuf,
+    dir: Arc<StateDir>,
     name: OsString,
     account: String,
-    /// Describes the login (endpoint, fields, secret sources — never secret values): a state file
-    /// written for another login is not reused.
+    /// Describes the login (see [`Keys::fingerprint`]).
     fingerprint: String,
 }
 
 impl StateFile {
-    /// The state file of an account: `.tokenkeeper-<account>.state` in its first output's directory.
-    pub fn for_account(account: &Account) -> Option<StateFile> {
-        let first = account.outputs.first()?;
-        let dir = first.path.parent()?.to_path_buf();
-        Some(StateFile {
-            dir,
-            name: OsString::from(format!(".tokenkeeper-{}.state", account.name)),
-            account: account.name.clone(),
-            fingerprint: fingerprint(account),
-        })
-    }
-
     pub fn path(&self) -> PathBuf {
-        self.dir.join(&self.name)
+        self.dir.path().join(&self.name)
     }
 
-    /// Reads what was saved for this account and this login. `None` for no file, another
-    /// account or login, or anything malformed. The token is returned whatever its expiry: the
+    /// The keys of the directory, for credentials digests.
+    pub fn keys(&self) -> &Keys {
+        &self.dir.keys
+    }
+
+    /// Reads what was saved for this account and this login. `None` for no file, anything not
+    /// written by this daemon for this account and login, and anything malformed; a file that is
+    /// there but not acceptable is warned about. The token is returned whatever its expiry: the
     /// caller decides whether to reuse it, refresh it at once, or remove its expired files.
     pub fn load(&self) -> Option<Saved> {
         let path = self.path();
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&path)
-            .ok()?;
-        let mut bytes = Zeroizing::new(Vec::new());
-        file.by_ref()
-            .take(MAX_STATE_BYTES)
-            .read_to_end(&mut bytes)
-            .ok()?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        let ignore = |reason: &str| {
+            tracing::warn!(account = %self.account, path = %path.display(), "ignoring the state file: {reason}");
+        };
+        let file = match read_file_at(
+            self.dir.dir.fd(),
+            &self.name,
+            &path,
+            MAX_STATE_BYTES,
+            Symlinks::Refuse,
+        ) {
+            Ok(file) => file,
+            Err(error) if error.is_not_found() => return None,
+            Err(InputError::TooLarge { .. }) => {
+                ignore(&format!("it is larger than {MAX_STATE_BYTES} bytes"));
+                return None;
+            }
+            Err(error) => {
+                ignore(&error.to_string());
+                return None;
+            }
+        };
+        let ours = rustix::process::geteuid().as_raw();
+        if file.uid != ours {
+            ignore(&format!("it belongs to uid {}, not {ours}", file.uid));
+            return None;
+        }
+        if file.mode != 0o600 {
+            ignore(&format!("its mode is {:#o}, not 0600", file.mode));
+            return None;
+        }
+        let Some((text, tag)) = split_signed(&file.bytes) else {
+            self.explain_unsigned(&file.bytes, &ignore);
+            return None;
+        };
+        if !self.dir.keys.verify(text, &tag) {
+            ignore("its check does not match: it was not written by this daemon");
+            return None;
+        }
+        let value: serde_json::Value = serde_json::from_slice(text).ok()?;
         let field = |name: &str| value.get(name).and_then(|field| field.as_str());
         let time = |name: &str| field(name).and_then(|text| text.parse::<Timestamp>().ok());
         if value.get("version").and_then(serde_json::Value::as_u64) != Some(VERSION)
             || field("account") != Some(self.account.as_str())
-            || field("fingerprint") != Some(self.fingerprint.as_str())
+            || field("login") != Some(self.fingerprint.as_str())
         {
-            tracing::debug!(account = %self.account, path = %path.display(), "ignoring a state file written for another login");
+            tracing::info!(account = %self.account, path = %path.display(), "not reusing a state file written for another login");
             return None;
         }
         let token = match (field("token"), time("obtained_at"), time("expires_at")) {
@@ -101,7 +375,24 @@ impl StateFile {
             not_before: time("not_before"),
             parked: value.get("parked").and_then(serde_json::Value::as_bool) == Some(true),
             saved_at: time("saved_at")?,
+            credentials: field("credentials").and_then(CredentialsDigest::from_hex),
         })
+    }
+
+    /// Says why a file without a valid signature line is ignored: an older version's file is
+    /// expected after an upgrade, anything else was planted or damaged.
+    fn explain_unsigned(&self, bytes: &[u8], ignore: &dyn Fn(&str)) {
+        let version = serde_json::from_slice::<serde_json::Value>(bytes)
+            .ok()
+            .and_then(|value| value.get("version").and_then(serde_json::Value::as_u64));
+        match version {
+            Some(version) if version != VERSION => tracing::info!(
+                account = %self.account,
+                path = %self.path().display(),
+                "ignoring a state file of version {version} (this daemon writes version {VERSION})"
+            ),
+            _ => ignore("it is not signed: it was not written by this daemon"),
+        }
     }
 
     /// Saves the token (if any) and when the next login may happen.
@@ -112,7 +403,7 @@ impl StateFile {
         let mut document = serde_json::json!({
             "version": VERSION,
             "account": self.account,
-            "fingerprint": self.fingerprint,
+            "login": self.fingerprint,
             "saved_at": saved.saved_at.to_string(),
             "parked": saved.parked,
         });
@@ -124,39 +415,61 @@ impl StateFile {
         if let Some(not_before) = saved.not_before {
             document["not_before"] = not_before.to_string().into();
         }
-        let bytes = Zeroizing::new(document.to_string().into_bytes());
-        let dir = OutputDir::open(&self.dir)?;
-        dir.publish(&self.name, &bytes, 0o600, None, None)?;
+        if let Some(credentials) = saved.credentials {
+            document["credentials"] = credentials.hex().into();
+        }
+        let mut bytes = Zeroizing::new(document.to_string().into_bytes());
+        // serde_json's Value holds the token in its own String; it is dropped here.
+        drop(document);
+        let tag = hex(self.dir.keys.sign(&bytes).as_ref());
+        bytes.push(b'\n');
+        bytes.extend_from_slice(tag.as_bytes());
+        bytes.push(b'\n');
+        self.dir
+            .dir
+            .publish(&self.name, &bytes, 0o600, None, None)?;
         Ok(())
     }
 
     /// Deletes the state file, if any.
     pub fn remove(&self) {
-        if let Ok(dir) = OutputDir::open(&self.dir) {
-            let _ = dir.remove(&self.name);
-        }
+        let _ = self.dir.dir.remove(&self.name);
     }
 }
 
-/// Identifies the login a token came from: a hash of the whole login spec as data (endpoint,
-/// headers, fields, client authentication, reply shape, secret *sources*; literal secrets are
-/// redacted in that text, so they never reach the file). FNV-1a, so the value is the same in every
-/// run of the same build.
-fn fingerprint(account: &Account) -> String {
-    let description = format!("{:?}", account.login);
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in description.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
+/// Splits `<text>\n<hex tag>\n` into the text and the tag's bytes.
+fn split_signed(bytes: &[u8]) -> Option<(&[u8], Vec<u8>)> {
+    let body = bytes.strip_suffix(b"\n")?;
+    let split = body.iter().rposition(|byte| *byte == b'\n')?;
+    let tag = std::str::from_utf8(&body[split + 1..]).ok()?;
+    Some((&body[..split], unhex(tag)?))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        let _ = write!(text, "{byte:02x}");
     }
-    format!("{hash:016x}")
+    text
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|index| u8::from_str_radix(text.get(index..index + 2)?, 16).ok())
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{self, SecretCheck};
-    use std::path::Path;
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::time::{Duration, Instant};
 
     fn test_account(dir: &Path, url: &str) -> Account {
         let text = format!(
@@ -165,87 +478,268 @@ mod tests {
 preset = "oauth2"
 token_url = "{url}"
 client_id = "id"
-client_secret = {{ env = "HOME" }}
+client_secret = {{ file = "{}/secret" }}
 [[accounts.a.outputs]]
-path = "{}/a.token"
+path = "{}/out/a.token"
 "#,
+            dir.display(),
             dir.display()
         );
         let config = config::parse(&text, Path::new("t.toml"), SecretCheck::Skip, false).unwrap();
         config.accounts["a"].clone()
     }
 
-    #[test]
-    fn saves_and_loads_only_a_matching_state() {
-        let dir = tempfile::tempdir().unwrap();
-        let account = test_account(dir.path(), "https://idp.example/token");
-        let state = StateFile::for_account(&account).unwrap();
-        let now = Timestamp::from_second(1_800_000_000).unwrap();
-        let token = Token::new(
-            Secret::new("state-token-1".into()),
-            now,
+    fn token(value: &str) -> Token {
+        Token::new(
+            Secret::new(value.into()),
+            Timestamp::from_second(1_800_000_000).unwrap(),
             Timestamp::from_second(1_800_003_600).unwrap(),
         )
-        .unwrap();
-        let saved = |token: Option<Token>, not_before: Option<Timestamp>| Saved {
+        .unwrap()
+    }
+
+    fn saved(token: Option<Token>) -> Saved {
+        Saved {
             token,
-            not_before,
+            not_before: None,
             parked: false,
-            saved_at: now,
-        };
+            saved_at: Timestamp::from_second(1_800_000_000).unwrap(),
+            credentials: None,
+        }
+    }
+
+    fn am_root() -> bool {
+        rustix::process::geteuid().is_root()
+    }
+
+    #[test]
+    fn saves_and_loads_only_a_matching_state() {
+        let scratch = tempfile::tempdir().unwrap();
+        let state_dir = StateDir::open(&scratch.path().join("state")).unwrap();
+        let metadata = std::fs::metadata(scratch.path().join("state")).unwrap();
+        assert_eq!(metadata.permissions().mode() & 0o7777, 0o700);
+        let account = test_account(scratch.path(), "https://idp.example/token");
+        let state = state_dir.file(&account);
         assert!(state.load().is_none(), "no file yet");
-        state.save(&saved(Some(token.clone()), None)).unwrap();
-        let metadata = std::fs::symlink_metadata(state.path()).unwrap();
+        let digest = state.keys().credentials(&account.login);
+        state
+            .save(&Saved {
+                credentials: Some(digest),
+                ..saved(Some(token("state-token-1")))
+            })
+            .unwrap();
         assert_eq!(
-            std::os::unix::fs::PermissionsExt::mode(&metadata.permissions()) & 0o777,
+            std::fs::metadata(state.path())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777,
             0o600
         );
         let loaded = state.load().unwrap();
-        let loaded_token = loaded.token.unwrap();
-        assert_eq!(loaded_token.expose(), "state-token-1");
-        assert_eq!(loaded_token.expires_at, token.expires_at);
-        assert_eq!(loaded.not_before, None);
-        assert_eq!(loaded.saved_at, now);
-        // A failure remembered without a token.
-        let later = Timestamp::from_second(1_800_000_900).unwrap();
-        state
-            .save(&Saved {
-                parked: true,
-                ..saved(None, Some(later))
-            })
-            .unwrap();
-        let loaded = state.load().unwrap();
-        assert!(loaded.token.is_none() && loaded.parked);
-        assert_eq!(loaded.not_before, Some(later));
-        state.save(&saved(Some(token.clone()), None)).unwrap();
-        // Another login for the same account name does not reuse it: another URL, or the same
-        // URL with another reply shape or header.
-        let other =
-            StateFile::for_account(&test_account(dir.path(), "https://other.example/token"))
-                .unwrap();
-        assert!(other.load().is_none());
+        assert_eq!(loaded.token.unwrap().expose(), "state-token-1");
+        assert_eq!(loaded.credentials, Some(digest));
+
+        // Another login for the same account name does not reuse it: another URL, another reply
+        // shape or header.
+        let other = test_account(scratch.path(), "https://other.example/token");
+        assert!(state_dir.file(&other).load().is_none());
         let mut changed = account.clone();
         changed.login.reply.token = vec!["/other".to_string()];
-        assert!(StateFile::for_account(&changed).unwrap().load().is_none());
+        assert!(state_dir.file(&changed).load().is_none());
         let mut changed = account.clone();
         changed.login.request.headers.clear();
-        assert!(StateFile::for_account(&changed).unwrap().load().is_none());
+        assert!(state_dir.file(&changed).load().is_none());
         // Outputs are not part of the login: moving one keeps the token.
         let mut moved = account.clone();
-        moved.outputs[0].path = dir.path().join("b.token");
-        assert!(StateFile::for_account(&moved).unwrap().load().is_some());
-        // Garbage is ignored.
-        std::fs::write(state.path(), "{not json").unwrap();
-        assert!(state.load().is_none());
-        // A symlink is never followed, neither to read nor to write.
-        let victim = dir.path().join("victim");
-        std::fs::write(&victim, "x").unwrap();
-        std::fs::remove_file(state.path()).unwrap();
-        std::os::unix::fs::symlink(&victim, state.path()).unwrap();
-        assert!(state.load().is_none());
-        state.save(&saved(Some(token), None)).unwrap();
-        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "x");
+        moved.outputs[0].path = scratch.path().join("out/b.token");
+        assert!(state_dir.file(&moved).load().is_some());
+
+        // Reopening the directory keeps the key, so the file still verifies.
+        let reopened = StateDir::open(&scratch.path().join("state")).unwrap();
+        assert!(reopened.file(&account).load().is_some());
         state.remove();
         assert!(!state.path().exists());
+    }
+
+    #[test]
+    fn a_forged_or_copied_state_file_is_never_trusted() {
+        let scratch = tempfile::tempdir().unwrap();
+        let state_dir = StateDir::open(&scratch.path().join("state")).unwrap();
+        let account = test_account(scratch.path(), "https://idp.example/token");
+        let state = state_dir.file(&account);
+        state.save(&saved(Some(token("real-token")))).unwrap();
+        let genuine = std::fs::read_to_string(state.path()).unwrap();
+        let (body, _) = genuine.trim_end().rsplit_once('\n').unwrap();
+        let plant = |text: &str| {
+            std::fs::write(state.path(), text).unwrap();
+            std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+        };
+        // Every field copied, the token replaced: the check fails.
+        let forged = body.replace("real-token", "attacker-token");
+        plant(&format!("{forged}\n{}\n", "0".repeat(64)));
+        assert!(state.load().is_none());
+        // No signature at all.
+        plant(&format!("{forged}\n"));
+        assert!(state.load().is_none());
+        // A genuine file of another account, moved into place.
+        let mut other = account.clone();
+        other.name = "b".to_string();
+        let other_state = state_dir.file(&other);
+        other_state.save(&saved(Some(token("b-token")))).unwrap();
+        std::fs::rename(other_state.path(), state.path()).unwrap();
+        assert!(state.load().is_none(), "a file of account b was used for a");
+        // A genuine file signed with another directory's key.
+        let elsewhere = StateDir::open(&scratch.path().join("elsewhere")).unwrap();
+        let foreign = elsewhere.file(&account);
+        foreign.save(&saved(Some(token("foreign-token")))).unwrap();
+        std::fs::copy(foreign.path(), state.path()).unwrap();
+        assert!(state.load().is_none());
+        // A version-1 file (the old format, unsigned) is ignored too.
+        plant(
+            r#"{"version":1,"account":"a","fingerprint":"x","saved_at":"2027-01-15T08:00:00Z","token":"t","obtained_at":"2027-01-15T08:00:00Z","expires_at":"2099-01-01T00:00:00Z"}"#,
+        );
+        assert!(state.load().is_none());
+    }
+
+    #[test]
+    fn odd_files_at_the_state_path_are_ignored_without_blocking() {
+        let scratch = tempfile::tempdir().unwrap();
+        let state_dir = StateDir::open(&scratch.path().join("state")).unwrap();
+        let account = test_account(scratch.path(), "https://idp.example/token");
+        let state = state_dir.file(&account);
+        state.save(&saved(Some(token("real-token")))).unwrap();
+        let genuine = std::fs::read(state.path()).unwrap();
+        // The right bytes with the wrong mode.
+        std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(state.load().is_none());
+        std::fs::remove_file(state.path()).unwrap();
+        // A FIFO: refused at once, not waited on.
+        rustix::fs::mkfifoat(rustix::fs::CWD, state.path(), Mode::from_raw_mode(0o600)).unwrap();
+        let started = Instant::now();
+        assert!(state.load().is_none());
+        assert!(started.elapsed() < Duration::from_secs(5));
+        std::fs::remove_file(state.path()).unwrap();
+        // A symlink to a genuine copy.
+        let copy = scratch.path().join("copy");
+        std::fs::write(&copy, &genuine).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(&copy, state.path()).unwrap();
+        assert!(state.load().is_none());
+        std::fs::remove_file(state.path()).unwrap();
+        // A directory, and something huge.
+        std::fs::create_dir(state.path()).unwrap();
+        assert!(state.load().is_none());
+        std::fs::remove_dir(state.path()).unwrap();
+        std::fs::write(state.path(), vec![b'{'; MAX_STATE_BYTES + 1]).unwrap();
+        std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(state.load().is_none());
+        // Saving replaces whatever is there (a symlink is replaced, never followed).
+        std::fs::remove_file(state.path()).unwrap();
+        std::os::unix::fs::symlink(&copy, state.path()).unwrap();
+        state.save(&saved(Some(token("new-token")))).unwrap();
+        assert_eq!(std::fs::read(&copy).unwrap(), genuine);
+        assert_eq!(state.load().unwrap().token.unwrap().expose(), "new-token");
+        if am_root() {
+            // A genuine file that another user owns.
+            rustix::fs::chown(state.path(), Some(rustix::fs::Uid::from_raw(65534)), None).unwrap();
+            assert!(state.load().is_none());
+        }
+    }
+
+    #[test]
+    fn untrusted_state_directories_are_refused_naming_them() {
+        let scratch = tempfile::tempdir().unwrap();
+        let open = scratch.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let error = StateDir::open(&open).err().unwrap();
+        assert!(
+            error.contains(&open.display().to_string()) && error.contains("0o777"),
+            "{error}"
+        );
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o770)).unwrap();
+        assert!(StateDir::open(&open).is_err(), "group-writable");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o750)).unwrap();
+        assert!(StateDir::open(&open).is_ok(), "group-readable is fine");
+        if am_root() {
+            let foreign = scratch.path().join("foreign");
+            std::fs::create_dir(&foreign).unwrap();
+            rustix::fs::chown(&foreign, Some(rustix::fs::Uid::from_raw(65534)), None).unwrap();
+            let error = StateDir::open(&foreign).err().unwrap();
+            assert!(error.contains("uid 65534"), "{error}");
+        }
+        // Missing parents are created, the last one 0700 whatever the umask.
+        let deep = scratch.path().join("a/b/state");
+        StateDir::open(&deep).unwrap();
+        assert_eq!(
+            std::fs::metadata(&deep).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+    }
+
+    #[test]
+    fn a_bad_key_is_replaced_and_old_files_stop_verifying() {
+        let scratch = tempfile::tempdir().unwrap();
+        let path = scratch.path().join("state");
+        let state_dir = StateDir::open(&path).unwrap();
+        let account = test_account(scratch.path(), "https://idp.example/token");
+        state_dir
+            .file(&account)
+            .save(&saved(Some(token("t1"))))
+            .unwrap();
+        std::fs::set_permissions(path.join(KEY_FILE), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let reopened = StateDir::open(&path).unwrap();
+        assert!(reopened.file(&account).load().is_none());
+        assert_eq!(
+            std::fs::metadata(path.join(KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn digests_follow_values_and_fingerprints_follow_the_login() {
+        let scratch = tempfile::tempdir().unwrap();
+        let keys = Keys::ephemeral();
+        let account = test_account(scratch.path(), "https://idp.example/token");
+        let secret = scratch.path().join("secret");
+        let missing = keys.credentials(&account.login);
+        std::fs::write(&secret, "one\n").unwrap();
+        let one = keys.credentials(&account.login);
+        std::fs::write(&secret, "two\n").unwrap();
+        let two = keys.credentials(&account.login);
+        assert!(missing != one && one != two);
+        std::fs::write(&secret, "one\n").unwrap();
+        assert_eq!(keys.credentials(&account.login), one);
+        // Another key gives other digests: they say nothing outside this directory.
+        assert_ne!(Keys::ephemeral().credentials(&account.login), one);
+        // A literal secret: its value changes the digest, not the fingerprint.
+        let literal = |value: &str| {
+            let text = format!(
+                "[accounts.a]\npreset = \"oauth2\"\ntoken_url = \"https://idp.example/t\"\nclient_id = \"id\"\nclient_secret = \"{value}\"\n[[accounts.a.outputs]]\npath = \"/run/a\"\n"
+            );
+            config::parse(&text, Path::new("t.toml"), SecretCheck::Skip, false)
+                .unwrap()
+                .accounts["a"]
+                .clone()
+        };
+        let (first, second) = (literal("secret-one"), literal("secret-two"));
+        assert_eq!(
+            keys.fingerprint(&first.login),
+            keys.fingerprint(&second.login)
+        );
+        assert_ne!(
+            keys.credentials(&first.login),
+            keys.credentials(&second.login)
+        );
+        assert_ne!(
+            keys.fingerprint(&first.login),
+            keys.fingerprint(&account.login)
+        );
     }
 }

@@ -164,6 +164,7 @@ impl Harness {
             r#"
 [daemon]
 watch = false
+state_dir = "{state}"
 {daemon_table}
 
 [accounts.a]
@@ -177,6 +178,7 @@ path = "{out}/a.token"
 "#,
             secret = secret.display(),
             out = dir.path().join("out").display(),
+            state = dir.path().join("state").display(),
         );
         std::fs::write(dir.path().join("config.toml"), config).unwrap();
         let factory: AuthFactory = {
@@ -550,7 +552,8 @@ async fn run_many(accounts: usize, limit: usize, latency: Duration) -> (Vec<Dura
     let out = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
     let mut text = format!(
-        "[daemon]\nwatch = false\nmax_concurrent_logins = {limit}\nstartup_spread = \"30s\"\n"
+        "[daemon]\nwatch = false\nmax_concurrent_logins = {limit}\nstartup_spread = \"30s\"\nstate_dir = \"{}\"\n",
+        dir.path().join("state").display()
     );
     for index in 0..accounts {
         text += &format!(
@@ -772,7 +775,8 @@ async fn the_supervisor_keeps_each_accounts_status_without_secrets() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("out")).unwrap();
     let text = format!(
-        "[daemon]\nwatch = false\n[accounts.a]\npreset = \"oauth2\"\ntoken_url = \"https://idp.example/t\"\nclient_id = \"i\"\nclient_secret = \"status-canary-secret\"\n[[accounts.a.outputs]]\npath = \"{}/a.token\"\n",
+        "[daemon]\nwatch = false\nstate_dir = \"{}\"\n[accounts.a]\npreset = \"oauth2\"\ntoken_url = \"https://idp.example/t\"\nclient_id = \"i\"\nclient_secret = \"status-canary-secret\"\n[[accounts.a.outputs]]\npath = \"{}/a.token\"\n",
+        dir.path().join("state").display(),
         dir.path().join("out").display()
     );
     let config = crate::config::parse(

@@ -140,6 +140,7 @@ pub fn demo_config(dir: &Path, base_url: &str, credentials: &Credentials) -> Str
     };
     let output = |name: &str| format!("{:?}", tokens.join(name).display().to_string());
     let quote = |text: &str| format!("{text:?}");
+    let state_dir = format!("{:?}", dir.join("state").display().to_string());
     format!(
         r#"# Written by `tokenkeeper demo`: every preset, against the built-in endpoint at {base_url}.
 
@@ -148,6 +149,9 @@ pub fn demo_config(dir: &Path, base_url: &str, credentials: &Credentials) -> Str
 refresh_margin = "10s"
 min_refresh_interval = "5s"
 retry_cap = "30s"
+# State files (the last token, for restarts) live where only the daemon reads, never beside the
+# tokens that consumers read.
+state_dir = {state_dir}
 
 [accounts.panaya]
 preset = "panaya"

@@ -39,11 +39,21 @@ fn install_crypto_provider() {
 /// # Errors
 /// An unreadable file, or one holding no certificate.
 pub fn load_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, ClientError> {
-    let pem = std::fs::read(path).map_err(|error| ClientError::CaFile {
-        path: path.display().to_string(),
-        message: error.to_string(),
-    })?;
-    parse_ca_bundle(path, &pem)
+    parse_ca_bundle(path, &read_ca_file(path)?)
+}
+
+/// The largest CA bundle read: a full system bundle is about 200 KiB.
+const MAX_CA_BUNDLE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Reads a CA bundle's bytes: a regular file (symlinks followed, as `/etc/ssl` is full of them)
+/// of at most [`MAX_CA_BUNDLE_BYTES`], so a FIFO or device there cannot block a login.
+fn read_ca_file(path: &Path) -> Result<Vec<u8>, ClientError> {
+    crate::input::read_file(path, MAX_CA_BUNDLE_BYTES, crate::input::Symlinks::Follow)
+        .map(|file| file.bytes.to_vec())
+        .map_err(|error| ClientError::CaFile {
+            path: path.display().to_string(),
+            message: error.to_string(),
+        })
 }
 
 fn parse_ca_bundle(path: &Path, pem: &[u8]) -> Result<Vec<reqwest::Certificate>, ClientError> {
@@ -69,10 +79,7 @@ pub fn shared_client(settings: &HttpSettings) -> Result<reqwest::Client, ClientE
     // The CA bundle's bytes are part of the key, so a rotated bundle gets a new client when the
     // account restarts (a reload that changes it, or a restart of the daemon).
     let ca_bytes = match &settings.ca_file {
-        Some(path) => Some(std::fs::read(path).map_err(|error| ClientError::CaFile {
-            path: path.display().to_string(),
-            message: error.to_string(),
-        })?),
+        Some(path) => Some(read_ca_file(path)?),
         None => None,
     };
     let key = (settings.clone(), ca_bytes);

@@ -128,6 +128,159 @@ impl LoginSpec {
     }
 }
 
+impl LoginSpec {
+    /// Feeds an unambiguous encoding of what this login does (method, URL, headers, body fields,
+    /// client authentication, reply shape, refresh grant, scheme) to `feed`. Secrets appear as
+    /// their *sources* only (`file /path`, `env NAME`, `literal`), never as values, so two
+    /// logins that differ only in a secret's value encode the same: the token one of them got
+    /// stays usable for the other. Every item is length-prefixed, so no two specs encode alike;
+    /// every struct is destructured in full, so a new field cannot be forgotten here.
+    pub fn canonical(&self, feed: &mut dyn FnMut(&[u8])) {
+        let mut out = Canonical(feed);
+        let LoginSpec {
+            request,
+            reply,
+            refresh,
+            scheme,
+        } = self;
+        let RequestSpec {
+            method,
+            url,
+            headers,
+            encoding,
+            fields,
+            basic_auth,
+        } = request;
+        out.text("request");
+        out.text(method.as_str());
+        out.text(url.as_str());
+        out.count(headers.len());
+        for (name, value) in headers {
+            out.text(name.as_str());
+            out.field(value);
+        }
+        out.text(match encoding {
+            Encoding::Form => "form",
+            Encoding::Json => "json",
+            Encoding::None => "none",
+        });
+        out.fields(fields);
+        out.basic(basic_auth.as_ref());
+        let ReplySpec {
+            token,
+            expires_in,
+            expires_at,
+            jwt_exp,
+            fixed_lifetime,
+            refresh_token,
+            check_token_type,
+        } = reply;
+        out.text("reply");
+        out.count(token.len());
+        for pointer in token {
+            out.text(pointer);
+        }
+        out.optional(expires_in.as_deref());
+        out.optional(expires_at.as_deref());
+        out.flag(*jwt_exp);
+        out.optional(
+            fixed_lifetime
+                .map(|lifetime| format!("{}.{}", lifetime.as_secs(), lifetime.subsec_nanos()))
+                .as_deref(),
+        );
+        out.optional(refresh_token.as_deref());
+        out.flag(*check_token_type);
+        match refresh {
+            None => out.text("no refresh"),
+            Some(RefreshSpec {
+                client_fields,
+                basic_auth,
+            }) => {
+                out.text("refresh");
+                out.fields(client_fields);
+                out.basic(basic_auth.as_ref());
+            }
+        }
+        out.optional(scheme.as_deref());
+    }
+}
+
+/// The length-prefixed encoder behind [`LoginSpec::canonical`].
+struct Canonical<'a>(&'a mut dyn FnMut(&[u8]));
+
+impl Canonical<'_> {
+    fn text(&mut self, text: &str) {
+        self.count(text.len());
+        (self.0)(text.as_bytes());
+    }
+
+    fn count(&mut self, count: usize) {
+        (self.0)(&(count as u64).to_le_bytes());
+    }
+
+    fn flag(&mut self, flag: bool) {
+        (self.0)(&[u8::from(flag)]);
+    }
+
+    fn optional(&mut self, text: Option<&str>) {
+        match text {
+            None => self.flag(false),
+            Some(text) => {
+                self.flag(true);
+                self.text(text);
+            }
+        }
+    }
+
+    fn field(&mut self, value: &FieldValue) {
+        match value {
+            FieldValue::Plain(text) => {
+                self.text("plain");
+                self.text(text);
+            }
+            FieldValue::Secret(source) => self.source(source),
+        }
+    }
+
+    fn source(&mut self, source: &SecretSource) {
+        match source {
+            SecretSource::File(path) => {
+                self.text("file");
+                self.count(path.as_os_str().len());
+                (self.0)(path.as_os_str().as_encoded_bytes());
+            }
+            SecretSource::Env(name) => {
+                self.text("env");
+                self.text(name);
+            }
+            SecretSource::Credential(name) => {
+                self.text("credential");
+                self.text(name);
+            }
+            SecretSource::Literal(_) => self.text("literal"),
+        }
+    }
+
+    fn fields(&mut self, fields: &[(String, FieldValue)]) {
+        self.count(fields.len());
+        for (name, value) in fields {
+            self.text(name);
+            self.field(value);
+        }
+    }
+
+    fn basic(&mut self, basic: Option<&BasicAuth>) {
+        match basic {
+            None => self.flag(false),
+            Some(BasicAuth { user, password }) => {
+                self.flag(true);
+                self.field(user);
+                self.field(password);
+            }
+        }
+    }
+}
+
 /// HTTP client settings of one account.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct HttpSettings {

@@ -129,6 +129,9 @@ impl Daemon {
             .env_remove("HTTP_PROXY")
             .env_remove("ALL_PROXY")
             .env("RUST_LOG", "info")
+            // Configs that name no state_dir keep their state beside the log, as systemd's
+            // StateDirectory= would, never in the machine's /var/lib/tokenkeeper.
+            .env("STATE_DIRECTORY", log_dir.join("state"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(stderr));
