@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokenkeeper::daemon::{self, Control};
+use tokenkeeper::daemon::{self, Controller};
 use tokenkeeper::demo::endpoint::{Credentials, EndpointOptions, Route, TokenEndpoint};
 
 fn peak_rss_kib() -> Option<u64> {
@@ -49,7 +49,8 @@ fn main() {
         let config = dir.path().join("config.toml");
         std::fs::write(&config, text).expect("config");
 
-        let (control, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let control = Controller::new();
+        let steering = control.clone();
         let started = Instant::now();
         let config_path = config.clone();
         let daemon = tokio::spawn(async move {
@@ -57,7 +58,7 @@ fn main() {
                 &config_path,
                 Arc::new(daemon::clock::SystemClock::new()),
                 daemon::http_logins(),
-                receiver,
+                steering,
             )
             .await
         });
@@ -74,7 +75,7 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let all_written = started.elapsed();
-        let _ = control.send(Control::Stop);
+        control.stop();
         let _ = daemon.await;
         println!("cold start, {accounts} accounts (max_concurrent_logins 16, startup spread 20 ms/account up to 30 s)");
         println!("  all logged in:  {:.2} s", all_logged_in.as_secs_f64());

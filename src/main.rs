@@ -23,20 +23,37 @@ fn main() -> ExitCode {
             return ExitCode::from(tokenkeeper::EXIT_FAILURE);
         }
     };
-    ExitCode::from(runtime.block_on(tokenkeeper::run(cli)))
+    let code = runtime.block_on(tokenkeeper::run(cli));
+    // A worker stuck in a system call (a hung file system) must not keep the process alive
+    // after the daemon has stopped: give the runtime a moment, then leave without it.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    ExitCode::from(code)
+}
+
+/// The log filter for `directives` (RUST_LOG syntax). The file watcher's own crate logs every
+/// inotify event at trace level; with the log written into a watched directory each line would
+/// cause another event, so its logging is capped at warnings unless the directives name it.
+fn log_filter(directives: &str) -> tracing_subscriber::EnvFilter {
+    let filter = tracing_subscriber::EnvFilter::new(directives);
+    if directives.contains("notify") {
+        return filter;
+    }
+    match "notify=warn".parse() {
+        Ok(cap) => filter.add_directive(cap),
+        Err(_) => filter,
+    }
 }
 
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     let from_environment = std::env::var_os("RUST_LOG").is_some();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = log_filter(&std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string()));
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     // RUST_LOG wins over the config's log_level: an operator debugging sets it on purpose.
     if !from_environment {
         tokenkeeper::set_log_level_hook(Box::new(move |level| {
-            let _ = handle.modify(|filter| *filter = tracing_subscriber::EnvFilter::new(level));
+            let _ = handle.modify(|filter| *filter = log_filter(level));
         }));
     }
     let text = (format == LogFormat::Text).then(|| {

@@ -8,13 +8,14 @@
 
 pub mod account;
 pub mod clock;
+pub mod control;
 pub mod state;
 pub mod watch;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,6 +25,7 @@ use tokio::task::JoinHandle;
 
 use account::{AccountStatus, AccountTask, Authenticator, Shared};
 use clock::Clock;
+pub use control::Controller;
 use state::{CredentialsDigest, Keys, StateDir};
 
 use crate::config::{self, Account, Config, SecretCheck};
@@ -82,13 +84,6 @@ pub fn http_logins() -> AuthFactory {
         .map(|login| Arc::new(login) as Arc<dyn Authenticator>)
         .map_err(|error| format!("account {}: {error}", account.name))
     })
-}
-
-/// Messages that steer a running daemon (signals become these).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Control {
-    Reload,
-    Stop,
 }
 
 struct Running {
@@ -403,15 +398,16 @@ impl Supervisor {
             .collect()
     }
 
-    /// The files whose changes matter: the config and every secret file.
+    /// The files whose changes matter: the config, every secret file and every CA bundle.
     pub fn watched_files(&self) -> Vec<PathBuf> {
-        let mut files = vec![self.config.path.clone()];
+        let mut files = BTreeSet::from([self.config.path.clone()]);
         for running in self.running.values() {
             for (_, source) in running.account.login.secret_sources() {
                 files.extend(source.watched_path());
             }
+            files.extend(running.account.http.ca_file.clone());
         }
-        files
+        files.into_iter().collect()
     }
 
     /// The running config.
@@ -540,15 +536,22 @@ fn remove_legacy_state_files(dir: &OutputDir, accounts: &[&str]) {
     }
 }
 
-/// Runs the daemon until `control` says stop (or closes). Returns the exit code.
+/// Runs the daemon until `controller` says stop. Returns the exit code.
+///
+/// Reloads (asked for, or caused by a change to the config or a secret file) run one at a time;
+/// requests that arrive meanwhile leave one more pending. A stop request ends a reload in
+/// progress rather than waiting for it: the accounts then stop as they would otherwise.
 pub async fn run(
     config_path: &Path,
     clock: Arc<dyn Clock>,
     factory: AuthFactory,
-    mut control: mpsc::UnboundedReceiver<Control>,
+    controller: Controller,
 ) -> u8 {
-    let config = match config::load(config_path, SecretCheck::Skip) {
-        Ok(config) => config,
+    let (text, config) = match config::read(config_path).and_then(|text| {
+        text.validate(SecretCheck::Skip)
+            .map(|config| (text, config))
+    }) {
+        Ok(loaded) => loaded,
         Err(error) => {
             tracing::error!("{error}");
             return EXIT_CONFIG;
@@ -560,7 +563,8 @@ pub async fn run(
     if let Some(level) = &config.daemon.log_level {
         crate::apply_log_level(level);
     }
-    let mut last_text = std::fs::read(config_path).unwrap_or_default();
+    controller.set_grace(config.daemon.shutdown_grace);
+    let mut last_text = text.text;
     let watch_files = config.daemon.watch;
     let count = config.accounts.len();
     let mut supervisor = match Supervisor::start(config, clock, factory) {
@@ -585,23 +589,33 @@ pub async fn run(
     };
     let mut clock_check = tokio::time::interval(CLOCK_CHECK_INTERVAL);
     clock_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reloader = Reloader {
+        path: config_path,
+        last_text: &mut last_text,
+        watcher: &mut watcher,
+        events: &events_tx,
+        controller: &controller,
+    };
     loop {
         tokio::select! {
-            message = control.recv() => match message {
-                Some(Control::Reload) => {
-                    tracing::info!("reload requested");
-                    reload(&mut supervisor, config_path, &mut last_text, true, &mut watcher, &events_tx).await;
-                    supervisor.wake_changed_secrets();
+            biased;
+            () = controller.stop_requested() => break,
+            () = controller.reload_requested() => {
+                tracing::info!("reload requested");
+                if !reloader.reload_unless_stopped(&mut supervisor, true).await {
+                    break;
                 }
-                Some(Control::Stop) | None => break,
-            },
+            }
             Some(()) = events.recv() => {
                 // Let a burst of events (an editor's save, a `..data` swap) settle.
-                tokio::time::sleep(DEBOUNCE).await;
+                tokio::select! {
+                    biased;
+                    () = controller.stop_requested() => break,
+                    () = tokio::time::sleep(DEBOUNCE) => {}
+                }
                 while events.try_recv().is_ok() {}
-                reload(&mut supervisor, config_path, &mut last_text, false, &mut watcher, &events_tx).await;
-                for name in supervisor.wake_changed_secrets() {
-                    tracing::info!(account = %name, "secret changed");
+                if !reloader.reload_unless_stopped(&mut supervisor, false).await {
+                    break;
                 }
             }
             _ = clock_check.tick() => {
@@ -611,116 +625,115 @@ pub async fn run(
         }
     }
     let grace = supervisor.config().daemon.shutdown_grace;
-    tracing::info!(grace_s = grace.as_secs(), "stopping");
+    tracing::info!(grace_s = grace.as_secs_f32(), "stopping");
     supervisor.stop(grace).await;
     tracing::info!("stopped");
     EXIT_OK
 }
 
-/// Re-reads the config; applies it when its content changed (or when `force`d by SIGHUP). An
-/// invalid config is logged and the running one kept.
-async fn reload(
-    supervisor: &mut Supervisor,
-    path: &Path,
-    last_text: &mut Vec<u8>,
-    force: bool,
-    watcher: &mut Option<watch::FileWatcher>,
-    events: &mpsc::UnboundedSender<()>,
-) {
-    let text = match std::fs::read(path) {
-        Ok(text) => text,
-        Err(error) => {
-            tracing::error!(
-                "reload: cannot read {}: {error}; keeping the running config",
-                path.display()
-            );
-            return;
+/// What a reload needs besides the supervisor.
+struct Reloader<'a> {
+    path: &'a Path,
+    /// The text of the config in force, to skip reloads that change nothing.
+    last_text: &'a mut String,
+    watcher: &'a mut Option<watch::FileWatcher>,
+    events: &'a mpsc::UnboundedSender<()>,
+    controller: &'a Controller,
+}
+
+impl Reloader<'_> {
+    /// Reloads, unless a stop request comes first or arrives meanwhile (then the reload is
+    /// abandoned where it is). Returns whether the daemon goes on.
+    async fn reload_unless_stopped(&mut self, supervisor: &mut Supervisor, force: bool) -> bool {
+        let controller = self.controller.clone();
+        tokio::select! {
+            biased;
+            () = controller.stop_requested() => false,
+            () = self.reload(supervisor, force) => true,
         }
-    };
-    if !force && text == *last_text {
-        return;
     }
-    let new = match config::load(path, SecretCheck::Skip) {
-        Ok(new) => new,
-        Err(error) => {
-            tracing::error!("reload rejected, keeping the running config: {error}");
-            return;
-        }
-    };
-    for warning in &new.warnings {
-        tracing::warn!("{warning}");
-    }
-    match supervisor.reload(new).await {
-        Ok(changes) => {
-            *last_text = text;
-            let count = |wanted: fn(&Change) -> bool| {
-                changes.iter().filter(|change| wanted(change)).count()
-            };
-            tracing::info!(
-                added = count(|change| matches!(change, Change::Add(_))),
-                removed = count(|change| matches!(change, Change::Remove(_))),
-                restarted = count(|change| matches!(change, Change::Restart(_))),
-                "config reloaded"
-            );
-            let files = supervisor.watched_files();
-            match (supervisor.config().daemon.watch, watcher.as_mut()) {
-                (true, Some(active)) => {
-                    if let Err(error) = active.set_files(&files) {
-                        tracing::warn!("cannot update the file watches: {error}");
-                    }
-                }
-                (true, None) => match watch::FileWatcher::new(&files, events.clone()) {
-                    Ok(started) => *watcher = Some(started),
-                    Err(error) => tracing::warn!("cannot watch files, relying on SIGHUP: {error}"),
-                },
-                (false, _) => *watcher = None,
+
+    /// Re-reads the config once; applies it when its text changed (or when `force`d by
+    /// SIGHUP), then wakes the accounts whose secrets changed. An invalid config is logged and
+    /// the running one kept.
+    async fn reload(&mut self, supervisor: &mut Supervisor, force: bool) {
+        let text = match config::read(self.path) {
+            Ok(text) => text,
+            Err(error) => {
+                tracing::error!("reload rejected, keeping the running config: {error}");
+                return;
             }
+        };
+        if force || text.text != *self.last_text {
+            self.apply(supervisor, &text).await;
         }
-        Err(error) => tracing::error!("reload rejected, keeping the running config: {error}"),
+        for name in supervisor.wake_changed_secrets() {
+            tracing::info!(account = %name, "secret changed");
+        }
+    }
+
+    async fn apply(&mut self, supervisor: &mut Supervisor, text: &config::ConfigText) {
+        let new = match text.validate(SecretCheck::Skip) {
+            Ok(new) => new,
+            Err(error) => {
+                tracing::error!("reload rejected, keeping the running config: {error}");
+                return;
+            }
+        };
+        for warning in &new.warnings {
+            tracing::warn!("{warning}");
+        }
+        let grace = new.daemon.shutdown_grace;
+        match supervisor.reload(new).await {
+            Ok(changes) => {
+                self.last_text.clone_from(&text.text);
+                self.controller.set_grace(grace);
+                let count = |wanted: fn(&Change) -> bool| {
+                    changes.iter().filter(|change| wanted(change)).count()
+                };
+                tracing::info!(
+                    added = count(|change| matches!(change, Change::Add(_))),
+                    removed = count(|change| matches!(change, Change::Remove(_))),
+                    restarted = count(|change| matches!(change, Change::Restart(_))),
+                    "config reloaded"
+                );
+                self.rewatch(supervisor);
+            }
+            Err(error) => tracing::error!("reload rejected, keeping the running config: {error}"),
+        }
+    }
+
+    /// Watches the files of the config now in force.
+    fn rewatch(&mut self, supervisor: &Supervisor) {
+        let files = supervisor.watched_files();
+        match (supervisor.config().daemon.watch, self.watcher.as_mut()) {
+            (true, Some(active)) => {
+                if let Err(error) = active.set_files(&files) {
+                    tracing::warn!("cannot update the file watches: {error}");
+                }
+            }
+            (true, None) => match watch::FileWatcher::new(&files, self.events.clone()) {
+                Ok(started) => *self.watcher = Some(started),
+                Err(error) => tracing::warn!("cannot watch files, relying on SIGHUP: {error}"),
+            },
+            (false, _) => *self.watcher = None,
+        }
     }
 }
 
 /// Runs the daemon with the real clocks and HTTP logins, steered by signals: SIGHUP reloads,
-/// SIGTERM and SIGINT stop.
+/// SIGTERM and SIGINT stop (see [`Controller::listen_for_signals`]).
 pub async fn run_with_signals(config_path: &Path) -> u8 {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (control_tx, control) = mpsc::unbounded_channel();
-    let signals = [
-        (SignalKind::hangup(), Control::Reload),
-        (SignalKind::terminate(), Control::Stop),
-        (SignalKind::interrupt(), Control::Stop),
-    ];
-    let mut listeners = HashMap::new();
-    for (kind, message) in signals {
-        match signal(kind) {
-            Ok(mut stream) => {
-                let sender = control_tx.clone();
-                listeners.insert(
-                    kind.as_raw_value(),
-                    tokio::spawn(async move {
-                        while stream.recv().await.is_some() {
-                            if sender.send(message).is_err() {
-                                break;
-                            }
-                        }
-                    }),
-                );
-            }
-            Err(error) => {
-                tracing::error!("cannot listen for signal {}: {error}", kind.as_raw_value());
-                return EXIT_FAILURE;
-            }
-        }
+    let controller = Controller::new();
+    if let Err(error) = controller.listen_for_signals() {
+        tracing::error!("cannot listen for signals: {error}");
+        return EXIT_FAILURE;
     }
-    let code = run(
+    run(
         config_path,
         Arc::new(clock::SystemClock::new()),
         http_logins(),
-        control,
+        controller,
     )
-    .await;
-    for listener in listeners.into_values() {
-        listener.abort();
-    }
-    code
+    .await
 }

@@ -7,11 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use tokio::sync::mpsc;
 
 use super::account::{Authenticator, LoginFuture};
 use super::clock::{Clock, TestClock};
-use super::{AuthFactory, Control, run};
+use super::{AuthFactory, Controller, run};
 use crate::login::{ErrorClass, LoginError, LoginOutcome};
 use crate::secret::Secret;
 use crate::token::Token;
@@ -122,7 +121,7 @@ impl Authenticator for Scripted {
 struct Harness {
     clock: Arc<TestClock>,
     scripted: Arc<Scripted>,
-    control: mpsc::UnboundedSender<Control>,
+    control: Controller,
     daemon: tokio::task::JoinHandle<u8>,
     dir: tempfile::TempDir,
 }
@@ -185,10 +184,11 @@ path = "{out}/a.token"
             let scripted = Arc::clone(&scripted);
             Arc::new(move |_account| Ok(Arc::clone(&scripted) as Arc<dyn Authenticator>))
         };
-        let (control, receiver) = mpsc::unbounded_channel();
+        let control = Controller::new();
         let path = dir.path().join("config.toml");
         let task_clock: Arc<dyn Clock> = Arc::clone(&clock) as Arc<dyn Clock>;
-        let daemon = tokio::spawn(async move { run(&path, task_clock, factory, receiver).await });
+        let steering = control.clone();
+        let daemon = tokio::spawn(async move { run(&path, task_clock, factory, steering).await });
         Harness {
             clock,
             scripted,
@@ -207,7 +207,7 @@ path = "{out}/a.token"
     }
 
     async fn stop(self) -> (u8, tempfile::TempDir, Arc<Scripted>, Arc<TestClock>) {
-        self.control.send(Control::Stop).unwrap();
+        self.control.stop();
         let code = self.daemon.await.unwrap();
         (code, self.dir, self.scripted, self.clock)
     }
@@ -364,7 +364,7 @@ async fn rejected_credentials_park_and_a_secret_change_retries_at_once() {
         .set_fallback_script(vec![Answer::Token(Duration::from_secs(3600))]);
     std::fs::write(harness.dir.path().join("secret"), "second-secret\n").unwrap();
     let rotated_at = harness.clock.timer();
-    harness.control.send(Control::Reload).unwrap();
+    harness.control.reload();
     pass(Duration::from_secs(1)).await;
     let calls = harness.scripted.calls();
     assert_eq!(
@@ -375,7 +375,7 @@ async fn rejected_credentials_park_and_a_secret_change_retries_at_once() {
     assert!(calls[parked] - rotated_at < Duration::from_secs(1));
     assert_eq!(harness.read(), harness.scripted.last_token());
     // A reload that changes nothing makes no login.
-    harness.control.send(Control::Reload).unwrap();
+    harness.control.reload();
     pass(Duration::from_secs(60)).await;
     assert_eq!(harness.scripted.calls().len(), parked + 1);
     harness.stop().await;
@@ -576,12 +576,13 @@ async fn run_many(accounts: usize, limit: usize, latency: Duration) -> (Vec<Dura
         let slow = Arc::clone(&slow);
         Arc::new(move |_account| Ok(Arc::clone(&slow) as Arc<dyn Authenticator>))
     };
-    let (control, receiver) = mpsc::unbounded_channel();
+    let control = Controller::new();
     let path = dir.path().join("config.toml");
     let task_clock: Arc<dyn Clock> = Arc::clone(&clock) as Arc<dyn Clock>;
-    let daemon = tokio::spawn(async move { run(&path, task_clock, factory, receiver).await });
+    let steering = control.clone();
+    let daemon = tokio::spawn(async move { run(&path, task_clock, factory, steering).await });
     pass(Duration::from_secs(60)).await;
-    control.send(Control::Stop).unwrap();
+    control.stop();
     assert_eq!(daemon.await.unwrap(), 0);
     let written = std::fs::read_dir(&out)
         .unwrap()

@@ -1,50 +1,123 @@
-//! Watching the config and secret files for changes, through their directories.
+//! Watching the config, secret and CA files for changes, through their directories.
 //!
 //! A file is never watched by itself: editors replace files by rename and Kubernetes swaps a
-//! `..data` symlink, both of which a watch on the file's inode misses. Any event in a watched
-//! directory becomes one message; the daemon debounces and compares contents.
+//! `..data` symlink, both of which a watch on the file's inode misses. So the directories are
+//! watched, and an event counts only when it names one of the watched files, the target of one
+//! that is a symlink, or a `..data` entry beside one (the Kubernetes swap). Everything else in
+//! those directories (a log file, an editor's swap file, other programs' files) is ignored, so a
+//! busy neighbour cannot make the daemon reload, and the daemon's own log written there cannot
+//! feed back into it.
 
 use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc::UnboundedSender;
+
+/// The name Kubernetes gives the symlink it swaps atomically in Secret and ConfigMap volumes.
+const KUBERNETES_DATA: &str = "..data";
+
+/// Which entries of which directories matter. Pure, so that it is table-tested.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Interest {
+    /// (directory, entry name) pairs whose changes matter.
+    entries: BTreeSet<(PathBuf, OsString)>,
+}
+
+impl Interest {
+    /// The entries to react to for `files`: each file, and the target of each one that is a
+    /// symlink (resolved now, and again at every reload); plus `..data` beside each file.
+    fn of(files: &[PathBuf]) -> Interest {
+        let mut interest = Interest::default();
+        for file in files {
+            interest.add(file);
+            if let Some(dir) = directory_of(file) {
+                interest
+                    .entries
+                    .insert((dir, OsString::from(KUBERNETES_DATA)));
+            }
+            if file.symlink_metadata().is_ok_and(|meta| meta.is_symlink())
+                && let Ok(target) = std::fs::canonicalize(file)
+            {
+                interest.add(&target);
+            }
+        }
+        interest
+    }
+
+    fn add(&mut self, file: &Path) {
+        if let (Some(dir), Some(name)) = (directory_of(file), file.file_name()) {
+            self.entries.insert((dir, name.to_os_string()));
+        }
+    }
+
+    /// Whether an event on `path` matters.
+    fn matches(&self, path: &Path) -> bool {
+        match (directory_of(path), path.file_name()) {
+            (Some(dir), Some(name)) => self.entries.contains(&(dir, name.to_os_string())),
+            _ => false,
+        }
+    }
+
+    /// The directories to watch.
+    fn dirs(&self) -> BTreeSet<PathBuf> {
+        self.entries.iter().map(|(dir, _)| dir.clone()).collect()
+    }
+}
 
 /// Watches the directories holding a set of files.
 pub struct FileWatcher {
     watcher: RecommendedWatcher,
     dirs: BTreeSet<PathBuf>,
+    /// Shared with the watcher's callback, which runs on notify's thread.
+    interest: Arc<Mutex<Interest>>,
 }
 
 impl FileWatcher {
-    /// Starts watching the directories of `files`; every event sends `()` on `events`.
+    /// Starts watching `files`; every event that concerns one of them sends `()` on `events`.
     ///
     /// # Errors
     /// The watcher could not be created (inotify limits, for example).
     pub fn new(files: &[PathBuf], events: UnboundedSender<()>) -> notify::Result<FileWatcher> {
+        let interest = Arc::new(Mutex::new(Interest::default()));
+        let seen = Arc::clone(&interest);
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let Ok(event) = event else {
+                // An overflowed queue may have hidden a change: look again.
+                let _ = events.send(());
+                return;
+            };
             // Access events (reads) are ours and the readers'; they change nothing.
-            if let Ok(event) = event
-                && !matches!(event.kind, notify::EventKind::Access(_))
-            {
+            if matches!(event.kind, notify::EventKind::Access(_)) {
+                return;
+            }
+            let interest = seen.lock().unwrap_or_else(|poison| poison.into_inner());
+            if event.need_rescan() || event.paths.iter().any(|path| interest.matches(path)) {
                 let _ = events.send(());
             }
         })?;
         let mut watcher = FileWatcher {
             watcher,
             dirs: BTreeSet::new(),
+            interest,
         };
         watcher.set_files(files)?;
         Ok(watcher)
     }
 
-    /// Watches exactly the directories of `files` from now on.
+    /// Watches exactly `files` from now on.
     ///
     /// # Errors
     /// A directory that cannot be watched; the others are still watched.
     pub fn set_files(&mut self, files: &[PathBuf]) -> notify::Result<()> {
-        let wanted: BTreeSet<PathBuf> =
-            files.iter().filter_map(|file| directory_of(file)).collect();
+        let interest = Interest::of(files);
+        let wanted = interest.dirs();
+        *self
+            .interest
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = interest;
         for dir in self.dirs.difference(&wanted) {
             let _ = self.watcher.unwatch(dir);
         }
@@ -89,6 +162,40 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    #[test]
+    fn interest_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("conf");
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir_all(&conf).unwrap();
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::fs::write(elsewhere.join("real.toml"), "").unwrap();
+        std::os::unix::fs::symlink(elsewhere.join("real.toml"), conf.join("config.toml")).unwrap();
+        let interest = Interest::of(&[conf.join("config.toml"), PathBuf::from("/vol/password")]);
+        let elsewhere = std::fs::canonicalize(&elsewhere).unwrap();
+        // (event path, matters?)
+        let cases = [
+            (conf.join("config.toml"), true),
+            (conf.join("..data"), true),
+            (conf.join("daemon.log"), false),
+            (conf.join(".config.toml.swp"), false),
+            (conf.join("config.toml~"), false),
+            (elsewhere.join("real.toml"), true),
+            (elsewhere.join("other.toml"), false),
+            (PathBuf::from("/vol/password"), true),
+            (PathBuf::from("/vol/..data"), true),
+            (PathBuf::from("/vol/..2026_01_01/password"), false),
+            (PathBuf::from("/vol/..data_tmp"), false),
+            (PathBuf::from("/"), false),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(interest.matches(&path), expected, "{}", path.display());
+        }
+        let mut dirs = interest.dirs().into_iter().collect::<Vec<_>>();
+        dirs.sort();
+        assert_eq!(dirs.len(), 3, "{dirs:?}");
+    }
+
     #[tokio::test]
     async fn a_symlink_swap_in_a_watched_directory_is_seen() {
         let dir = tempfile::tempdir().unwrap();
@@ -103,7 +210,7 @@ mod tests {
 
         let (sender, mut events) = tokio::sync::mpsc::unbounded_channel();
         let watcher = FileWatcher::new(&[dir.path().join("password")], sender).unwrap();
-        assert_eq!(watcher.dirs().collect::<Vec<_>>(), vec![dir.path()]);
+        assert!(watcher.dirs().any(|watched| watched == dir.path()));
         // Kubernetes swaps the `..data` link atomically by renaming a new link over it.
         std::os::unix::fs::symlink("..2026_2", dir.path().join("..data_tmp")).unwrap();
         std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
@@ -113,5 +220,38 @@ mod tests {
             std::fs::read_to_string(dir.path().join("password")).unwrap(),
             "two"
         );
+    }
+
+    #[tokio::test]
+    async fn other_files_in_a_watched_directory_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, "one").unwrap();
+        let (sender, mut events) = tokio::sync::mpsc::unbounded_channel();
+        let _watcher = FileWatcher::new(std::slice::from_ref(&config), sender).unwrap();
+        // A log file written line by line beside the config: no event gets through.
+        let log = dir.path().join("daemon.log");
+        for line in 0..200 {
+            use std::io::Write as _;
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .unwrap();
+            writeln!(file, "line {line}").unwrap();
+        }
+        // Then the config itself changes; the first event to arrive must be for it, and the
+        // queue must then be empty (the log's 200 writes left nothing behind).
+        std::fs::write(&config, "two").unwrap();
+        let seen = tokio::time::timeout(Duration::from_secs(5), events.recv()).await;
+        assert!(matches!(seen, Ok(Some(()))), "no event for the config");
+        // Let the writes' events drain through notify's thread before counting.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut extra = 0;
+        while events.try_recv().is_ok() {
+            extra += 1;
+        }
+        // Writing the config is one open, one write and one close: at most a few events.
+        assert!(extra <= 3, "{extra} more events after the config write");
     }
 }

@@ -76,19 +76,7 @@ pub async fn run(dir: Option<PathBuf>, once: bool) -> u8 {
         DEMO_LIFETIME.as_secs(),
         config_path.display()
     );
-    let (control_tx, control) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            let _ = control_tx.send(crate::daemon::Control::Stop);
-        }
-    });
-    let code = crate::daemon::run(
-        &config_path,
-        std::sync::Arc::new(crate::daemon::clock::SystemClock::new()),
-        crate::daemon::http_logins(),
-        control,
-    )
-    .await;
+    let code = crate::daemon::run_with_signals(&config_path).await;
     print!("{}", summary(&dir));
     endpoint.shutdown().await;
     code

@@ -40,11 +40,12 @@ const MIN_FRAGMENT_CHARS: usize = 4;
 const TOKEN_RUN: usize = 20;
 
 /// The longest text examined. Every decoding is at most as long as what it decodes, so this bounds
-/// each haystack; a reply body is capped at 64 KiB long before it gets here.
+/// each haystack. Reply bodies are capped at 64 KiB by default, but `max_reply_bytes` may allow up
+/// to 16 MiB.
 const MAX_SCAN_BYTES: usize = 256 * 1024;
 
 /// Runs of Base64 characters shorter than this are not decoded: they are ordinary words far more
-/// often than encodings, and a fragment needs at least 8 characters of Base64 to show anyway.
+/// often than encodings, and decode to at most five bytes.
 const MIN_BASE64_RUN: usize = 8;
 
 /// The longest HTML entity name looked up without a trailing `;` (`NewLine` is the longest known).
@@ -57,19 +58,29 @@ const MAX_ENTITY_NAME: usize = 32;
 const FILTER_WORDS: usize = 1024;
 
 /// Makes a piece of reply text safe to quote in an error message or log line.
-/// Returns the flattened, shortened text (control chars and whitespace runs → one space, trimmed,
-/// cut to EXCERPT_CHARS chars plus '…' when longer, long runs of >= 20 RFC 6750 token characters
-/// blanked as "[…]" like today's blank_token_runs), or WITHHELD when the text carries a secret in any
-/// encoding.
+///
+/// Returns the flattened, shortened text (control characters and runs of white space become one
+/// space, the result is trimmed and cut to [`EXCERPT_CHARS`] characters plus `…` when longer, and
+/// runs of at least 20 RFC 6750 token characters are blanked as `[…]` before the cut), or
+/// [`WITHHELD`] when the text carries a secret in any encoding (see [`echoes_secret`]); the whole
+/// text is examined, not only the part that would be shown.
+///
+/// Text longer than 256 KiB is quoted and examined only up to there, and its excerpt ends in `…`.
 pub fn quote(text: &str, sent_secrets: &[Secret]) -> String {
-    if echoes_secret(text, sent_secrets) {
+    let needles = Needles::new(sent_secrets);
+    // The excerpt comes from the examined part only, so an unexamined tail can never reach it.
+    let examined = prefix(text, MAX_SCAN_BYTES);
+    if needles.in_text_or_decodings(examined) {
         return WITHHELD.to_string();
     }
-    let blanked = blank_token_runs(text);
-    let quoted = shorten(flatten_spaces(&blanked).trim());
-    // Flattening can join what white space or a control character kept apart (`p@ss\u{0}word`
-    // becomes `p@ss word`), so the excerpt itself is checked too; it is short, so this is cheap.
-    if echoes_secret(&quoted, sent_secrets) {
+    let blanked = blank_token_runs(examined);
+    let mut quoted = shorten(flatten_spaces(&blanked).trim());
+    if examined.len() < text.len() && !quoted.ends_with('…') {
+        quoted.push('…');
+    }
+    // What leaves is the excerpt, so it is examined too: cheap, as it is short, and it keeps the
+    // invariant even if blanking, flattening or the cut ever made what the text alone did not.
+    if needles.in_text_or_decodings(&quoted) {
         return WITHHELD.to_string();
     }
     quoted
@@ -85,14 +96,15 @@ pub fn quote(text: &str, sent_secrets: &[Secret]) -> String {
 ///
 /// Where it is looked for: the text; its decodings as a JSON string (`\/`, `\uXXXX` with surrogate
 /// pairs, and `\xHH`), percent-encoded (`%HH` in either case, and `%uXXXX`), form-encoded (the same
-/// with `+` for space), HTML (named, decimal and hex entities, with or without `;`), and with runs of
-/// white space and control characters flattened to one space; every decoding of a decoding (so
-/// double percent-encoding, JSON then percent, HTML then percent and the like); and the Base64
-/// decoding (either alphabet, padded or not, at every alignment) of each run of at least 8 Base64
-/// characters in the text or in a first decoding, together with the first decodings of that.
+/// with `+` for space) and HTML (named, decimal and hex references, with or without `;`); every
+/// decoding of a decoding (so double percent-encoding, JSON then percent, HTML then percent and the
+/// like); and the Base64 decoding (either alphabet, padded or not, at every alignment) of each run
+/// of at least 8 Base64 characters in the text or in a first decoding, together with the first
+/// decodings of that. Each of these is also looked at with its runs of white space and control
+/// characters flattened to one space, as [`quote`] would show it.
 ///
-/// Text longer than 256 KiB cannot be examined with bounded work; when there is a secret to look
-/// for, it counts as echoing, so that it is withheld rather than quoted unexamined.
+/// Text longer than 256 KiB cannot be examined with bounded work: when there is a secret to look
+/// for, it counts as echoing, since it cannot be shown not to.
 pub fn echoes_secret(text: &str, sent_secrets: &[Secret]) -> bool {
     let needles = Needles::new(sent_secrets);
     if needles.is_empty() {
@@ -102,6 +114,15 @@ pub fn echoes_secret(text: &str, sent_secrets: &[Secret]) -> bool {
         return true;
     }
     needles.in_text_or_decodings(text)
+}
+
+/// The longest start of `text` of at most `bytes` bytes that ends on a character boundary.
+fn prefix(text: &str, bytes: usize) -> &str {
+    let mut end = bytes.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.get(..end).unwrap_or_default()
 }
 
 /// The byte strings looked for, lower-cased, each at least 4 bytes long, with an index by their
@@ -184,8 +205,18 @@ impl Needles {
         false
     }
 
+    /// Whether any needle occurs in `text` as it is or with its white space flattened the way
+    /// [`quote`] shows it, so that `p@ss\tword`, and `p@ss&nbsp;word` once decoded, are caught.
+    fn found_in_text(&self, text: &str) -> bool {
+        self.found_in(text.as_bytes())
+            || flatten_runs(text).is_some_and(|flat| self.found_in(flat.as_bytes()))
+    }
+
     fn in_text_or_decodings(&self, text: &str) -> bool {
-        if self.found_in(text.as_bytes()) {
+        if self.is_empty() {
+            return false;
+        }
+        if self.found_in_text(text) {
             return true;
         }
         // A decoder that finds nothing to decode returns None, so plain text costs one pass per
@@ -193,7 +224,7 @@ impl Needles {
         let mut first: Vec<Zeroizing<String>> = Vec::new();
         for decode in DECODERS {
             if let Some(decoded) = decode(text) {
-                if self.found_in(decoded.as_bytes()) {
+                if self.found_in_text(&decoded) {
                     return true;
                 }
                 first.push(decoded);
@@ -202,7 +233,7 @@ impl Needles {
         for decoded in &first {
             for decode in DECODERS {
                 if let Some(twice) = decode(decoded)
-                    && self.found_in(twice.as_bytes())
+                    && self.found_in_text(&twice)
                 {
                     return true;
                 }
@@ -235,6 +266,7 @@ impl Needles {
             if self.found_in(&bytes) {
                 return true;
             }
+            // Flattening and the decoders work on text: invalid UTF-8 becomes U+FFFD.
             let owned;
             let text = match String::from_utf8_lossy(&bytes) {
                 Cow::Borrowed(text) => text,
@@ -243,9 +275,12 @@ impl Needles {
                     owned.as_str()
                 }
             };
+            if self.found_in_text(text) {
+                return true;
+            }
             for decode in DECODERS {
                 if let Some(decoded) = decode(text)
-                    && self.found_in(decoded.as_bytes())
+                    && self.found_in_text(&decoded)
                 {
                     return true;
                 }
@@ -266,7 +301,11 @@ fn head_bit(head: u32) -> usize {
 /// counts although no ASCII run of it is long enough).
 fn fragments(value: &str) -> Vec<&str> {
     let mut found = Vec::new();
-    push_runs(value, |character| character.is_ascii_alphanumeric(), &mut found);
+    push_runs(
+        value,
+        |character| character.is_ascii_alphanumeric(),
+        &mut found,
+    );
     push_runs(value, char::is_alphanumeric, &mut found);
     found
 }
@@ -296,13 +335,9 @@ fn push_runs<'a>(value: &'a str, member: impl Fn(char) -> bool, found: &mut Vec<
 type Decoder = fn(&str) -> Option<Zeroizing<String>>;
 
 /// Every decoding applied, each also to the others' output. None of them makes text longer.
-const DECODERS: [Decoder; 5] = [
-    json_unescape,
-    percent_decode,
-    form_decode,
-    html_decode,
-    flatten_runs,
-];
+/// Flattening white space is not among them: every haystack is also looked at flattened, so it
+/// does not use up one of the two levels (`%26nbsp%3B` is percent, then HTML, then flattening).
+const DECODERS: [Decoder; 4] = [json_unescape, percent_decode, form_decode, html_decode];
 
 /// JSON string escapes, plus `\xHH` and `\'` that JavaScript and Python reprs use. A malformed
 /// escape (a lone surrogate, too few hex digits, an unknown letter) is left as it is.
@@ -525,15 +560,15 @@ fn html_reference(bytes: &[u8], at: usize) -> Option<(char, usize)> {
 /// Latin-1 entity names, for U+00A0 to U+00FF in order.
 const LATIN1_ENTITIES: [&str; 96] = [
     "nbsp", "iexcl", "cent", "pound", "curren", "yen", "brvbar", "sect", "uml", "copy", "ordf",
-    "laquo", "not", "shy", "reg", "macr", "deg", "plusmn", "sup2", "sup3", "acute", "micro", "para",
-    "middot", "cedil", "sup1", "ordm", "raquo", "frac14", "frac12", "frac34", "iquest", "Agrave",
-    "Aacute", "Acirc", "Atilde", "Auml", "Aring", "AElig", "Ccedil", "Egrave", "Eacute", "Ecirc",
-    "Euml", "Igrave", "Iacute", "Icirc", "Iuml", "ETH", "Ntilde", "Ograve", "Oacute", "Ocirc",
-    "Otilde", "Ouml", "times", "Oslash", "Ugrave", "Uacute", "Ucirc", "Uuml", "Yacute", "THORN",
-    "szlig", "agrave", "aacute", "acirc", "atilde", "auml", "aring", "aelig", "ccedil", "egrave",
-    "eacute", "ecirc", "euml", "igrave", "iacute", "icirc", "iuml", "eth", "ntilde", "ograve",
-    "oacute", "ocirc", "otilde", "ouml", "divide", "oslash", "ugrave", "uacute", "ucirc", "uuml",
-    "yacute", "thorn", "yuml",
+    "laquo", "not", "shy", "reg", "macr", "deg", "plusmn", "sup2", "sup3", "acute", "micro",
+    "para", "middot", "cedil", "sup1", "ordm", "raquo", "frac14", "frac12", "frac34", "iquest",
+    "Agrave", "Aacute", "Acirc", "Atilde", "Auml", "Aring", "AElig", "Ccedil", "Egrave", "Eacute",
+    "Ecirc", "Euml", "Igrave", "Iacute", "Icirc", "Iuml", "ETH", "Ntilde", "Ograve", "Oacute",
+    "Ocirc", "Otilde", "Ouml", "times", "Oslash", "Ugrave", "Uacute", "Ucirc", "Uuml", "Yacute",
+    "THORN", "szlig", "agrave", "aacute", "acirc", "atilde", "auml", "aring", "aelig", "ccedil",
+    "egrave", "eacute", "ecirc", "euml", "igrave", "iacute", "icirc", "iuml", "eth", "ntilde",
+    "ograve", "oacute", "ocirc", "otilde", "ouml", "divide", "oslash", "ugrave", "uacute", "ucirc",
+    "uuml", "yacute", "thorn", "yuml",
 ];
 
 /// A named HTML entity: the Latin-1 ones by exact name, and those for ASCII punctuation in any
@@ -590,8 +625,8 @@ fn named_entity(name: &[u8]) -> Option<char> {
     Some(character)
 }
 
-/// Runs of white space and control characters as one space, the way [`quote`] shows them: a
-/// secret with a space in it must not slip through as `p@ss\tword` or `p@ss&nbsp;word`.
+/// Runs of white space and control characters as one space, the way [`quote`] shows them; None
+/// when that changes nothing.
 fn flatten_runs(text: &str) -> Option<Zeroizing<String>> {
     let flat = Zeroizing::new(flatten_spaces(text));
     (flat.as_str() != text).then_some(flat)
@@ -901,8 +936,14 @@ mod tests {
                 "html decimal without ;",
                 html_numeric(value, Numeric::Decimal, false),
             ),
-            ("html hex, lower", html_numeric(value, Numeric::HexLower, true)),
-            ("html hex, upper", html_numeric(value, Numeric::HexUpper, true)),
+            (
+                "html hex, lower",
+                html_numeric(value, Numeric::HexLower, true),
+            ),
+            (
+                "html hex, upper",
+                html_numeric(value, Numeric::HexUpper, true),
+            ),
             (
                 "html hex without ;",
                 html_numeric(value, Numeric::HexLower, false),
@@ -921,7 +962,10 @@ mod tests {
             ("percent of html", percent(&html_named(value), false, false)),
             ("json of html", json_slash(&html_escape(value))),
             ("base64 of id:secret", STANDARD.encode(pair(value))),
-            ("base64url of id:secret", URL_SAFE_NO_PAD.encode(pair(value))),
+            (
+                "base64url of id:secret",
+                URL_SAFE_NO_PAD.encode(pair(value)),
+            ),
             ("base64url padded", URL_SAFE.encode(pair(value))),
             ("base64 of the form-encoded pair", basic.clone()),
             (
@@ -936,6 +980,10 @@ mod tests {
             (
                 "basic header, json-escaped",
                 json_slash(&format!("Basic {}", STANDARD.encode(pair(value)))),
+            ),
+            (
+                "basic header, every byte percent-encoded",
+                percent(&format!("Basic {basic}"), false, true),
             ),
             ("base64 glued to a word", format!("xauth{basic}")),
             ("a fragment alone", fragment_alone(value)),
@@ -995,8 +1043,41 @@ mod tests {
             }
         }
         // All misses at once, so that a broken decoder shows every encoding it was needed for.
-        assert!(missed.is_empty(), "{} missed:\n{}", missed.len(), missed.join("\n"));
-        assert_eq!(cases, 2 * 36 * 4);
+        assert!(
+            missed.is_empty(),
+            "{} missed:\n{}",
+            missed.len(),
+            missed.join("\n")
+        );
+        assert_eq!(cases, 2 * 37 * 4);
+    }
+
+    #[test]
+    fn a_secret_without_fragments_is_matched_whole() {
+        // No run of four letters or digits: only the whole value, decoded exactly, gives it away,
+        // so `+` must stay `+` in plain percent-decoding and white space must be flattened.
+        let canary = "a+b c/d:e";
+        let sent = secrets(&[canary]);
+        let echoes = [
+            "a+b%20c%2Fd%3Ae".to_string(),
+            "a%2Bb+c%2fd%3ae".to_string(),
+            r"a+b\tc\/d:e".to_string(),
+            r"a+b\u0020c\u002fd:e".to_string(),
+            "a&plus;b&nbsp;c&sol;d&colon;e".to_string(),
+            "a+b\r\n  c/d:e".to_string(),
+            "a+b%26nbsp%3Bc/d:e".to_string(),
+            STANDARD.encode(form_pair(canary)),
+        ];
+        for echo in echoes {
+            for (body_kind, body) in bodies(&echo) {
+                assert_eq!(quote(&body, &sent), WITHHELD, "{echo} in {body_kind}");
+            }
+        }
+        assert_eq!(
+            quote("a+b c/d:f", &sent),
+            "a+b c/d:f",
+            "a near miss is quoted"
+        );
     }
 
     #[test]
@@ -1051,7 +1132,8 @@ mod tests {
     fn ordinary_error_bodies_are_quoted() {
         let basic = STANDARD.encode(form_pair(CANARY_1));
         let sent = secrets(&[CANARY_1, CANARY_2, &basic]);
-        let json = r#"{"error":"invalid_client","error_description":"Client authentication failed"}"#;
+        let json =
+            r#"{"error":"invalid_client","error_description":"Client authentication failed"}"#;
         let html_503 = "<!DOCTYPE html>\n<html>\n<head><title>503 Service Temporarily Unavailable</title></head>\n\
                         <body>\n<center><h1>503 Service Temporarily Unavailable</h1></center>\n\
                         <hr><center>nginx</center>\n</body>\n</html>\n";
@@ -1117,17 +1199,31 @@ mod tests {
     }
 
     #[test]
-    fn oversized_text_is_withheld_only_when_there_is_something_to_hide() {
-        let text = "a ".repeat(MAX_SCAN_BYTES);
-        assert_eq!(quote(&text, &secrets(&[CANARY_1])), WITHHELD);
-        assert_ne!(quote(&text, &[]), WITHHELD);
+    fn oversized_text_is_examined_as_far_as_it_is_quoted() {
+        let sent = secrets(&[CANARY_1]);
+        let filler = "é ".repeat(MAX_SCAN_BYTES / 3);
+        let late_echo = format!("{filler}{CANARY_1}");
+        assert!(late_echo.len() > MAX_SCAN_BYTES);
+        // The caller of `echoes_secret` may show all of the text, so what was not examined counts.
+        assert!(echoes_secret(&late_echo, &sent));
+        assert!(!echoes_secret(&late_echo, &[]));
+        // `quote` shows only the start, and examines all of what it may show.
+        let quoted = quote(&late_echo, &sent);
+        assert_eq!(quoted, format!("{}…", "é ".repeat(EXCERPT_CHARS / 2)));
+        let spaces = format!("{}{CANARY_1}", " ".repeat(MAX_SCAN_BYTES));
+        assert_eq!(quote(&spaces, &sent), "…");
+        let early_echo = format!("{CANARY_1} {filler}");
+        assert_eq!(quote(&early_echo, &sent), WITHHELD);
     }
 
     #[test]
     fn decoders() {
         let json = json_unescape(r"a\/b \u00e9 \ud83d\ude00 \ud800 \udc00x \u12 \q \x2f \\u0041 \")
             .unwrap();
-        assert_eq!(json.as_str(), "a/b é 😀 \\ud800 \\udc00x \\u12 \\q / \\u0041 \\");
+        assert_eq!(
+            json.as_str(),
+            "a/b é 😀 \\ud800 \\udc00x \\u12 \\q / \\u0041 \\"
+        );
         assert!(json_unescape("no escapes").is_none());
         let percent = percent_decode("%2f%2F%zz%%u00e9%C3%B6%ff%").unwrap();
         assert_eq!(percent.as_str(), "//%zz%é\u{f6}\u{fffd}%");
@@ -1151,6 +1247,10 @@ mod tests {
             ["canary", "SECRET", "c1a2b3", "canary", "SECRET", "c1a2b3"]
         );
         assert_eq!(fragments("p@ss wörd:1%"), ["wörd"]);
+        assert_eq!(
+            fragments("passwörd1234"),
+            ["passw", "rd1234", "passwörd1234"]
+        );
     }
 
     /// A tiny linear congruential generator (Knuth's MMIX constants): reproducible, no dependency.
@@ -1170,10 +1270,50 @@ mod tests {
     fn arbitrary_input_never_panics_or_leaks() {
         // Pieces that drive every decoder into its edge cases, mixed with arbitrary bytes.
         const PIECES: &[&str] = &[
-            "%", "%u", "%uD800", "%2", "%2F", "%25", "+", "&", "&#", "&#x", "&#X", "&#99999999999;",
-            "&#x110000;", "&#0;", "&amp", "&amp;", "&nbsp;", ";", "\\", "\\u", "\\ud800", "\\udc00",
-            "\\ud83d\\ude00", "\\x", "\\/", "=", "==", "-", "_", "/", "aWQ6", "Y2Fu", "canar",
-            "SECRE", "c1a2", "wö", "rd", "p@ss", " ", "\t", "\u{0}", "é", "😀", "\u{fffd}",
+            "%",
+            "%u",
+            "%uD800",
+            "%2",
+            "%2F",
+            "%25",
+            "+",
+            "&",
+            "&#",
+            "&#x",
+            "&#X",
+            "&#99999999999;",
+            "&#x110000;",
+            "&#0;",
+            "&amp",
+            "&amp;",
+            "&nbsp;",
+            ";",
+            "\\",
+            "\\u",
+            "\\ud800",
+            "\\udc00",
+            "\\ud83d\\ude00",
+            "\\x",
+            "\\/",
+            "=",
+            "==",
+            "-",
+            "_",
+            "/",
+            "aWQ6",
+            "Y2Fu",
+            "canar",
+            "SECRE",
+            "c1a2",
+            "wö",
+            "rd",
+            "p@ss",
+            " ",
+            "\t",
+            "\u{0}",
+            "é",
+            "😀",
+            "\u{fffd}",
         ];
         let mut random = Lcg(0x5eed);
         let sent = secrets(&CANARIES);
@@ -1181,7 +1321,7 @@ mod tests {
             let mut bytes = Vec::new();
             let length = random.next() % 64;
             for _ in 0..length {
-                if random.next() % 2 == 0 {
+                if random.next().is_multiple_of(2) {
                     let piece = PIECES[(random.next() as usize) % PIECES.len()];
                     bytes.extend_from_slice(piece.as_bytes());
                 } else {
