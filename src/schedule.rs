@@ -26,6 +26,10 @@ pub const MAX_WAIT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// serious, and the old token may expire long before (reliability.md §3).
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
 
+/// Retries after a `Retry-After` spread over a window of half its length, within these bounds.
+const RETRY_AFTER_WINDOW_MIN: Duration = Duration::from_secs(4);
+const RETRY_AFTER_WINDOW_MAX: Duration = Duration::from_secs(5 * 60);
+
 /// The shortest wait before retrying a parked account, whatever its configured base: rejected
 /// credentials are not fixed by retrying every few seconds.
 const MIN_PARKED_DELAY: Duration = Duration::from_secs(60);
@@ -133,20 +137,57 @@ impl RefreshPolicy {
     }
 }
 
+/// No refresh comes sooner than this after the last one, whatever the lifetime: the hot-loop
+/// protection that remains when a lifetime is too short for [`RefreshPolicy::min_interval`].
+pub const MIN_REFRESH_GAP: Duration = Duration::from_secs(1);
+
+/// Time kept before expiry for retries, when the margin has to shrink for a short lifetime: two
+/// failures answered `Retry-After: 1` and a third attempt fit in it.
+const RETRY_ROOM: Duration = Duration::from_secs(3);
+
+/// The margin shrinks to this share of a short lifetime, and never keeps more than
+/// [`MAX_RESERVE_SHARE`] of it.
+const MARGIN_SHARE: f64 = 0.25;
+const MAX_RESERVE_SHARE: f64 = 0.5;
+
+/// How long before expiry a token of lifetime `lifetime` is renewed at the latest: the configured
+/// margin, or for lifetimes too short for it a quarter of the lifetime (but at least
+/// [`RETRY_ROOM`]), and never more than half the lifetime. With the defaults: 30 s from a
+/// lifetime of 2 min up, 15 s for 1 min, 3 s for 10 s, 2.5 s for 5 s.
+pub fn reserve(policy: &RefreshPolicy, lifetime: Duration) -> Duration {
+    let scaled = scale(lifetime, MARGIN_SHARE).max(RETRY_ROOM);
+    policy
+        .margin
+        .min(scaled)
+        .min(scale(lifetime, MAX_RESERVE_SHARE))
+}
+
+/// The band refresh points of a token of lifetime `lifetime` are drawn from, as offsets from the
+/// moment it was obtained: centred on `fraction·L`, `jitter·fraction·L` wide on either side, and
+/// shifted earlier (never squeezed) so that it ends [`reserve`] before expiry.
+pub fn band(policy: &RefreshPolicy, lifetime: Duration) -> (Duration, Duration) {
+    let fraction = nearest_valid(policy.fraction, FRACTION_RANGE, DEFAULT_FRACTION);
+    let jitter = nearest_valid(policy.jitter, JITTER_RANGE, DEFAULT_JITTER);
+    let half = scale(lifetime, jitter * fraction);
+    let top = scale(lifetime, fraction)
+        .saturating_add(half)
+        .min(lifetime.saturating_sub(reserve(policy, lifetime)));
+    (top.saturating_sub(half.saturating_mul(2)), top)
+}
+
 /// When to refresh a token obtained at `obtained` (the boot time its request was sent) that expires
 /// at `expires`, seen at `now`.
 ///
-/// With lifetime `L = expires - obtained`, the nominal point is `obtained + fraction·L`; the delay
-/// from `now` to it is stretched or shrunk by a factor drawn uniformly from
-/// `[1 - jitter, 1 + jitter]`; the result is then capped at `expires - margin` (or at `now` when
-/// that has passed) and floored at `now + min_interval`. The floor wins over the cap.
+/// The point is drawn uniformly from the [`band`] of its lifetime `L`. With the defaults that is
+/// 67.5 %..82.5 % of `L` for lifetimes of about 3 min and more; shorter ones keep the band's width
+/// (±7.5 % of `L`) but shift it so that it ends [`reserve`] before expiry: 60 %..75 % for
+/// lifetimes between 12 s and 2 min, 55 %..70 % for 10 s. No margin or floor ever cancels the
+/// jitter or pushes the point past expiry.
 ///
-/// The result always lies in `[now + min_interval, max(now + min_interval, expires - margin)]`.
-/// When `obtained <= now <= obtained + fraction·L` and neither cap nor floor binds (with the
-/// defaults: `L` of about 8 minutes or more), it lies in
-/// `[obtained + fraction·(1 - jitter)·L, obtained + fraction·(1 + jitter)·L]`, which for the
-/// defaults is 67.5 %..82.5 % of the lifetime. Once the nominal point has passed, or the token is
-/// inside its margin, it is exactly `now + min_interval`.
+/// A point less than [`MIN_REFRESH_GAP`] after `now` is drawn again from what is left of the band.
+/// When the whole band has passed (a token restored late, or a reply that took most of a short
+/// lifetime), the point is `min_interval` after `now`, but never later than halfway to expiry
+/// nor sooner than [`MIN_REFRESH_GAP`], jittered by the same share as the band.
 ///
 /// The result is an instant, not a wait: pass `result - now` through [`clamp_wait`] before it
 /// reaches a timer. Saturates at [`Duration::MAX`] instead of overflowing.
@@ -157,18 +198,69 @@ pub fn next_refresh(
     now: Boot,
     rng: &mut impl Rng,
 ) -> Boot {
-    let fraction = nearest_valid(policy.fraction, FRACTION_RANGE, DEFAULT_FRACTION);
-    let jitter = nearest_valid(policy.jitter, JITTER_RANGE, DEFAULT_JITTER);
     let lifetime = expires.saturating_sub(obtained);
-    let nominal = obtained.saturating_add(scale(lifetime, fraction));
-    let delay = nominal.saturating_sub(now);
-    let jittered = scale(delay, 1.0 + symmetric_draw(jitter, rng));
-    // A deadline already behind `now` (the token is inside its margin) caps the point into the
-    // past, and the floor then lifts it to `now + min_interval`: refresh as soon as the floor
-    // allows, rather than skip the cap and wait out the jittered delay.
-    let deadline = expires.saturating_sub(policy.margin);
-    let floor = now.saturating_add(policy.min_interval);
-    now.saturating_add(jittered).min(deadline).max(floor)
+    let (low, top) = band(policy, lifetime);
+    let (low, top) = (obtained.saturating_add(low), obtained.saturating_add(top));
+    let earliest = now.saturating_add(MIN_REFRESH_GAP);
+    if top >= earliest {
+        return draw_between(low.max(earliest), top, rng);
+    }
+    // The band has passed: refresh soon, but without a hot loop, and before expiry when there is
+    // time for it.
+    let jitter = nearest_valid(policy.jitter, JITTER_RANGE, DEFAULT_JITTER);
+    let halfway = expires.saturating_sub(now) / 2;
+    let wait = policy.min_interval.min(halfway).max(MIN_REFRESH_GAP);
+    let wait = scale(wait, 1.0 + symmetric_draw(jitter, rng)).max(MIN_REFRESH_GAP);
+    now.saturating_add(wait)
+}
+
+/// Why a lifetime is too short for the configured timing, for one warning per account: which
+/// settings had to give way and the band used instead. `None` when the settings are honoured.
+pub fn too_short(policy: &RefreshPolicy, lifetime: Duration) -> Option<String> {
+    let (low, top) = band(policy, lifetime);
+    let mut settings = Vec::new();
+    if reserve(policy, lifetime) < policy.margin {
+        settings.push(format!("refresh_margin = {:?}", policy.margin));
+    }
+    if low < policy.min_interval {
+        settings.push(format!("min_refresh_interval = {:?}", policy.min_interval));
+    }
+    if settings.is_empty() {
+        return None;
+    }
+    let share = |offset: Duration| 100.0 * offset.as_secs_f64() / lifetime.as_secs_f64().max(1e-9);
+    Some(format!(
+        "the server's tokens live {:?}, too short for {}: renewing between {:.0} % and {:.0} % of each lifetime instead",
+        lifetime,
+        settings.join(" and "),
+        share(low),
+        share(top)
+    ))
+}
+
+/// When to retry after a failed login at `now`, given the drawn `delay` (backoff, or the spread
+/// after a `Retry-After`), the earliest moment allowed (`not_before`: the server's `Retry-After`
+/// or the backoff floor), and the expiry of the token still held, if any.
+///
+/// While a token is held, a retry comes no later than halfway to its expiry, so that more attempts
+/// fit before it (two failures answered `Retry-After: 1` still leave time for a third attempt
+/// when a 10 s token is renewed at 70 %); but never before `not_before`.
+pub fn retry_at(now: Boot, delay: Duration, not_before: Duration, expires: Option<Boot>) -> Boot {
+    let mut at = now.saturating_add(delay.max(not_before));
+    if let Some(expires) = expires {
+        let halfway = now.saturating_add(expires.saturating_sub(now) / 2);
+        at = at.min(halfway).max(now.saturating_add(not_before));
+    }
+    at
+}
+
+/// A uniform draw from `[low, high]` (`low` when the range is empty).
+fn draw_between(low: Boot, high: Boot, rng: &mut impl Rng) -> Boot {
+    if high <= low {
+        low
+    } else {
+        low.saturating_add(rng.random_range(Duration::ZERO..=high - low))
+    }
 }
 
 /// Caps a wait at [`MAX_WAIT`] before it reaches a timer; never panics. Whatever the lifetime, the
@@ -178,9 +270,11 @@ pub fn clamp_wait(wait: Duration) -> Duration {
 }
 
 /// Exponential backoff with full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter"):
-/// attempt `n` waits a uniform draw from `[0, min(cap, base·2ⁿ)]`, raised to at least `floor`.
+/// attempt `n` waits `floor` plus a uniform draw from `[0, min(cap, base·2ⁿ⁺²)]`, capped at `cap`.
 /// Full jitter spreads accounts that failed together far better than a fixed schedule
-/// (reliability.md §3: peak 45 req/s instead of 1000 after an outage of 1000 accounts).
+/// (reliability.md §3: peak 45 req/s instead of 1000 after an outage of 1000 accounts), and the
+/// first retry is spread too: over 1–5 s with the defaults, so that 50 accounts that failed
+/// together put at most a few in any 100 ms (reliability.md T6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Backoff {
     /// The ceiling of the first retry's draw (default 1 s); it doubles with each failed attempt.
@@ -221,28 +315,43 @@ impl Backoff {
     }
 
     /// The wait before retry number `attempt` (0 for the first retry): within
-    /// `[floor, max(floor, min(cap, base·2^attempt))]`. Any `attempt`, up to `u32::MAX`, is fine.
+    /// `[floor, min(cap, floor + min(cap, base·2^(attempt+2)))]`, and never above `cap` unless the
+    /// floor is. Any `attempt`, up to `u32::MAX`, is fine.
     pub fn delay(&self, attempt: u32, rng: &mut impl Rng) -> Duration {
-        let ceiling = self.ceiling(attempt);
+        let ceiling = self.ceiling(attempt.saturating_add(2));
         let drawn = if ceiling.is_zero() {
             Duration::ZERO
         } else {
             rng.random_range(Duration::ZERO..=ceiling)
         };
-        drawn.max(self.floor)
+        self.floor
+            .saturating_add(drawn)
+            .min(self.cap.max(self.floor))
     }
 
-    /// The wait before the next retry after a failure: [`Backoff::delay`], but never shorter than
-    /// the server's `Retry-After`, itself cut to [`MAX_RETRY_AFTER`] (RFC 9110 §10.2.3; a server
-    /// asking for a day is not obeyed while the old token runs out).
+    /// The wait before the next retry after a failure: [`Backoff::delay`]; or, after a server's
+    /// `Retry-After` (itself cut to [`MAX_RETRY_AFTER`]: a server asking for a day is not obeyed
+    /// while the old token runs out), a uniform draw from the window that follows it, unless the
+    /// backoff already waits longer than the whole window. The window is half the `Retry-After`, at least 2 s and at most 5 min, so that
+    /// accounts told to come back together do not (RFC 9110 §10.2.3 sets the earliest moment,
+    /// not a deadline).
     pub fn retry_delay(
         &self,
         attempt: u32,
         retry_after: Option<Duration>,
         rng: &mut impl Rng,
     ) -> Duration {
-        let server_asks = retry_after.map_or(Duration::ZERO, |wait| wait.min(MAX_RETRY_AFTER));
-        self.delay(attempt, rng).max(server_asks)
+        let backoff = self.delay(attempt, rng);
+        let Some(asked) = retry_after.map(|wait| wait.min(MAX_RETRY_AFTER).max(self.floor)) else {
+            return backoff;
+        };
+        let window = (asked / 2).clamp(RETRY_AFTER_WINDOW_MIN, RETRY_AFTER_WINDOW_MAX);
+        if backoff > asked.saturating_add(window) {
+            backoff
+        } else {
+            // Uniform over the window, not the later of two draws, which would crowd its end.
+            asked.saturating_add(rng.random_range(Duration::ZERO..=window))
+        }
     }
 
     /// `min(cap, base·2^attempt)`, without ever forming `2^attempt`: doubling stops at the cap, so
@@ -456,39 +565,59 @@ mod tests {
     fn next_refresh_table_without_jitter() {
         let steady = RefreshPolicy::new(0.75, 0.0, secs(30), secs(10)).unwrap();
         let late = RefreshPolicy::new(0.95, 0.0, secs(30), secs(10)).unwrap();
+        let ms = Duration::from_millis;
         // (policy, obtained, expires, now, expected, why)
-        let cases: &[(RefreshPolicy, u64, u64, u64, u64, &str)] = &[
-            (steady, 100, 3700, 100, 2800, "75 % of an hour"),
+        let cases: &[(RefreshPolicy, u64, u64, u64, Duration, &str)] = &[
+            (steady, 100, 3700, 100, secs(2800), "75 % of an hour"),
+            (steady, 0, 3600, 1000, secs(2700), "seen later: same point"),
             (
                 steady,
                 0,
                 3600,
-                1000,
                 2700,
-                "seen later: same nominal point",
+                secs(2710),
+                "at the point: min_interval",
             ),
-            (steady, 0, 3600, 2700, 2710, "at the nominal point: floor"),
-            (steady, 0, 3600, 3000, 3010, "past the nominal point: floor"),
             (
-                late,
+                steady,
                 0,
-                100,
-                0,
-                70,
-                "95 % of 100 s capped at expiry - margin",
+                3600,
+                3000,
+                secs(3010),
+                "past the point: min_interval",
             ),
-            (steady, 0, 35, 0, 10, "cap at 5 s, the floor wins"),
-            (steady, 0, 20, 0, 10, "lifetime below the margin: floor"),
-            (steady, 0, 3600, 4000, 4010, "already expired: floor"),
+            (steady, 0, 3600, 3590, secs(3595), "past the point: halfway"),
+            (
+                steady,
+                0,
+                3600,
+                4000,
+                secs(4001),
+                "already expired: the gap",
+            ),
+            (late, 0, 100, 0, secs(75), "95 % shifted to a 25 s reserve"),
+            (steady, 0, 120, 0, secs(90), "2 min: the full 30 s margin"),
+            (
+                steady,
+                0,
+                60,
+                0,
+                secs(45),
+                "1 min: the margin shrinks to 15 s",
+            ),
+            (steady, 0, 35, 0, ms(26_250), "35 s: a quarter of it kept"),
+            (steady, 0, 10, 0, secs(7), "10 s: 3 s kept for retries"),
+            (steady, 0, 5, 0, ms(2500), "5 s: half kept"),
+            (steady, 0, 2, 0, secs(1), "2 s: the gap wins"),
             (
                 steady,
                 500,
                 400,
                 500,
-                510,
-                "expiry before the request: floor",
+                secs(501),
+                "expiry before the request",
             ),
-            (steady, 0, 0, 0, 10, "zero lifetime: floor"),
+            (steady, 0, 0, 0, secs(1), "zero lifetime: the gap"),
         ];
         for &(policy, obtained, expires, now, expected, why) in cases {
             let got = next_refresh(
@@ -498,7 +627,40 @@ mod tests {
                 secs(now),
                 &mut seeded(1),
             );
-            assert_eq!(got, secs(expected), "{why}");
+            assert_eq!(got, expected, "{why}");
+        }
+    }
+
+    #[test]
+    fn reserve_and_band_table() {
+        let policy = RefreshPolicy::default();
+        let ms = Duration::from_millis;
+        // (lifetime, reserve, band low, band top) with the defaults.
+        let cases = [
+            (secs(86_400), secs(30), ms(58_320_000), ms(71_280_000)),
+            (secs(3600), secs(30), secs(2430), secs(2970)),
+            (secs(200), secs(30), secs(135), secs(165)),
+            (secs(120), secs(30), secs(72), secs(90)),
+            (secs(60), secs(15), secs(36), secs(45)),
+            (secs(12), secs(3), ms(7200), secs(9)),
+            (secs(10), secs(3), secs(4) + ms(1500), secs(7)),
+            (secs(5), ms(2500), secs(1) + ms(750), ms(2500)),
+            (secs(2), secs(1), ms(700), secs(1)),
+            (
+                Duration::ZERO,
+                Duration::ZERO,
+                Duration::ZERO,
+                Duration::ZERO,
+            ),
+        ];
+        for (lifetime, expected_reserve, low, top) in cases {
+            assert_eq!(reserve(&policy, lifetime), expected_reserve, "{lifetime:?}");
+            let (got_low, got_top) = band(&policy, lifetime);
+            let close = |a: Duration, b: Duration| a.abs_diff(b) < Duration::from_micros(1);
+            assert!(
+                close(got_low, low) && close(got_top, top),
+                "{lifetime:?}: {got_low:?}..{got_top:?}"
+            );
         }
     }
 
@@ -509,23 +671,20 @@ mod tests {
         Duration::from_secs_f64(rng.random_range(0.0..=max).exp())
     }
 
+    /// The promise of the refresh rule for every lifetime: with the defaults, the point is before
+    /// expiry with the reserve kept, at least the gap after now, inside a band whose width is
+    /// ±7.5 % of the lifetime, and for lifetimes of about 3 min and more exactly 67.5 %..82.5 %.
     #[test]
     fn next_refresh_default_band_over_random_lifetimes() {
         let policy = RefreshPolicy::default();
-        let (fraction, jitter) = (policy.fraction, policy.jitter);
-        let margin = policy.margin.as_secs_f64();
-        let min_interval = policy.min_interval.as_secs_f64();
-        // Above this lifetime neither the cap nor the floor can bind (about 457 s).
-        let not_tiny = 2.0 * (margin + min_interval) / (1.0 - fraction - jitter * fraction);
         let mut rng = seeded(0x5eed_0001);
         let (mut lowest, mut highest) = (f64::INFINITY, f64::NEG_INFINITY);
-        let (mut banded, mut at_floor) = (0, 0);
-        for case in 0..10_000 {
+        let (mut banded, mut overdue) = (0, 0);
+        for case in 0..20_000 {
             let lifetime = random_lifetime(&mut rng);
             let obtained = Duration::from_secs_f64(rng.random_range(0.0..3e7));
             let expires = obtained + lifetime;
-            let l = lifetime.as_secs_f64();
-            let o = obtained.as_secs_f64();
+            let (l, o) = (lifetime.as_secs_f64(), obtained.as_secs_f64());
             // Mostly seen right when obtained; sometimes later, up to past expiry.
             let now = if rng.random_bool(0.7) {
                 obtained
@@ -535,46 +694,52 @@ mod tests {
             let n = now.as_secs_f64();
             let got = next_refresh(&policy, obtained, expires, now, &mut rng);
             let context = format!("case {case}: obtained {o} lifetime {l} now {n}");
-
-            assert!(
-                got >= now + policy.min_interval,
-                "{context}: below the floor"
-            );
-            let deadline = (o + l - margin).max(n + min_interval);
-            assert_between(got, n + min_interval, deadline, &context);
-
-            let nominal = o + fraction * l;
-            if n > nominal + 1e-3 {
-                assert_eq!(got, now + policy.min_interval, "{context}: overdue");
-                at_floor += 1;
-            } else if l >= not_tiny {
-                assert_between(
-                    got,
-                    o + fraction * (1.0 - jitter) * l,
-                    (o + fraction * (1.0 + jitter) * l).min(o + l - margin),
-                    &context,
-                );
+            assert!(got >= now + MIN_REFRESH_GAP, "{context}: below the gap");
+            let (low, top) = band(&policy, lifetime);
+            let (low, top) = (o + low.as_secs_f64(), o + top.as_secs_f64());
+            if top >= n + 1.0 {
+                assert_between(got, low.max(n + 1.0), top, &context);
                 banded += 1;
-                if now == obtained {
+                if l >= 3.0 {
+                    // Before expiry, with the reserve kept.
+                    let kept = reserve(&policy, lifetime).as_secs_f64();
+                    assert!(got.as_secs_f64() <= o + l - kept + SLACK, "{context}");
+                }
+                if now == obtained && l >= 5.0 {
+                    // The band keeps its width whatever the lifetime.
+                    assert!(
+                        (top - low - 0.15 * l).abs() < 1e-6 * l.max(1.0),
+                        "{context}"
+                    );
+                }
+                if now == obtained && l >= 200.0 {
                     let share = (got.as_secs_f64() - o) / l;
                     lowest = lowest.min(share);
                     highest = highest.max(share);
                 }
+            } else {
+                // The band has passed: soon, jittered around the smaller of min_interval and
+                // half the time left.
+                let wait = (got - now).as_secs_f64();
+                let nominal = 10.0_f64.min((o + l - n).max(0.0) / 2.0).max(1.0);
+                assert!(
+                    wait >= 1.0 - SLACK && wait <= (nominal * 1.1).max(1.0) + SLACK,
+                    "{context}: overdue wait {wait}"
+                );
+                overdue += 1;
             }
         }
         // The loops must have exercised both branches, and jitter must reach both band edges.
-        assert!(banded > 5000 && at_floor > 100, "{banded} {at_floor}");
+        assert!(banded > 10_000 && overdue > 100, "{banded} {overdue}");
         assert!(
-            (0.675 - 1e-9..=0.825 + 1e-9).contains(&lowest)
-                && (0.675 - 1e-9..=0.825 + 1e-9).contains(&highest),
+            (0.675 - 1e-9..0.68).contains(&lowest) && (0.82..=0.825 + 1e-9).contains(&highest),
             "observed fractions {lowest}..{highest}"
         );
-        assert!(lowest < 0.68 && highest > 0.82, "{lowest}..{highest}");
     }
 
     /// For random valid policies and arbitrary instants (including `now` before `obtained` and
-    /// expiries in the past), the result is the jittered point put through the cap and the floor:
-    /// since that map is monotonic, the result lies between the images of the two jitter extremes.
+    /// expiries in the past), the result is a draw from what is left of the band, or the
+    /// overdue wait.
     #[test]
     fn next_refresh_random_policies_follow_the_formula() {
         let mut rng = seeded(0x5eed_0002);
@@ -600,38 +765,75 @@ mod tests {
                 Duration::from_secs_f64(now),
                 &mut rng,
             );
-
-            let lifetime = (expires - obtained).max(0.0);
-            let delay = (obtained + policy.fraction * lifetime - now).max(0.0);
-            let deadline = (expires - policy.margin.as_secs_f64()).max(now);
-            let floor = now + policy.min_interval.as_secs_f64();
-            let through = |point: f64| point.min(deadline).max(floor);
+            let lifetime =
+                Duration::from_secs_f64(expires).saturating_sub(Duration::from_secs_f64(obtained));
+            let (low, top) = band(&policy, lifetime);
+            let (low, top) = (obtained + low.as_secs_f64(), obtained + top.as_secs_f64());
             let context = format!("case {case}: {policy:?} {obtained} {expires} {now}");
-            assert_between(
-                got,
-                through(now + (1.0 - policy.jitter) * delay),
-                through(now + (1.0 + policy.jitter) * delay),
-                &context,
-            );
-            assert!(got >= Duration::from_secs_f64(now) + policy.min_interval);
+            if top >= now + 1.0 + SLACK {
+                assert_between(got, low.max(now + 1.0), top, &context);
+            } else if top < now + 1.0 - SLACK {
+                let nominal = policy
+                    .min_interval
+                    .as_secs_f64()
+                    .min((expires - now).max(0.0) / 2.0)
+                    .max(1.0);
+                let wait = got.as_secs_f64() - now;
+                assert!(
+                    wait >= 1.0 - SLACK
+                        && wait <= (nominal * (1.0 + policy.jitter)).max(1.0) + SLACK,
+                    "{context}: {wait}"
+                );
+            }
+            assert!(got >= Duration::from_secs_f64(now) + MIN_REFRESH_GAP);
         }
     }
 
     #[test]
-    fn tiny_lifetimes_hit_the_floor() {
+    fn tiny_lifetimes_renew_before_expiry_without_a_hot_loop() {
         let policy = RefreshPolicy::default();
         let mut rng = seeded(3);
-        for lifetime in [1, 5, 10, 20, 29, 30] {
-            for now_offset in [0, 1] {
-                let obtained = secs(1000);
-                let now = obtained + secs(now_offset);
-                for _ in 0..100 {
-                    let got =
-                        next_refresh(&policy, obtained, obtained + secs(lifetime), now, &mut rng);
-                    assert_eq!(got, now + policy.min_interval, "lifetime {lifetime} s");
-                }
+        for lifetime in [2, 3, 5, 8, 10, 12, 20, 29, 30, 45, 60] {
+            let obtained = secs(1000);
+            let expires = obtained + secs(lifetime);
+            let mut points = Vec::new();
+            for _ in 0..200 {
+                let got = next_refresh(&policy, obtained, expires, obtained, &mut rng);
+                assert!(got >= obtained + MIN_REFRESH_GAP, "lifetime {lifetime} s");
+                assert!(got < expires, "lifetime {lifetime} s: refresh at {got:?}");
+                points.push((got - obtained).as_secs_f64() / lifetime as f64);
+            }
+            // From 3 s up the jitter band survives: the refresh points of accounts that logged
+            // in together spread over at least ±5 % of the lifetime.
+            if lifetime >= 3 {
+                let lowest = points.iter().copied().fold(f64::INFINITY, f64::min);
+                let highest = points.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                assert!(
+                    highest - lowest >= 0.10,
+                    "lifetime {lifetime} s: {lowest}..{highest}"
+                );
             }
         }
+    }
+
+    #[test]
+    fn too_short_names_the_settings_that_give_way() {
+        let policy = RefreshPolicy::default();
+        assert_eq!(too_short(&policy, secs(3600)), None);
+        assert_eq!(too_short(&policy, secs(200)), None);
+        let sixty = too_short(&policy, secs(60)).unwrap();
+        assert!(
+            sixty.contains("60s") && sixty.contains("refresh_margin = 30s"),
+            "{sixty}"
+        );
+        assert!(sixty.contains("60 % and 75 %"), "{sixty}");
+        assert!(!sixty.contains("min_refresh_interval"), "{sixty}");
+        let ten = too_short(&policy, secs(10)).unwrap();
+        assert!(
+            ten.contains("refresh_margin = 30s and min_refresh_interval = 10s"),
+            "{ten}"
+        );
+        assert!(ten.contains("55 % and 70 %"), "{ten}");
     }
 
     #[test]
@@ -654,12 +856,14 @@ mod tests {
                         let got = next_refresh(policy, obtained, expires, now, &mut rng);
                         assert!(got >= now, "{policy:?} {obtained:?} {expires:?} {now:?}");
                         assert!(clamp_wait(got - now) <= MAX_WAIT);
+                        let _ = too_short(policy, expires.saturating_sub(obtained));
+                        let _ = retry_at(now, expires, obtained, Some(expires));
                     }
                 }
             }
         }
-        // A lifetime of Duration::MAX seen right away: the nominal point is huge but finite, and
-        // the wait that reaches a timer is a week.
+        // A lifetime of Duration::MAX seen right away: the point is huge but finite, and the
+        // wait that reaches a timer is a week.
         let got = next_refresh(
             &RefreshPolicy::default(),
             Duration::ZERO,
@@ -669,7 +873,7 @@ mod tests {
         );
         assert!(got > secs(u64::MAX / 2), "{got:?}");
         assert_eq!(clamp_wait(got), MAX_WAIT);
-        // Obtained near the end of the representable range: everything saturates at MAX.
+        // Obtained near the end of the representable range: the point stays in range.
         let got = next_refresh(
             &RefreshPolicy::default(),
             near_max,
@@ -677,7 +881,7 @@ mod tests {
             near_max,
             &mut rng,
         );
-        assert_eq!(got, Duration::MAX);
+        assert!(got > near_max, "{got:?}");
     }
 
     #[test]
@@ -731,38 +935,29 @@ mod tests {
     }
 
     /// reliability.md C6: an IdP that hands back the same cached token with a shrinking
-    /// `expires_in`. Scheduling from the real remaining time with a floor bounds the requests per
-    /// token lifetime, and no two requests come closer than the floor.
+    /// `expires_in`. Scheduling from the real remaining time with the gap bounds the requests per
+    /// token lifetime (logarithmic in the lifetime: each refresh keeps about a quarter of what
+    /// was left), and no two requests come closer than the gap.
     #[test]
     fn cached_token_with_shrinking_lifetime_is_not_a_hot_loop() {
         let policy = RefreshPolicy::default();
         let mut rng = seeded(6);
-        for lifetime in [60, 600, 3600, 86_400] {
-            let expires = secs(1_000 + lifetime);
-            let mut now = secs(1_000);
-            let mut requests = 0;
-            while now < expires {
-                requests += 1;
-                let next = next_refresh(&policy, now, expires, now, &mut rng);
-                assert!(next - now >= policy.min_interval);
-                now = next;
+        for (lifetime, bound) in [(60, 8), (600, 10), (3600, 11), (86_400, 14)] {
+            for _ in 0..50 {
+                let expires = secs(1_000 + lifetime);
+                let mut now = secs(1_000);
+                let mut requests = 0;
+                while now < expires {
+                    requests += 1;
+                    let next = next_refresh(&policy, now, expires, now, &mut rng);
+                    assert!(next - now >= MIN_REFRESH_GAP);
+                    now = next;
+                }
+                assert!(
+                    requests <= bound,
+                    "lifetime {lifetime} s: {requests} requests"
+                );
             }
-            // Geometric approach to the margin, then one request per floor interval inside it.
-            // Measured: 4, 6, 7 and 9 requests for these lifetimes.
-            assert!(requests <= 10, "lifetime {lifetime} s: {requests} requests");
-        }
-    }
-
-    fn expected_ceiling(backoff: &Backoff, attempt: u32) -> Duration {
-        let doubled = 1u128
-            .checked_shl(attempt)
-            .and_then(|factor| backoff.base.as_nanos().checked_mul(factor));
-        match doubled {
-            Some(nanos) if nanos < backoff.cap.as_nanos() => Duration::new(
-                u64::try_from(nanos / 1_000_000_000).unwrap(),
-                u32::try_from(nanos % 1_000_000_000).unwrap(),
-            ),
-            _ => backoff.cap,
         }
     }
 
@@ -784,12 +979,25 @@ mod tests {
             .collect();
         for backoff in &backoffs {
             for &attempt in &attempts {
-                let ceiling = expected_ceiling(backoff, attempt);
-                assert_eq!(backoff.ceiling(attempt), ceiling, "{backoff:?} {attempt}");
+                // min(cap, base·2^(attempt+2)), by exact integer arithmetic.
+                let doubled = 1u128
+                    .checked_shl(attempt.saturating_add(2))
+                    .and_then(|factor| backoff.base.as_nanos().checked_mul(factor));
+                let span = match doubled {
+                    Some(nanos) if nanos < backoff.cap.as_nanos() => Duration::new(
+                        u64::try_from(nanos / 1_000_000_000).unwrap(),
+                        u32::try_from(nanos % 1_000_000_000).unwrap(),
+                    ),
+                    _ => backoff.cap,
+                };
+                let highest = backoff
+                    .floor
+                    .saturating_add(span)
+                    .min(backoff.cap.max(backoff.floor));
                 for _ in 0..50 {
                     let delay = backoff.delay(attempt, &mut rng);
                     assert!(
-                        delay >= backoff.floor && delay <= ceiling.max(backoff.floor),
+                        delay >= backoff.floor && delay <= highest,
                         "{backoff:?} attempt {attempt}: {delay:?}"
                     );
                 }
@@ -805,7 +1013,7 @@ mod tests {
     }
 
     #[test]
-    fn backoff_mean_grows_then_saturates_at_half_the_cap() {
+    fn backoff_mean_grows_then_saturates_near_half_the_cap() {
         let backoff = Backoff::default();
         let mut rng = seeded(8);
         let draws = 20_000;
@@ -816,23 +1024,24 @@ mod tests {
                 / f64::from(draws)
         };
         let means: Vec<f64> = (0..=12).map(|attempt| mean(attempt, &mut rng)).collect();
-        // Attempt 0 draws from [0, 1 s] and the floor lifts every draw to 1 s.
-        assert!((means[0] - 1.0).abs() < 1e-9, "{means:?}");
-        // The ceiling doubles until 256 s < 300 s < 512 s.
-        for attempt in 0..8 {
+        // Attempt 0 draws 1 s + [0, 4 s]: the first retry is spread, not always 1 s.
+        assert!((means[0] - 3.0).abs() < 0.05, "{means:?}");
+        // The span doubles until 256 s < 300 s < 512 s.
+        for attempt in 0..6 {
             assert!(
                 means[attempt + 1] > 1.2 * means[attempt],
                 "attempt {attempt}: {means:?}"
             );
         }
-        // From attempt 9 the ceiling is the cap: a uniform draw over [0, 300 s] averages 150 s.
-        for &saturated in means[9..].iter().chain([mean(u32::MAX, &mut rng)].iter()) {
-            assert!((saturated - 150.0).abs() < 4.0, "{means:?} {saturated}");
+        // From attempt 7 the span is the cap: 1 s + a uniform draw over [0, 300 s], capped at
+        // 300 s, averages just under 151 s.
+        for &saturated in means[7..].iter().chain([mean(u32::MAX, &mut rng)].iter()) {
+            assert!((saturated - 150.5).abs() < 4.0, "{means:?} {saturated}");
         }
     }
 
     #[test]
-    fn retry_delay_never_precedes_retry_after() {
+    fn retry_delay_never_precedes_retry_after_and_spreads_after_it() {
         let backoff = Backoff::default();
         let mut rng = seeded(9);
         for case in 0..10_000 {
@@ -849,13 +1058,69 @@ mod tests {
             };
             let got = backoff.retry_delay(attempt, retry_after, &mut rng);
             let honoured = retry_after.map_or(Duration::ZERO, |wait| wait.min(secs(3600)));
+            let window = (honoured / 2).clamp(secs(4), secs(300));
             let context = format!("case {case}: attempt {attempt} retry_after {retry_after:?}");
             assert!(got >= honoured, "{context}: {got:?}");
             assert!(got >= backoff.floor, "{context}: {got:?}");
-            // A Retry-After beyond an hour is not obeyed past the hour.
-            assert!(got <= honoured.max(backoff.cap), "{context}: {got:?}");
+            // A Retry-After beyond an hour is not obeyed past the hour and its window.
+            assert!(
+                got <= (honoured.max(backoff.floor) + window).max(backoff.cap),
+                "{context}: {got:?}"
+            );
         }
         assert_eq!(MAX_RETRY_AFTER, secs(3600));
+    }
+
+    /// reliability.md T6: 50 accounts told `429 Retry-After: 5` at the same instant, or failing
+    /// together without one, come back spread out: no 100 ms bucket holds more than 20 % of them.
+    #[test]
+    fn retries_of_accounts_that_failed_together_spread_out() {
+        let backoff = Backoff::default();
+        let mut rng = seeded(10);
+        for retry_after in [Some(secs(5)), Some(secs(1)), None] {
+            for round in 0..200 {
+                let mut buckets = std::collections::BTreeMap::new();
+                for _ in 0..50 {
+                    let delay = backoff.retry_delay(0, retry_after, &mut rng);
+                    assert!(delay >= retry_after.unwrap_or(Duration::ZERO));
+                    *buckets.entry(delay.as_millis() / 100).or_insert(0) += 1;
+                }
+                let largest = buckets.values().copied().max().unwrap_or(0);
+                assert!(
+                    largest <= 10,
+                    "{retry_after:?} round {round}: {largest} of 50 in one 100 ms bucket"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn retry_at_leaves_room_before_expiry_but_never_precedes_not_before() {
+        // (now, delay, not_before, expires, expected)
+        let cases = [
+            (100, 30, 1, None, 130),
+            (100, 30, 1, Some(10_000), 130),
+            (100, 30, 1, Some(120), 110),
+            (100, 30, 15, Some(120), 115),
+            (100, 30, 25, Some(120), 125),
+            (100, 2, 1, Some(101), 101),
+            (100, 5, 1, Some(50), 101),
+        ];
+        for (now, delay, not_before, expires, expected) in cases {
+            assert_eq!(
+                retry_at(secs(now), secs(delay), secs(not_before), expires.map(secs)),
+                secs(expected),
+                "{now} {delay} {not_before} {expires:?}"
+            );
+        }
+        // Two failures answered Retry-After: 1 at the latest refresh point of a 10 s token still
+        // leave a third attempt before it expires.
+        let policy = RefreshPolicy::default();
+        let expires = secs(10);
+        let (_, top) = band(&policy, expires);
+        let first = retry_at(top, secs(2), secs(1), Some(expires));
+        let second = retry_at(first, secs(2), secs(1), Some(expires));
+        assert!(second < expires, "{top:?} {first:?} {second:?}");
     }
 
     #[test]

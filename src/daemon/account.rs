@@ -128,6 +128,8 @@ pub struct AccountTask {
     status: Arc<Mutex<AccountStatus>>,
     state: Option<StateFile>,
     rng: StdRng,
+    /// Whether the short-lifetime warning was given (once per task is enough).
+    warned_short_lifetime: bool,
 }
 
 /// Failed writes are retried this often at first, doubling up to [`WRITE_RETRY_CAP`].
@@ -151,6 +153,7 @@ impl AccountTask {
             status,
             state,
             rng: StdRng::from_os_rng(),
+            warned_short_lifetime: false,
         }
     }
 
@@ -335,31 +338,35 @@ impl AccountTask {
     ) -> Duration {
         let now = self.shared.clock.boot();
         let settings = &self.shared.settings;
-        let delay = match error.class {
-            ErrorClass::Rejected => schedule::parked_delay(settings.rejected_retry, &mut self.rng),
-            ErrorClass::Transient | ErrorClass::Protocol => settings.backoff.retry_delay(
-                failures.saturating_sub(1),
-                error.retry_after,
+        let next = match error.class {
+            // Parking is long on purpose and is not pulled in by an expiring token.
+            ErrorClass::Rejected => now.saturating_add(schedule::parked_delay(
+                settings.rejected_retry,
                 &mut self.rng,
-            ),
+            )),
+            ErrorClass::Transient | ErrorClass::Protocol => {
+                let delay = settings.backoff.retry_delay(
+                    failures.saturating_sub(1),
+                    error.retry_after,
+                    &mut self.rng,
+                );
+                let not_before = error
+                    .retry_after
+                    .unwrap_or(Duration::ZERO)
+                    .min(schedule::MAX_RETRY_AFTER)
+                    .max(settings.backoff.floor);
+                // While a token is held, retry early enough for more attempts before it expires
+                // (but never before a Retry-After).
+                let expires = held.map(|current| current.expires_boot);
+                schedule::retry_at(now, delay, not_before, expires)
+            }
         };
-        let mut next = now.saturating_add(delay);
-        if error.retry_after.is_none()
-            && error.class != ErrorClass::Rejected
-            && let Some(current) = held
-        {
-            let last_chance = current
-                .expires_boot
-                .saturating_sub(Duration::from_secs(1))
-                .max(now.saturating_add(settings.backoff.floor));
-            next = next.min(last_chance);
-        }
         let still_valid = held.is_some();
         tracing::warn!(
             account = %self.account.name,
             class = ?error.class,
             attempt = failures,
-            retry_in_s = next.saturating_sub(now).as_secs(),
+            retry_in_s = next.saturating_sub(now).as_secs_f32(),
             token_still_valid = still_valid,
             "login failed ({}): {}", error.class, error.message
         );
@@ -395,6 +402,18 @@ impl AccountTask {
         }
     }
 
+    /// Warns, once per task, that the server's lifetimes are too short for the timing settings
+    /// (which then give way so that renewal still comes before expiry).
+    fn warn_if_too_short(&mut self, lifetime: Duration) {
+        if self.warned_short_lifetime {
+            return;
+        }
+        if let Some(message) = schedule::too_short(&self.shared.settings.refresh, lifetime) {
+            self.warned_short_lifetime = true;
+            tracing::warn!(account = %self.account.name, "{message}");
+        }
+    }
+
     /// Takes a fresh token in: converts its instants to boot time, schedules the refresh, saves
     /// the state file, logs the login line.
     fn accept(&mut self, outcome: LoginOutcome) -> Held {
@@ -411,6 +430,7 @@ impl AccountTask {
             &mut self.rng,
         );
         let refresh_wall = boot_to_wall(refresh_boot, wall_now, boot_now);
+        self.warn_if_too_short(expires_boot.saturating_sub(obtained_boot));
         tracing::info!(
             account = %self.account.name,
             outcome = "ok",
@@ -505,7 +525,9 @@ impl AccountTask {
             &mut self.rng,
         );
         // Too close to expiry to wait for the usual refresh point: log in now.
-        if expires_boot.saturating_sub(boot_now) < policy.margin.saturating_add(policy.min_interval)
+        let lifetime = expires_boot.saturating_sub(obtained_boot);
+        if expires_boot.saturating_sub(boot_now)
+            < schedule::reserve(&policy, lifetime).saturating_add(schedule::MIN_REFRESH_GAP)
         {
             refresh_boot = boot_now;
         }

@@ -8,6 +8,7 @@
 pub mod http;
 pub mod preset;
 pub mod request;
+pub mod scrub;
 pub mod spec;
 
 use std::fmt;
@@ -26,9 +27,6 @@ use spec::{FieldValue, HttpSettings, LoginSpec, RequestSpec};
 
 /// Longest `Retry-After` honoured: a server asking for more is still retried after an hour.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
-
-/// How long an excerpt of a reply body may be in an error message.
-const EXCERPT_CHARS: usize = 160;
 
 /// OAuth2 error codes (RFC 6749 §5.2) that mean the credentials or the request will not work
 /// however often they are retried.
@@ -323,7 +321,7 @@ impl Login {
                     .get(LOCATION)
                     .and_then(|value| value.to_str().ok())
                     .and_then(|location| url::Url::parse(location).ok())
-                    .and_then(|location| location.host_str().map(str::to_string))
+                    .and_then(|location| location.host_str().map(|host| reply.quote(host)))
                     .map_or_else(|| "elsewhere".to_string(), |host| format!("to {host}"));
                 (
                     ErrorClass::Protocol,
@@ -396,13 +394,13 @@ impl Login {
                     return Err(self.error(
                         ErrorClass::Rejected,
                         Some(code),
-                        format!("HTTP {code} without a token: {reason}"),
+                        format!("HTTP {code} without a token: {}", reply.quote(&reason)),
                     ));
                 }
                 return Err(protocol(format!(
                     "no token at {} in the reply ({})",
                     reply_spec.token.join(" or "),
-                    describe_keys(&json)
+                    reply.quote(&describe_keys(&json))
                 )));
             }
         };
@@ -455,7 +453,7 @@ impl Login {
         {
             tracing::warn!(
                 account = %self.account,
-                token_type = %kind.chars().take(32).collect::<String>(),
+                token_type = %reply.quote(&kind.chars().take(32).collect::<String>()),
                 "the server issued a token_type other than Bearer; writing it as a bearer token"
             );
         }
@@ -503,7 +501,7 @@ impl Reply<'_> {
                 }
             }
             if !parts.is_empty() {
-                return scrub(&parts.join(": "), self.sent_secrets);
+                return self.quote(&parts.join(": "));
             }
         }
         if self.body.is_empty() {
@@ -513,78 +511,13 @@ impl Reply<'_> {
     }
 
     fn excerpt(&self) -> String {
-        scrub(&String::from_utf8_lossy(self.body), self.sent_secrets)
+        self.quote(&String::from_utf8_lossy(self.body))
     }
-}
 
-/// Shortens a piece of a reply for an error message: secrets the request sent are blanked, raw
-/// and in the encodings they travelled in (error pages echo parameters), any long run of
-/// token-like characters is blanked too (a JWT, an opaque token, a Base64 header), control
-/// characters and runs of white space become one space, and the result is cut to
-/// [`EXCERPT_CHARS`].
-fn scrub(text: &str, sent_secrets: &[Secret]) -> String {
-    let mut text = text.to_string();
-    for secret in sent_secrets {
-        let raw = secret.expose();
-        // Very short secrets would blank ordinary words; they are not worth the noise.
-        if raw.len() < 4 {
-            continue;
-        }
-        let form: String = url::form_urlencoded::byte_serialize(raw.as_bytes()).collect();
-        let json = serde_json::to_string(raw).unwrap_or_default();
-        let json = json.trim_matches('"').to_string();
-        for form_of_secret in [raw.to_string(), form, json] {
-            if !form_of_secret.is_empty() {
-                text = text.replace(&form_of_secret, "[redacted]");
-            }
-        }
+    /// Any text taken from the reply, made safe to quote (see [`scrub::quote`]).
+    fn quote(&self, text: &str) -> String {
+        scrub::quote(text, self.sent_secrets)
     }
-    let text = blank_token_runs(&text);
-    let mut flat = String::with_capacity(text.len().min(EXCERPT_CHARS * 4));
-    let mut last_space = false;
-    for character in text.chars() {
-        let space = character.is_whitespace() || character.is_control();
-        if space && last_space {
-            continue;
-        }
-        flat.push(if space { ' ' } else { character });
-        last_space = space;
-    }
-    let flat = flat.trim();
-    if flat.chars().count() > EXCERPT_CHARS {
-        let cut: String = flat.chars().take(EXCERPT_CHARS).collect();
-        format!("{cut}…")
-    } else {
-        flat.to_string()
-    }
-}
-
-/// Runs of this many token characters (RFC 6750 `b64token`) or more are blanked in excerpts.
-const TOKEN_RUN: usize = 20;
-
-fn blank_token_runs(text: &str) -> String {
-    let is_token_char =
-        |character: char| character.is_ascii_alphanumeric() || "-._~+/=".contains(character);
-    let mut out = String::with_capacity(text.len());
-    let mut run = String::new();
-    let flush = |run: &mut String, out: &mut String| {
-        if run.len() >= TOKEN_RUN {
-            out.push_str("[…]");
-        } else {
-            out.push_str(run);
-        }
-        run.clear();
-    };
-    for character in text.chars() {
-        if is_token_char(character) {
-            run.push(character);
-        } else {
-            flush(&mut run, &mut out);
-            out.push(character);
-        }
-    }
-    flush(&mut run, &mut out);
-    out
 }
 
 /// A 2xx reply without a token that still says the credentials were refused: an OAuth2 error
@@ -632,30 +565,6 @@ fn json_kind(value: &serde_json::Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn scrub_blanks_secrets_and_flattens() {
-        let secrets = [Secret::new("hunter2pass".to_string())];
-        let text = "<html>\n\n  bad password hunter2pass\r\n\tfor user</html>";
-        assert_eq!(
-            scrub(text, &secrets),
-            "<html> bad password [redacted] for user</html>"
-        );
-        // Encoded echoes and token-like runs are blanked too.
-        let secrets = [Secret::new("p@ss word+1".to_string())];
-        let echoed = "got password=p%40ss+word%2B1 and {\"p\":\"p@ss word+1\"} and eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.abc";
-        let scrubbed = scrub(echoed, &secrets);
-        assert!(
-            !scrubbed.contains("p%40ss") && !scrubbed.contains("p@ss"),
-            "{scrubbed}"
-        );
-        assert!(!scrubbed.contains("eyJhbGci"), "{scrubbed}");
-        assert!(scrubbed.contains("got password="), "{scrubbed}");
-        let long = "x ".repeat(500);
-        let cut = scrub(&long, &[]);
-        assert_eq!(cut.chars().count(), EXCERPT_CHARS + 1);
-        assert!(cut.ends_with('…'));
-    }
 
     #[test]
     fn vendor_rejections() {

@@ -40,6 +40,18 @@ struct Resolver {
     sent_secrets: Vec<Secret>,
 }
 
+/// Field names that carry who is logging in rather than a credential (the presets' `username`,
+/// `userName`, `email` and `client_id`, and their usual generic spellings). Their values may be
+/// read from a secret source, but a server that echoes them back reveals nothing: they are not
+/// among the values a reply excerpt is checked against, so that `client_id = "client"` does not
+/// withhold every `invalid_client` reply.
+fn is_identifier(field: &str) -> bool {
+    matches!(
+        field.to_ascii_lowercase().as_str(),
+        "username" | "user" | "user_name" | "login" | "email" | "client_id" | "clientid"
+    )
+}
+
 impl Resolver {
     fn resolve(&mut self, field: &str, value: &FieldValue) -> Result<Secret, BuildError> {
         match value {
@@ -49,7 +61,9 @@ impl Resolver {
                     field: field.to_string(),
                     source,
                 })?;
-                self.sent_secrets.push(secret.clone());
+                if !is_identifier(field) {
+                    self.sent_secrets.push(secret.clone());
+                }
                 Ok(secret)
             }
         }
@@ -305,5 +319,38 @@ mod tests {
             built.headers.get(CONTENT_TYPE).unwrap(),
             "application/x-www-form-urlencoded"
         );
+    }
+
+    #[test]
+    fn identifiers_are_sent_but_not_checked_against_replies() {
+        use crate::secret::SecretSource;
+        let literal =
+            |text: &str| FieldValue::Secret(SecretSource::Literal(Secret::new(text.to_string())));
+        let spec = RequestSpec {
+            method: Method::POST,
+            url: Url::parse("https://idp.example/token").unwrap(),
+            headers: vec![],
+            encoding: Encoding::Json,
+            fields: vec![
+                ("email".to_string(), literal("client@example.com")),
+                ("password".to_string(), literal("hunter2-canary")),
+            ],
+            basic_auth: Some(BasicAuth {
+                user: literal("client"),
+                password: literal("basic-canary"),
+            }),
+        };
+        let built = build(&spec).unwrap();
+        let sent: Vec<&str> = built.sent_secrets.iter().map(Secret::expose).collect();
+        assert!(
+            sent.contains(&"hunter2-canary") && sent.contains(&"basic-canary"),
+            "{sent:?}"
+        );
+        assert!(
+            !sent.contains(&"client") && !sent.contains(&"client@example.com"),
+            "{sent:?}"
+        );
+        // The Basic pair's Base64 is checked too, since it carries the password.
+        assert_eq!(sent.len(), 3, "{sent:?}");
     }
 }

@@ -133,7 +133,11 @@ async fn bad_replies_write_nothing_and_keep_the_old_token() {
                 body: echo,
                 headers: vec![],
             },
-            &["credentials rejected", "HTTP 400", "[redacted]"],
+            &[
+                "credentials rejected",
+                "HTTP 400",
+                tokenkeeper::login::scrub::WITHHELD,
+            ],
         ),
         (
             "302 redirect",

@@ -112,7 +112,9 @@ async fn no_secret_or_token_in_any_output_at_trace_level() {
     let rejected = tokenkeeper(&["token", "apinizer", "--config", &config], &trace).await;
     assert_eq!(rejected.code, 1, "{rejected:?}");
     assert!(
-        rejected.stderr.contains("[redacted]"),
+        rejected
+            .stderr
+            .contains(tokenkeeper::login::scrub::WITHHELD),
         "{}",
         rejected.stderr
     );

@@ -1,0 +1,272 @@
+//! The refresh rule over every lifetime, in virtual time and property style: renewal before
+//! expiry with room for retries, the jitter band kept across accounts, bounded logins for tiny
+//! lifetimes, and retries that spread out (reliability.md T6, T7).
+
+use std::collections::BTreeMap;
+
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
+
+use super::*;
+
+/// Lifetimes from 5 s to 7 days, roughly evenly spread on a log scale.
+const LIFETIMES: &[u64] = &[
+    5,
+    10,
+    12,
+    15,
+    20,
+    30,
+    45,
+    60,
+    90,
+    120,
+    300,
+    600,
+    1800,
+    3600,
+    4 * 3600,
+    86_400,
+    7 * 86_400,
+];
+
+/// `count` accounts `a0`, `a1` … each with its own scripted login, started together by `run`.
+struct Fleet {
+    logins: BTreeMap<String, Arc<Scripted>>,
+    control: Controller,
+    daemon: tokio::task::JoinHandle<u8>,
+    _dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    /// Every account answers `script`, then `fallback`; `daemon_table` goes under `[daemon]`.
+    async fn start(
+        count: usize,
+        script: Vec<Answer>,
+        fallback: Answer,
+        daemon_table: &str,
+    ) -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let mut text = format!(
+            "[daemon]\nwatch = false\nstate_dir = \"{}\"\n{daemon_table}\n[defaults]\nmax_lifetime = \"8d\"\n",
+            dir.path().join("state").display()
+        );
+        for index in 0..count {
+            text += &format!(
+                "[accounts.a{index}]\npreset = \"oauth2\"\ntoken_url = \"https://idp.example/t\"\nclient_id = \"i\"\nclient_secret = {{ env = \"HOME\" }}\n[[accounts.a{index}.outputs]]\npath = \"{}/a{index}.token\"\n",
+                out.display()
+            );
+        }
+        std::fs::write(dir.path().join("config.toml"), text).unwrap();
+        let clock = Arc::new(TestClock::new(
+            Timestamp::from_second(1_800_000_000).unwrap(),
+        ));
+        let logins: BTreeMap<String, Arc<Scripted>> = (0..count)
+            .map(|index| {
+                (
+                    format!("a{index}"),
+                    Scripted::new(&clock, script.clone(), fallback.clone()),
+                )
+            })
+            .collect();
+        let factory: AuthFactory = {
+            let logins = logins.clone();
+            Arc::new(move |account: &crate::config::Account| {
+                Ok(Arc::clone(&logins[&account.name]) as Arc<dyn Authenticator>)
+            })
+        };
+        let control = Controller::new();
+        let steering = control.clone();
+        let path = dir.path().join("config.toml");
+        let task_clock: Arc<dyn Clock> = clock;
+        let daemon = tokio::spawn(async move { run(&path, task_clock, factory, steering).await });
+        Fleet {
+            logins,
+            control,
+            daemon,
+            _dir: dir,
+        }
+    }
+
+    async fn stop(self) {
+        self.control.stop();
+        assert_eq!(self.daemon.await.unwrap(), 0);
+    }
+}
+
+/// Successful logins of one scripted account: (instant, token).
+fn successes(login: &Scripted) -> Vec<Duration> {
+    login
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, token)| token.is_some())
+        .map(|(at, _)| *at)
+        .collect()
+}
+
+/// reliability.md T7 and the property: with default settings, for every lifetime from
+/// 10 s to 7 days, up to two transient failures answered `Retry-After: 1` at any renewal never
+/// leave an expired token on disk: each new token arrives before the previous one expires.
+#[tokio::test(start_paused = true)]
+async fn two_retry_after_failures_at_a_renewal_never_leave_an_expired_token() {
+    let mut rng = StdRng::seed_from_u64(0x7e57_0001);
+    let mut tightest = f64::INFINITY;
+    for &lifetime in LIFETIMES.iter().filter(|&&lifetime| lifetime >= 10) {
+        let lifetime = Duration::from_secs(lifetime);
+        // Virtual days cost real time (the supervisor's clock check ticks every 15 s), so the
+        // longest lifetimes get one draw each.
+        let seeds = if lifetime >= Duration::from_secs(86_400) {
+            1
+        } else {
+            3
+        };
+        for _seed in 0..seeds {
+            let renewals = 4;
+            let mut script = vec![Answer::Token(lifetime)];
+            for _ in 0..renewals {
+                for _ in 0..rng.random_range(0..=2) {
+                    script.push(Answer::Fail(
+                        ErrorClass::Transient,
+                        Some(Duration::from_secs(1)),
+                    ));
+                }
+                script.push(Answer::Token(lifetime));
+            }
+            let fleet = Fleet::start(1, script, Answer::Token(lifetime), "").await;
+            pass(lifetime * (renewals + 1)).await;
+            let login = Arc::clone(&fleet.logins["a0"]);
+            fleet.stop().await;
+            let times = successes(&login);
+            assert!(
+                times.len() > renewals as usize,
+                "lifetime {lifetime:?}: {} tokens in {} lifetimes",
+                times.len(),
+                renewals + 1
+            );
+            for pair in times.windows(2) {
+                let left = (pair[0] + lifetime).saturating_sub(pair[1]);
+                assert!(
+                    pair[1] < pair[0] + lifetime,
+                    "lifetime {lifetime:?}: a token obtained at {:?} expired before the next at {:?}; calls {:?}",
+                    pair[0],
+                    pair[1],
+                    login.calls()
+                );
+                tightest = tightest.min(left.as_secs_f64() / lifetime.as_secs_f64());
+            }
+        }
+    }
+    // Even the tightest renewal left a real share of the lifetime.
+    assert!(tightest > 0.0, "{tightest}");
+}
+
+/// The jitter band survives short lifetimes: 40 accounts that logged in together renew at points
+/// that spread over at least ±5 % of the lifetime, for every lifetime from 5 s to 7 days.
+#[tokio::test(start_paused = true)]
+async fn refresh_points_of_accounts_that_started_together_stay_spread() {
+    for &lifetime in LIFETIMES {
+        let lifetime = Duration::from_secs(lifetime);
+        // A tiny start-up spread, so that the accounts really start together.
+        let fleet = Fleet::start(
+            40,
+            vec![],
+            Answer::Token(lifetime),
+            "startup_spread = \"1ms\"",
+        )
+        .await;
+        // Every account renews within 82.5 % of the lifetime after its first login.
+        pass(lifetime).await;
+        let shares: Vec<f64> = fleet
+            .logins
+            .values()
+            .map(|login| {
+                let times = successes(login);
+                assert!(times.len() >= 2, "lifetime {lifetime:?}: {times:?}");
+                (times[1] - times[0]).as_secs_f64() / lifetime.as_secs_f64()
+            })
+            .collect();
+        fleet.stop().await;
+        let lowest = shares.iter().copied().fold(f64::INFINITY, f64::min);
+        let highest = shares.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        assert!(
+            highest - lowest >= 0.10,
+            "lifetime {lifetime:?}: refresh points within {lowest:.3}..{highest:.3} of the lifetime"
+        );
+        assert!(
+            highest < 1.0,
+            "lifetime {lifetime:?}: renewed at {highest:.3}"
+        );
+    }
+}
+
+/// Tiny lifetimes are renewed before they expire, yet never more than once a second.
+#[tokio::test(start_paused = true)]
+async fn tiny_lifetimes_give_bounded_logins() {
+    for seconds in [1, 2, 3, 5] {
+        let lifetime = Duration::from_secs(seconds);
+        let fleet = Fleet::start(1, vec![], Answer::Token(lifetime), "").await;
+        let span = Duration::from_secs(60);
+        pass(span).await;
+        let login = Arc::clone(&fleet.logins["a0"]);
+        fleet.stop().await;
+        let calls = login.calls();
+        let per_lifetime = calls.len() as f64 * lifetime.as_secs_f64() / span.as_secs_f64();
+        // At most one login a second (plus the first); at least one per lifetime from 2 s up.
+        assert!(
+            calls.len() <= 61,
+            "{seconds} s: {} logins in 60 s",
+            calls.len()
+        );
+        if seconds >= 2 {
+            assert!(
+                per_lifetime >= 1.0,
+                "{seconds} s: {per_lifetime} logins per lifetime"
+            );
+        }
+        for gap in gaps(&calls) {
+            assert!(
+                gap >= crate::schedule::MIN_REFRESH_GAP,
+                "{seconds} s: {gap:?}"
+            );
+        }
+    }
+}
+
+/// reliability.md T6: 50 accounts answered `429 Retry-After: 5` together come back spread over a
+/// window after the five seconds (never before), and 50 that fail together without one spread
+/// their first retry too: no 100 ms holds more than 20 % of them.
+#[tokio::test(start_paused = true)]
+async fn retries_of_accounts_that_failed_together_spread_out() {
+    for retry_after in [Some(Duration::from_secs(5)), None] {
+        let fleet = Fleet::start(
+            50,
+            vec![Answer::Fail(ErrorClass::Transient, retry_after)],
+            Answer::Token(Duration::from_secs(3600)),
+            "startup_spread = \"1ms\"",
+        )
+        .await;
+        pass(Duration::from_secs(60)).await;
+        let mut buckets: BTreeMap<u128, usize> = BTreeMap::new();
+        for login in fleet.logins.values() {
+            let calls = login.calls();
+            assert_eq!(calls.len(), 2, "{calls:?}");
+            let waited = calls[1] - calls[0];
+            assert!(
+                waited >= retry_after.unwrap_or(Duration::from_secs(1)),
+                "{retry_after:?}: retried after {waited:?}"
+            );
+            *buckets.entry(calls[1].as_millis() / 100).or_default() += 1;
+        }
+        fleet.stop().await;
+        let largest = buckets.values().copied().max().unwrap_or(0);
+        assert!(
+            largest <= 10,
+            "{retry_after:?}: {largest} of 50 retries in one 100 ms: {buckets:?}"
+        );
+        assert!(buckets.len() >= 15, "{retry_after:?}: {buckets:?}");
+    }
+}
