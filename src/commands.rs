@@ -24,16 +24,30 @@ pub enum RoundError {
     #[error("account {account}: {message}")]
     Setup { account: String, message: String },
     #[error(
-        "account {account}: {path}: the token holds characters a shell would interpret, so it is not written in the env format"
+        "account {account}: {path}: the token holds characters a shell would interpret, so it is not written to any output"
     )]
     UnsafeForEnv { account: String, path: String },
-    #[error("account {account}: writing {path}: {source}")]
+    #[error("account {account}: {}", describe_write_failures(.failures))]
     Write {
         account: String,
-        path: String,
-        #[source]
-        source: sink::SinkError,
+        /// Every output that could not be written; the others hold the new token.
+        failures: Vec<WriteFailure>,
     },
+}
+
+/// One output that could not be written.
+#[derive(Debug)]
+pub struct WriteFailure {
+    pub path: std::path::PathBuf,
+    pub source: sink::SinkError,
+}
+
+fn describe_write_failures(failures: &[WriteFailure]) -> String {
+    let described: Vec<String> = failures
+        .iter()
+        .map(|failure| format!("writing {}: {}", failure.path.display(), failure.source))
+        .collect();
+    described.join("; ")
 }
 
 /// What one account's round did.
@@ -44,11 +58,10 @@ pub struct RoundReport {
     pub outputs: Vec<(std::path::PathBuf, Publish)>,
 }
 
-/// Logs one account in and writes every output. Stops at the first failed write; the outputs
-/// already written hold the new, valid token and the rest keep their old one.
+/// Logs one account in and writes every output (see [`write_outputs`]).
 ///
 /// # Errors
-/// The login's error, or the first failed write.
+/// The login's error, or the outputs that could not be written.
 pub async fn round(account: &Account) -> Result<RoundReport, RoundError> {
     let login = Login::new(
         &account.name,
@@ -65,36 +78,53 @@ pub async fn round(account: &Account) -> Result<RoundReport, RoundError> {
     Ok(RoundReport { outcome, outputs })
 }
 
-/// Writes a token to every output of an account.
+/// Writes a token to every output of an account. The token is checked against every output's
+/// format first, so that either all outputs can take it or none is written; then each output is
+/// written, and one that fails (a full disk, a missing directory) does not keep the others from
+/// the new token.
 ///
 /// # Errors
-/// The first failed write, naming the path.
+/// A token the `env` format refuses (nothing written), or every output that could not be
+/// written (the others were).
 pub fn write_outputs(
     account: &Account,
     token: &crate::token::Token,
 ) -> Result<Vec<(std::path::PathBuf, Publish)>, RoundError> {
+    if let Some(output) = account
+        .outputs
+        .iter()
+        .find(|output| output.format == Format::Env && !sink::env_safe(token.expose()))
+    {
+        return Err(RoundError::UnsafeForEnv {
+            account: account.name.clone(),
+            path: output.path.display().to_string(),
+        });
+    }
     let mut written = Vec::with_capacity(account.outputs.len());
+    let mut failures = Vec::new();
     for output in &account.outputs {
-        if output.format == Format::Env && !sink::env_safe(token.expose()) {
-            return Err(RoundError::UnsafeForEnv {
-                account: account.name.clone(),
-                path: output.path.display().to_string(),
-            });
-        }
         let contents = sink::render(
             output,
             &account.name,
             token,
             account.login.scheme.as_deref(),
         );
-        let publish = sink::publish(output, &contents).map_err(|source| RoundError::Write {
-            account: account.name.clone(),
-            path: output.path.display().to_string(),
-            source,
-        })?;
-        written.push((output.path.clone(), publish));
+        match sink::publish(output, &contents) {
+            Ok(publish) => written.push((output.path.clone(), publish)),
+            Err(source) => failures.push(WriteFailure {
+                path: output.path.clone(),
+                source,
+            }),
+        }
     }
-    Ok(written)
+    if failures.is_empty() {
+        Ok(written)
+    } else {
+        Err(RoundError::Write {
+            account: account.name.clone(),
+            failures,
+        })
+    }
 }
 
 /// Runs a round for every account, a few at a time. Returns the number of accounts that failed;
@@ -162,23 +192,20 @@ pub fn plan(config: &Config) -> String {
     );
     for account in config.accounts.values() {
         text.push('\n');
-        describe_account(&mut text, account);
+        let line = config.lines.get(&account.name).copied().unwrap_or(0);
+        describe_account(&mut text, account, line);
     }
     text
 }
 
-fn describe_account(text: &mut String, account: &Account) {
+fn describe_account(text: &mut String, account: &Account, line: usize) {
     let kind = match account.preset {
         Some(preset) => format!("preset {}", preset.name()),
         None => "generic login".to_string(),
     };
     let login = &account.login;
     let request = &login.request;
-    let _ = writeln!(
-        text,
-        "account {} ({kind}, line {})",
-        account.name, account.line
-    );
+    let _ = writeln!(text, "account {} ({kind}, line {})", account.name, line);
     let _ = writeln!(text, "  login    {} {}", request.method, request.url);
     let encoding = match request.encoding {
         Encoding::Form => "form",

@@ -46,6 +46,10 @@ pub struct Config {
     /// The file it was read from, for messages.
     pub path: PathBuf,
     pub accounts: BTreeMap<String, Account>,
+    /// The line each account's table starts on, for plans and messages. Kept apart from
+    /// [`Account`], whose equality says whether a reload must restart it: moving an account
+    /// within the file (a comment added above it) changes nothing it does.
+    pub lines: BTreeMap<String, usize>,
     /// How `run` schedules, retries and stops.
     pub daemon: DaemonSettings,
     /// Things that work but deserve the operator's attention (literal secrets in a readable file).
@@ -63,8 +67,6 @@ pub struct Account {
     /// Longer lifetimes reported by a server are cut to this.
     pub max_lifetime: SignedDuration,
     pub outputs: Vec<OutputSpec>,
-    /// Where the account's table starts in the file.
-    pub line: usize,
 }
 
 /// What to do with an account's files when its token expires and no new one could be had.
@@ -258,7 +260,9 @@ pub fn parse(
     let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError {
         path: path.to_path_buf(),
         problems: vec![Problem {
-            line: error.span().map(|span| line_of(text, span.start)),
+            line: error
+                .span()
+                .map(|span| LineIndex::new(text).line_of(span.start)),
             key: error
                 .span()
                 .map_or_else(|| "syntax".to_string(), |span| key_at(text, span.start)),
@@ -266,7 +270,7 @@ pub fn parse(
         }],
     })?;
     let mut validator = Validator {
-        text,
+        lines: LineIndex::new(text),
         problems: Vec::new(),
         warnings: Vec::new(),
         secrets,
@@ -284,7 +288,9 @@ pub fn parse(
             "no accounts are configured: add an [accounts.NAME] table",
         );
     }
+    let mut lines = BTreeMap::new();
     for (name, account) in &raw.accounts {
+        lines.insert(name.clone(), validator.lines.line_of(account.span().start));
         if let Some(account) = validator.account(name, account, &defaults) {
             accounts.insert(name.clone(), account);
         }
@@ -293,6 +299,7 @@ pub fn parse(
         Ok(Config {
             path: path.to_path_buf(),
             accounts,
+            lines,
             daemon,
             warnings: validator.warnings,
         })
@@ -475,8 +482,9 @@ struct Defaults {
     mode: u32,
 }
 
-struct Validator<'a> {
-    text: &'a str,
+struct Validator {
+    /// Turns the spans of problems into line numbers.
+    lines: LineIndex,
     problems: Vec<Problem>,
     warnings: Vec<String>,
     secrets: SecretCheck,
@@ -499,10 +507,10 @@ const CREDENTIAL_KEYS: &[(&str, bool)] = &[
     ("password", true),
 ];
 
-impl Validator<'_> {
+impl Validator {
     fn problem(&mut self, span: Option<Range<usize>>, key: &str, message: impl Into<String>) {
         self.problems.push(Problem {
-            line: span.map(|span| line_of(self.text, span.start)),
+            line: span.map(|span| self.lines.line_of(span.start)),
             key: key.to_string(),
             message: message.into(),
         });
@@ -902,7 +910,6 @@ impl Validator<'_> {
             http,
             max_lifetime,
             outputs,
-            line: line_of(self.text, span.start),
         })
     }
 
@@ -1472,14 +1479,29 @@ fn secret_field_name(name: &str) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Pure checks, table-tested below.
 
-/// 1-based line of a byte offset.
-fn line_of(text: &str, offset: usize) -> usize {
-    let end = offset.min(text.len());
-    text.as_bytes()[..end]
-        .iter()
-        .filter(|byte| **byte == b'\n')
-        .count()
-        + 1
+/// Where each line of a text starts, so that the line of any byte offset is a binary search:
+/// locating 10,000 accounts stays linear in the size of the file.
+struct LineIndex {
+    /// Byte offsets of the first byte of each line; the first is 0.
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    fn new(text: &str) -> LineIndex {
+        let mut starts = vec![0];
+        starts.extend(
+            text.bytes()
+                .enumerate()
+                .filter(|(_, byte)| *byte == b'\n')
+                .map(|(index, _)| index + 1),
+        );
+        LineIndex { starts }
+    }
+
+    /// 1-based line of a byte offset (offsets past the end count as the last line).
+    fn line_of(&self, offset: usize) -> usize {
+        self.starts.partition_point(|start| *start <= offset)
+    }
 }
 
 /// The dotted key at a byte offset, for errors that toml reports by position only: the nearest
@@ -1553,21 +1575,19 @@ pub fn default_env_name(account: &str) -> String {
     name
 }
 
-/// A duration such as `90s`, `15m`, `1h30m`, `24h` or `7d`.
+/// A duration such as `90s`, `15m`, `1h30m`, `24h`, `7d`, `1d12h`, `1w` or `500ms` (jiff's
+/// friendly format, and ISO 8601 `PT1M30S`). Days and weeks are 24 hours and 7 days; months and
+/// years are refused, since their length depends on the date.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad =
-        || format!("`{text}` is not a duration; write e.g. \"90s\", \"15m\", \"1h30m\" or \"7d\"");
-    let trimmed = text.trim();
-    if let Some(days) = trimmed.strip_suffix('d')
-        && let Ok(days) = days.trim().parse::<u64>()
-    {
-        let duration = days
-            .checked_mul(86_400)
-            .map(Duration::from_secs)
-            .ok_or_else(bad)?;
-        return check_duration_limit(text, duration);
-    }
-    let parsed: SignedDuration = trimmed.parse().map_err(|_| bad())?;
+    let bad = || {
+        format!(
+            "`{text}` is not a duration; write e.g. \"90s\", \"15m\", \"1h30m\", \"7d\" or \"1d12h\""
+        )
+    };
+    let span: jiff::Span = text.trim().parse().map_err(|_| bad())?;
+    let parsed = span
+        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .map_err(|_| bad())?;
     if parsed.is_negative() || parsed.is_zero() {
         return Err(format!("`{text}` must be longer than zero"));
     }
@@ -1727,6 +1747,15 @@ mod tests {
             ("200000000000000d", None),
             ("100000h", None),
             ("PT1M", Some(60)),
+            ("1d12h", Some(129_600)),
+            ("1d 12h", Some(129_600)),
+            ("2d3h4m5s", Some(2 * 86_400 + 3 * 3600 + 4 * 60 + 5)),
+            ("1w", Some(604_800)),
+            ("1w2d", Some(9 * 86_400)),
+            ("90 minutes", Some(5400)),
+            ("P1DT12H", Some(129_600)),
+            ("1mo", None),
+            ("1y", None),
             ("0s", None),
             ("-5s", None),
             ("soon", None),
@@ -1865,8 +1894,12 @@ path = "/run/tk/g"
 
     #[test]
     fn line_numbers() {
-        assert_eq!(line_of("a\nb\nc", 0), 1);
-        assert_eq!(line_of("a\nb\nc", 2), 2);
-        assert_eq!(line_of("a\nb\nc", 99), 3);
+        let index = LineIndex::new("a\nb\nc");
+        // (offset, line): the newline itself belongs to the line it ends.
+        for (offset, line) in [(0, 1), (1, 1), (2, 2), (3, 2), (4, 3), (99, 3)] {
+            assert_eq!(index.line_of(offset), line, "offset {offset}");
+        }
+        assert_eq!(LineIndex::new("").line_of(0), 1);
+        assert_eq!(LineIndex::new("\n\n").line_of(2), 3);
     }
 }

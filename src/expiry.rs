@@ -121,6 +121,9 @@ pub fn parse_timestamp(text: &str) -> Result<Timestamp, ExpiryError> {
     if let Ok(timestamp) = normalized.parse::<Timestamp>() {
         return Ok(timestamp);
     }
+    if let Some(timestamp) = beyond_range(&normalized) {
+        return Ok(timestamp);
+    }
     if let Some(timestamp) = parse_http_date(text) {
         return Ok(timestamp);
     }
@@ -130,6 +133,23 @@ pub fn parse_timestamp(text: &str) -> Result<Timestamp, ExpiryError> {
         return Err(ExpiryError::TimestampWithoutOffset(excerpt(text)));
     }
     Err(ExpiryError::BadTimestamp(excerpt(text)))
+}
+
+/// A valid date, time and offset that lie beyond what [`Timestamp`] holds (`9999-12-31T23:59Z`,
+/// a vendor's "never expires"): saturated to the bound, like Unix seconds beyond range, so that
+/// the lifetime is then cut to `max_lifetime` like any other.
+fn beyond_range(text: &str) -> Option<Timestamp> {
+    let pieces = jiff::fmt::temporal::Pieces::parse(text).ok()?;
+    pieces.offset()?;
+    pieces.time()?;
+    let year = pieces.date().year();
+    if year >= Timestamp::MAX.to_zoned(jiff::tz::TimeZone::UTC).year() {
+        Some(Timestamp::MAX)
+    } else if year <= Timestamp::MIN.to_zoned(jiff::tz::TimeZone::UTC).year() {
+        Some(Timestamp::MIN)
+    } else {
+        None
+    }
 }
 
 /// Reads an absolute expiry from a JSON value: a string goes through [`parse_timestamp`], a number
@@ -650,6 +670,13 @@ mod tests {
             (" 1720684080 ", Want::Secs(1_720_684_080)),
             ("0", Want::Secs(0)),
             ("99999999999999999999999", Want::Max),
+            // Valid far-future timestamps beyond jiff's range saturate (and are then clamped).
+            ("9999-12-31T23:59Z", Want::Max),
+            ("9999-12-31T23:59:59.999999999+00:00", Want::Max),
+            ("9999-12-31T23:59:59-14:00", Want::Max),
+            ("9999-12-30T12:00Z", Want::At("9999-12-30T12:00:00Z")),
+            ("9999-12-31T23:59", Want::NoOffset),
+            ("9999-12-32T23:59Z", Want::Bad),
             // Junk.
             ("", Want::Bad),
             ("   ", Want::Bad),

@@ -15,7 +15,7 @@ pub mod watch;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -93,6 +93,9 @@ struct Running {
     /// secrets; the task watches it.
     credentials: tokio::sync::watch::Sender<CredentialsDigest>,
     status: Arc<Mutex<AccountStatus>>,
+    /// A digest of the CA bundle's contents when the task's HTTP client was built: a rotated
+    /// bundle restarts the account, so that its client trusts the new one.
+    ca_digest: Option<u64>,
 }
 
 /// Owns the account tasks.
@@ -175,6 +178,7 @@ impl Supervisor {
             startup_accounts,
         };
         let state = self.state.as_ref().map(|dir| dir.file(&account));
+        let ca_digest = crate::login::http::ca_digest(&account.http);
         let task = AccountTask::new(
             account.clone(),
             auth,
@@ -191,6 +195,7 @@ impl Supervisor {
                 task: handle,
                 credentials,
                 status,
+                ca_digest,
             },
         );
     }
@@ -204,6 +209,12 @@ impl Supervisor {
     pub async fn reload(&mut self, new: Config) -> Result<Vec<Change>, String> {
         let restart_all = task_settings_differ(&self.config.daemon, &new.daemon);
         let mut changes = diff(&self.config.accounts, &new.accounts);
+        for name in self.ca_changed() {
+            if new.accounts.get(&name) == self.config.accounts.get(&name) {
+                tracing::info!(account = %name, "the CA bundle changed: restarting the account with a client that trusts it");
+                changes.push(Change::Restart(name));
+            }
+        }
         if restart_all {
             // Timing and retry settings live in every task: restart them all (state files make
             // that free of logins while the tokens are valid).
@@ -291,6 +302,24 @@ impl Supervisor {
             .collect();
         crate::login::http::forget_unused_clients(&in_use);
         Ok(changes)
+    }
+
+    /// The accounts whose CA bundle's contents changed since their client was built.
+    pub fn ca_changed(&self) -> Vec<String> {
+        let mut digests: HashMap<&Path, Option<u64>> = HashMap::new();
+        self.running
+            .iter()
+            .filter(|(_, running)| {
+                let Some(path) = running.account.http.ca_file.as_deref() else {
+                    return false;
+                };
+                let now = *digests
+                    .entry(path)
+                    .or_insert_with(|| crate::login::http::ca_digest(&running.account.http));
+                now != running.ca_digest
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     /// Changes the number of logins allowed at once. Permits held by running logins are taken
@@ -664,7 +693,7 @@ impl Reloader<'_> {
                 return;
             }
         };
-        if force || text.text != *self.last_text {
+        if force || text.text != *self.last_text || !supervisor.ca_changed().is_empty() {
             self.apply(supervisor, &text).await;
         }
         for name in supervisor.wake_changed_secrets() {

@@ -45,6 +45,16 @@ pub fn load_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, ClientEr
 /// The largest CA bundle read: a full system bundle is about 200 KiB.
 const MAX_CA_BUNDLE_BYTES: usize = 8 * 1024 * 1024;
 
+/// A digest of the CA bundle's current contents (`None` without a bundle, or when it cannot be
+/// read): when it changes, accounts using the bundle restart to get a client that trusts it.
+pub fn ca_digest(settings: &HttpSettings) -> Option<u64> {
+    use std::hash::{Hash as _, Hasher as _};
+    let bytes = read_ca_file(settings.ca_file.as_deref()?).ok()?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    Some(hasher.finish())
+}
+
 /// Reads a CA bundle's bytes: a regular file (symlinks followed, as `/etc/ssl` is full of them)
 /// of at most [`MAX_CA_BUNDLE_BYTES`], so a FIFO or device there cannot block a login.
 fn read_ca_file(path: &Path) -> Result<Vec<u8>, ClientError> {
@@ -88,6 +98,9 @@ pub fn shared_client(settings: &HttpSettings) -> Result<reqwest::Client, ClientE
         return Ok(client.clone());
     }
     let client = build_client_with(settings, key.1.as_deref())?;
+    // A client for the same settings with other CA bytes is for a bundle that has since been
+    // rotated: the file now holds these bytes, so that client will not be handed out again.
+    clients.retain(|(other, _), _| other != settings);
     clients.insert(key, client.clone());
     Ok(client)
 }
