@@ -15,9 +15,10 @@ use std::time::Duration;
 use jiff::Timestamp;
 use rand::SeedableRng as _;
 use rand::rngs::StdRng;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 use super::clock::{Clock, boot_to_wall, wall_to_boot};
+use super::limiter::Limiter;
 use super::state::{CredentialsDigest, Saved, StateFile};
 use crate::config::{Account, DaemonSettings, OnExpiry};
 use crate::login::{ErrorClass, Login, LoginError, LoginOutcome};
@@ -89,7 +90,7 @@ impl Default for AccountStatus {
 pub struct Shared {
     pub clock: Arc<dyn Clock>,
     pub settings: DaemonSettings,
-    pub limiter: Arc<Semaphore>,
+    pub limiter: Arc<Limiter>,
     /// Bumped by the supervisor when the clocks jumped (suspend, resume): every wait is recomputed.
     pub time_jump: watch::Receiver<u64>,
     /// Becomes true when the daemon stops.
@@ -392,7 +393,7 @@ impl AccountTask {
         let mut shutdown = self.shared.shutdown.clone();
         let limiter = Arc::clone(&self.shared.limiter);
         let _permit = tokio::select! {
-            permit = limiter.acquire_owned() => permit.ok()?,
+            permit = limiter.acquire() => permit,
             _ = shutdown.changed() => return None,
         };
         self.update(|status| status.logins += 1);

@@ -9,6 +9,7 @@
 pub mod account;
 pub mod clock;
 pub mod control;
+pub mod limiter;
 pub mod state;
 pub mod watch;
 
@@ -20,12 +21,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use account::{AccountStatus, AccountTask, Authenticator, Shared};
 use clock::Clock;
 pub use control::Controller;
+use limiter::Limiter;
 use state::{CredentialsDigest, Keys, StateDir};
 
 use crate::config::{self, Account, Config, SecretCheck};
@@ -104,7 +106,7 @@ pub struct Supervisor {
     running: BTreeMap<String, Running>,
     clock: Arc<dyn Clock>,
     factory: AuthFactory,
-    limiter: Arc<Semaphore>,
+    limiter: Arc<Limiter>,
     time_jump: tokio::sync::watch::Sender<u64>,
     shutdown: tokio::sync::watch::Sender<bool>,
     /// The state directory, when state files are on.
@@ -134,7 +136,7 @@ impl Supervisor {
         }
         let (time_jump, _) = tokio::sync::watch::channel(0);
         let (shutdown, _) = tokio::sync::watch::channel(false);
-        let limiter = Arc::new(Semaphore::new(config.daemon.max_concurrent_logins));
+        let limiter = Limiter::new(config.daemon.max_concurrent_logins);
         let last_clock_offset = clock.boot().saturating_sub(clock.timer());
         let mut supervisor = Supervisor {
             config,
@@ -322,24 +324,11 @@ impl Supervisor {
             .collect()
     }
 
-    /// Changes the number of logins allowed at once. Permits held by running logins are taken
-    /// out as those logins finish.
+    /// Changes the number of logins allowed at once. Running logins finish; when the limit
+    /// shrinks below them, the permits they return are retired first.
     fn resize_limiter(&mut self, wanted: usize) {
-        let current = self.config.daemon.max_concurrent_logins;
-        if wanted > current {
-            self.limiter.add_permits(wanted - current);
-        } else if wanted < current {
-            let missing = (current - wanted) - self.limiter.forget_permits(current - wanted);
-            let limiter = Arc::clone(&self.limiter);
-            tokio::spawn(async move {
-                for _ in 0..missing {
-                    match limiter.acquire().await {
-                        Ok(permit) => permit.forget(),
-                        Err(_) => return,
-                    }
-                }
-            });
-        }
+        self.limiter
+            .resize(self.config.daemon.max_concurrent_logins, wanted);
     }
 
     /// Restarts account tasks that ended on their own (a panic): logged, and started again.

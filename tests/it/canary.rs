@@ -236,7 +236,18 @@ async fn the_daemon_logs_no_secret_or_token_at_trace_level_in_text_or_json() {
             scratch.path(),
             &[("RUST_LOG", "trace")],
         );
-        tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+        // Two-second tokens renew about every second: wait for ten logins, however long a
+        // loaded machine takes.
+        assert!(
+            crate::support::eventually(std::time::Duration::from_secs(60), || daemon
+                .log()
+                .matches("login succeeded")
+                .count()
+                >= 10)
+            .await,
+            "{format}: too few logins: {}",
+            daemon.log()
+        );
         daemon.signal(rustix::process::Signal::TERM);
         assert_eq!(
             daemon.wait(std::time::Duration::from_secs(5)).await,

@@ -219,7 +219,24 @@ async fn rejected_credentials_stay_bounded_and_rotation_recovers_at_once() {
         "{}",
         daemon.log()
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Both accounts are parked: the log says when each tries again, and it is half an hour away
+    // (rejected_retry ± 10 %), not seconds. No waiting is needed to see that.
+    let log = daemon.log();
+    let waits: Vec<f64> = log
+        .lines()
+        .filter(|line| line.contains("credentials rejected"))
+        .filter_map(|line| {
+            let value = line.split("retry_in_s=").nth(1)?;
+            value.split_whitespace().next()?.parse().ok()
+        })
+        .collect();
+    assert_eq!(waits.len(), 2, "{log}");
+    for wait in &waits {
+        assert!(
+            (27.0 * 60.0..=33.0 * 60.0).contains(wait),
+            "a rejected account retries in {wait} s: {log}"
+        );
+    }
     let attempts = setup.endpoint.requests().len();
     assert_eq!(
         attempts, 2,
@@ -272,7 +289,10 @@ async fn rejected_credentials_stay_bounded_and_rotation_recovers_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_with_a_valid_token_makes_no_login_and_sigkill_leaves_whole_files() {
+/// A crash loop (SIGKILL right after start, three times) with a valid token in the state file
+/// makes no login and leaves the token file in place. (Whole files after a kill *during* a write
+/// are the next test's claim.)
+async fn a_crash_loop_with_a_valid_token_makes_no_login() {
     let setup = setup(Duration::from_secs(3600)).await;
     let base = setup.endpoint.base_url();
     let config = write_config(
@@ -297,7 +317,6 @@ async fn a_restart_with_a_valid_token_makes_no_login_and_sigkill_leaves_whole_fi
             "round {round}: {}",
             daemon.log()
         );
-        tokio::time::sleep(Duration::from_millis(300)).await;
         daemon.signal(Signal::KILL);
         let _ = daemon.wait(Duration::from_secs(5)).await;
         assert_eq!(
@@ -394,7 +413,8 @@ async fn reloads_by_file_change_and_sighup_add_remove_and_change_accounts() {
             .contains("config reloaded"))
         .await
     );
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The reload's own line says it started and stopped no account, so no login can follow
+    // from it: nothing to wait for.
     assert_eq!(logins(), 2, "a no-op reload logged in");
     assert!(
         daemon.log().contains("added=0 removed=0 restarted=0"),
@@ -468,19 +488,26 @@ async fn sigterm_during_activity_exits_zero_within_the_grace_period() {
             >= 12)
         .await
     );
+    let before = setup.endpoint.requests().len();
     for _ in 0..6 {
         setup
             .endpoint
             .push_fault(Fault::Delay(Duration::from_secs(10)));
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Stop once logins are hanging in the delayed replies.
+    assert!(
+        eventually(Duration::from_secs(20), || setup.endpoint.requests().len()
+            >= before + 3)
+        .await
+    );
     let asked = Instant::now();
     daemon.signal(Signal::TERM);
     let code = daemon.wait(Duration::from_secs(10)).await;
     let took = asked.elapsed();
     assert_eq!(code, Some(0), "{}", daemon.log());
+    // The promise: within shutdown_grace (3 s here) plus one second, whatever is in flight.
     assert!(
-        took < Duration::from_millis(3500),
+        took < Duration::from_secs(4),
         "stopping took {took:?} with a 3 s grace"
     );
     for index in 0..6 {
@@ -510,8 +537,10 @@ async fn refuses_to_start(setup: &Setup, dir: &Path) -> String {
     );
     let started = Instant::now();
     let mut daemon = Daemon::start(&config, setup.scratch.path(), &[]);
-    assert_eq!(daemon.wait(Duration::from_secs(5)).await, Some(1));
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(daemon.wait(Duration::from_secs(30)).await, Some(1));
+    // The refusal comes before any account starts, in milliseconds; the generous bound only
+    // tells "fails fast" from "hangs" on a loaded machine.
+    assert!(started.elapsed() < Duration::from_secs(20));
     let log = daemon.log();
     assert!(log.contains(&dir.display().to_string()), "{log}");
     assert_eq!(
@@ -659,15 +688,28 @@ async fn renaming_an_account_never_removes_the_file_it_keeps_writing() {
         .replace("[accounts.old]", "[accounts.new]")
         .replace("accounts.old.outputs", "accounts.new.outputs");
     replace_file(Path::new(&config), &renamed);
+    // Watch the file through the whole reload: old account stopped, new one started.
     let watching = Instant::now();
     let mut missing = 0;
-    while watching.elapsed() < Duration::from_secs(2) {
+    while !daemon.log().contains("config reloaded") {
+        assert!(
+            watching.elapsed() < Duration::from_secs(20),
+            "no reload: {}",
+            daemon.log()
+        );
         if !shared_path.exists() {
             missing += 1;
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    assert!(daemon.log().contains("config reloaded"), "{}", daemon.log());
+    if !shared_path.exists() {
+        missing += 1;
+    }
+    assert!(
+        daemon.log().contains("added=1 removed=1"),
+        "{}",
+        daemon.log()
+    );
     assert_eq!(missing, 0, "the file vanished during the rename");
     assert!(setup.endpoint.is_live(&read(&shared_path).unwrap()));
 }
@@ -731,4 +773,119 @@ async fn the_demo_runs_the_daemon_until_interrupted() {
     );
     assert!(daemon.log().contains("stopped"), "{}", daemon.log());
     assert_eq!(count(), 7, "the token files stay after the demo stops");
+}
+
+/// reliability.md T7 in real time: 10 s tokens with the default `[daemon]` settings for a minute.
+/// A consumer reading every 50 ms never finds the file missing, never holds a token the server
+/// no longer accepts, and always has at least half a second of life left in it. The daemon warns,
+/// once, that the lifetime is too short for the settings, and renews early instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_second_tokens_with_default_settings_are_always_valid_on_disk() {
+    let lifetime = Duration::from_secs(10);
+    let setup = setup(lifetime).await;
+    let base = setup.endpoint.base_url();
+    let text = apinizer("api", &base, &setup.apinizer_secret, &setup.out)
+        .replace("api.token\"", "api.json\"\nformat = \"json\"");
+    let config = write_config(setup.scratch.path(), &text);
+    let mut daemon = Daemon::start(&config, setup.scratch.path(), &[]);
+    let file = setup.out.join("api.json");
+    assert!(
+        eventually(Duration::from_secs(20), || file.exists()).await,
+        "{}",
+        daemon.log()
+    );
+    let started = Instant::now();
+    let (mut reads, mut least_left) = (0, f64::INFINITY);
+    while started.elapsed() < Duration::from_secs(60) {
+        let text = read(&file).unwrap_or_else(|| panic!("the file vanished: {}", daemon.log()));
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let token = json["token"].as_str().unwrap();
+        let expires_at: jiff::Timestamp = json["expires_at"].as_str().unwrap().parse().unwrap();
+        let left = expires_at
+            .duration_since(jiff::Timestamp::now())
+            .as_secs_f64();
+        assert!(
+            setup.endpoint.is_live(token),
+            "a dead token on disk after {:?}: {}",
+            started.elapsed(),
+            daemon.log()
+        );
+        assert!(left >= 0.5, "only {left:.2} s left: {}", daemon.log());
+        least_left = least_left.min(left);
+        reads += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    daemon.signal(Signal::TERM);
+    assert_eq!(daemon.wait(Duration::from_secs(15)).await, Some(0));
+    let logins = setup.endpoint.issued(Route::Apinizer);
+    let log = daemon.log();
+    // Renewed at 55–70 % of each 10 s lifetime: 9 to 12 logins a minute.
+    assert!((7..=14).contains(&logins), "{logins} logins: {log}");
+    assert_eq!(log.matches("too short for").count(), 1, "{log}");
+    assert!(
+        log.contains("refresh_margin = 30s and min_refresh_interval = 10s"),
+        "{log}"
+    );
+    eprintln!("10 s tokens: {reads} reads, {logins} logins, least life left {least_left:.2} s");
+}
+
+/// The daemon reuses an OAuth2 server's refresh token on its next renewals (RFC 6749 §6) inside
+/// its loop, not only in a single login (the fallback when a server refuses one is `http.rs`'s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_loop_uses_the_refresh_token_grant() {
+    let endpoint = TokenEndpoint::start(EndpointOptions {
+        lifetime: Duration::from_secs(3),
+        issue_refresh_tokens: true,
+        ..EndpointOptions::default()
+    })
+    .await
+    .unwrap();
+    let credentials = Credentials::demo();
+    let scratch = tempfile::tempdir().unwrap();
+    let secret = write_secret(scratch.path(), "secret", &credentials.oauth2_client_secret);
+    let out = scratch.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let text = format!(
+        r#"{FAST}
+[accounts.idp]
+preset = "oauth2"
+token_url = "{}{}"
+client_id = "{}"
+client_secret = {{ file = "{}" }}
+[[accounts.idp.outputs]]
+path = "{}/idp.token"
+"#,
+        endpoint.base_url(),
+        Route::OAuth2.path(),
+        credentials.oauth2_client_id,
+        secret.display(),
+        out.display()
+    );
+    let config = write_config(scratch.path(), &text);
+    let daemon = Daemon::start(&config, scratch.path(), &[]);
+    let grants = || -> Vec<String> {
+        endpoint
+            .requests()
+            .iter()
+            .filter(|request| request.path == Route::OAuth2.path())
+            .filter_map(|request| request.form_value("grant_type"))
+            .collect()
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || grants()
+            .iter()
+            .filter(|grant| *grant == "refresh_token")
+            .count()
+            >= 2)
+        .await,
+        "{:?}: {}",
+        grants(),
+        daemon.log()
+    );
+    let grants = grants();
+    assert_eq!(grants[0], "client_credentials", "{grants:?}");
+    // Every token on disk came from the server, whichever grant produced it.
+    let token = read(&out.join("idp.token")).unwrap();
+    assert!(endpoint.is_live(&token));
+    assert!(daemon.log().contains("refreshed=true"), "{}", daemon.log());
 }

@@ -114,8 +114,10 @@ async fn a_silent_server_times_out_as_a_temporary_failure() {
         "{}",
         run.stderr
     );
+    // Without the timeout the silent server would hold the login until the test's own 60 s
+    // limit; 10 s leaves a loaded machine room to start the process.
     assert!(
-        took < Duration::from_secs(4),
+        took < Duration::from_secs(10),
         "the 1 s timeout took {took:?}"
     );
     assert_eq!(connections.load(Ordering::SeqCst), 1);

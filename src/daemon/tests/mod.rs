@@ -15,6 +15,8 @@ use crate::login::{ErrorClass, LoginError, LoginOutcome};
 use crate::secret::Secret;
 use crate::token::Token;
 
+mod outputs;
+mod reload;
 mod timing;
 
 /// What the scripted server answers next.
@@ -212,6 +214,91 @@ path = "{out}/a.token"
         self.control.stop();
         let code = self.daemon.await.unwrap();
         (code, self.dir, self.scripted, self.clock)
+    }
+}
+
+/// `count` accounts `a0`, `a1` … each with its own scripted login, started together by `run`.
+struct Fleet {
+    logins: std::collections::BTreeMap<String, Arc<Scripted>>,
+    control: Controller,
+    daemon: tokio::task::JoinHandle<u8>,
+    dir: tempfile::TempDir,
+    count: usize,
+}
+
+impl Fleet {
+    /// Every account answers `script`, then `fallback`; `daemon_table` goes under `[daemon]`.
+    async fn start(
+        count: usize,
+        script: Vec<Answer>,
+        fallback: Answer,
+        daemon_table: &str,
+    ) -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("out")).unwrap();
+        std::fs::write(
+            dir.path().join("config.toml"),
+            Fleet::config(dir.path(), count, daemon_table),
+        )
+        .unwrap();
+        let clock = Arc::new(TestClock::new(
+            Timestamp::from_second(1_800_000_000).unwrap(),
+        ));
+        let logins: std::collections::BTreeMap<String, Arc<Scripted>> = (0..count)
+            .map(|index| {
+                (
+                    format!("a{index}"),
+                    Scripted::new(&clock, script.clone(), fallback.clone()),
+                )
+            })
+            .collect();
+        let factory: AuthFactory = {
+            let logins = logins.clone();
+            Arc::new(move |account: &crate::config::Account| {
+                Ok(Arc::clone(&logins[&account.name]) as Arc<dyn Authenticator>)
+            })
+        };
+        let control = Controller::new();
+        let steering = control.clone();
+        let path = dir.path().join("config.toml");
+        let task_clock: Arc<dyn Clock> = clock;
+        let daemon = tokio::spawn(async move { run(&path, task_clock, factory, steering).await });
+        Fleet {
+            logins,
+            control,
+            daemon,
+            dir,
+            count,
+        }
+    }
+
+    fn config(dir: &Path, count: usize, daemon_table: &str) -> String {
+        let mut text = format!(
+            "[daemon]\nwatch = false\nstate_dir = \"{}\"\n{daemon_table}\n[defaults]\nmax_lifetime = \"8d\"\n",
+            dir.join("state").display()
+        );
+        for index in 0..count {
+            text += &format!(
+                "[accounts.a{index}]\npreset = \"oauth2\"\ntoken_url = \"https://idp.example/t\"\nclient_id = \"i\"\nclient_secret = {{ env = \"HOME\" }}\n[[accounts.a{index}.outputs]]\npath = \"{}/a{index}.token\"\n",
+                dir.join("out").display()
+            );
+        }
+        text
+    }
+
+    /// Rewrites the config with another `[daemon]` table and asks for a reload.
+    fn reconfigure(&self, daemon_table: &str) {
+        std::fs::write(
+            self.dir.path().join("config.toml"),
+            Fleet::config(self.dir.path(), self.count, daemon_table),
+        )
+        .unwrap();
+        self.control.reload();
+    }
+
+    async fn stop(self) {
+        self.control.stop();
+        assert_eq!(self.daemon.await.unwrap(), 0);
     }
 }
 
