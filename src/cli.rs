@@ -27,15 +27,17 @@ pub struct Cli {
 /// Exit codes, shown at the end of `--help`.
 pub const EXIT_CODES: &str = "Exit codes:
   0  success
-  1  a login or a write failed (once, token, demo), or run could not start
-     (an output directory is missing or not writable)
+  1  a login or a write failed (once, token, demo), run could not start
+     (an output or state directory is missing, not writable or not trusted),
+     or a stop had to be forced (a second signal, or blocked past the grace)
   2  bad command line
   3  invalid config (every problem is listed on stderr)";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: keep every account's token fresh until SIGTERM or SIGINT; SIGHUP or a
-    /// change to the config or a secret file reloads.
+    /// change to the config, a secret file or a CA bundle reloads. State (the last tokens, for
+    /// restarts) goes to [daemon] state_dir, default $STATE_DIRECTORY or /var/lib/tokenkeeper.
     Run,
     /// Validate the config and read every secret, without touching the network; print the plan.
     Check,
