@@ -486,6 +486,12 @@ impl AccountTask {
             return restored;
         }
         let same_credentials = saved.credentials == Some(*self.credentials.borrow());
+        if saved.not_before.is_some_and(|at| at > wall_now) && !same_credentials {
+            tracing::info!(
+                account = %self.account.name,
+                "the secrets changed since the last failure: trying again now"
+            );
+        }
         if let Some(not_before) = saved.not_before
             && not_before > wall_now
             && same_credentials

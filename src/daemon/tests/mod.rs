@@ -122,6 +122,31 @@ impl Authenticator for Scripted {
     }
 }
 
+/// A test clock at a fixed wall-clock origin.
+fn test_clock() -> Arc<TestClock> {
+    Arc::new(TestClock::new(
+        Timestamp::from_second(1_800_000_000).unwrap(),
+    ))
+}
+
+/// A factory that hands every account the same login.
+fn same_login(login: Arc<dyn Authenticator>) -> AuthFactory {
+    Arc::new(move |_account| Ok(Arc::clone(&login)))
+}
+
+/// Starts `run` on the config at `path`; the controller that steers it and its task.
+fn spawn_run(
+    path: PathBuf,
+    clock: &Arc<TestClock>,
+    factory: AuthFactory,
+) -> (Controller, tokio::task::JoinHandle<u8>) {
+    let control = Controller::new();
+    let steering = control.clone();
+    let task_clock: Arc<dyn Clock> = Arc::clone(clock) as Arc<dyn Clock>;
+    let daemon = tokio::spawn(async move { run(&path, task_clock, factory, steering).await });
+    (control, daemon)
+}
+
 struct Harness {
     clock: Arc<TestClock>,
     scripted: Arc<Scripted>,
@@ -134,9 +159,7 @@ impl Harness {
     /// Starts `run` on a one-account config (plus `daemon_table` lines under `[daemon]`).
     async fn start(script: Vec<Answer>, fallback: Answer, daemon_table: &str) -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(TestClock::new(
-            Timestamp::from_second(1_800_000_000).unwrap(),
-        ));
+        let clock = test_clock();
         let scripted = Scripted::new(&clock, script, fallback);
         Harness::start_in(dir, clock, scripted, daemon_table).await
     }
@@ -184,15 +207,8 @@ path = "{out}/a.token"
             state = dir.path().join("state").display(),
         );
         std::fs::write(dir.path().join("config.toml"), config).unwrap();
-        let factory: AuthFactory = {
-            let scripted = Arc::clone(&scripted);
-            Arc::new(move |_account| Ok(Arc::clone(&scripted) as Arc<dyn Authenticator>))
-        };
-        let control = Controller::new();
-        let path = dir.path().join("config.toml");
-        let task_clock: Arc<dyn Clock> = Arc::clone(&clock) as Arc<dyn Clock>;
-        let steering = control.clone();
-        let daemon = tokio::spawn(async move { run(&path, task_clock, factory, steering).await });
+        let factory = same_login(Arc::clone(&scripted) as Arc<dyn Authenticator>);
+        let (control, daemon) = spawn_run(dir.path().join("config.toml"), &clock, factory);
         Harness {
             clock,
             scripted,
@@ -241,9 +257,7 @@ impl Fleet {
             Fleet::config(dir.path(), count, daemon_table),
         )
         .unwrap();
-        let clock = Arc::new(TestClock::new(
-            Timestamp::from_second(1_800_000_000).unwrap(),
-        ));
+        let clock = test_clock();
         let logins: std::collections::BTreeMap<String, Arc<Scripted>> = (0..count)
             .map(|index| {
                 (
@@ -258,11 +272,7 @@ impl Fleet {
                 Ok(Arc::clone(&logins[&account.name]) as Arc<dyn Authenticator>)
             })
         };
-        let control = Controller::new();
-        let steering = control.clone();
-        let path = dir.path().join("config.toml");
-        let task_clock: Arc<dyn Clock> = clock;
-        let daemon = tokio::spawn(async move { run(&path, task_clock, factory, steering).await });
+        let (control, daemon) = spawn_run(dir.path().join("config.toml"), &clock, factory);
         Fleet {
             logins,
             control,
@@ -511,9 +521,7 @@ async fn a_failed_write_is_retried_without_logging_in_again() {
     let out = dir.path().join("out");
     // A non-empty directory at the target path makes every rename fail.
     std::fs::create_dir_all(out.join("a.token/blocker")).unwrap();
-    let clock = Arc::new(TestClock::new(
-        Timestamp::from_second(1_800_000_000).unwrap(),
-    ));
+    let clock = test_clock();
     let scripted = Scripted::new(&clock, vec![], Answer::Token(Duration::from_secs(3600)));
     let harness = Harness::start_in(dir, clock, scripted, "").await;
     pass(Duration::from_secs(120)).await;
@@ -538,9 +546,7 @@ async fn a_failed_write_is_retried_without_logging_in_again() {
 async fn a_write_failing_past_the_refresh_point_never_spins() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("out/a.token/blocker")).unwrap();
-    let clock = Arc::new(TestClock::new(
-        Timestamp::from_second(1_800_000_000).unwrap(),
-    ));
+    let clock = test_clock();
     let scripted = Scripted::new(&clock, vec![], Answer::Token(Duration::from_secs(60)));
     let harness = Harness::start_in(dir, clock, scripted, "").await;
     // Several refresh points pass while every write fails; a busy loop would never let the
@@ -656,9 +662,7 @@ async fn run_many(accounts: usize, limit: usize, latency: Duration) -> (Vec<Dura
         );
     }
     std::fs::write(dir.path().join("config.toml"), text).unwrap();
-    let clock = Arc::new(TestClock::new(
-        Timestamp::from_second(1_800_000_000).unwrap(),
-    ));
+    let clock = test_clock();
     let slow = Arc::new(Slow {
         clock: Arc::clone(&clock),
         latency,
@@ -666,15 +670,8 @@ async fn run_many(accounts: usize, limit: usize, latency: Duration) -> (Vec<Dura
         most_in_flight: Default::default(),
         starts: Mutex::new(Vec::new()),
     });
-    let factory: AuthFactory = {
-        let slow = Arc::clone(&slow);
-        Arc::new(move |_account| Ok(Arc::clone(&slow) as Arc<dyn Authenticator>))
-    };
-    let control = Controller::new();
-    let path = dir.path().join("config.toml");
-    let task_clock: Arc<dyn Clock> = Arc::clone(&clock) as Arc<dyn Clock>;
-    let steering = control.clone();
-    let daemon = tokio::spawn(async move { run(&path, task_clock, factory, steering).await });
+    let factory = same_login(Arc::clone(&slow) as Arc<dyn Authenticator>);
+    let (control, daemon) = spawn_run(dir.path().join("config.toml"), &clock, factory);
     pass(Duration::from_secs(60)).await;
     control.stop();
     assert_eq!(daemon.await.unwrap(), 0);
@@ -797,9 +794,7 @@ async fn a_token_close_to_expiry_at_restart_is_refreshed_at_once_and_removed_if_
 #[tokio::test(start_paused = true)]
 async fn while_writes_fail_the_older_file_goes_when_its_token_expires() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(TestClock::new(
-        Timestamp::from_second(1_800_000_000).unwrap(),
-    ));
+    let clock = test_clock();
     // The second token cannot be written in the env format (a shell would expand `$`).
     let scripted = Scripted::new(
         &clock,
@@ -881,9 +876,7 @@ async fn the_supervisor_keeps_each_accounts_status_without_secrets() {
         false,
     )
     .unwrap();
-    let clock = Arc::new(TestClock::new(
-        Timestamp::from_second(1_800_000_000).unwrap(),
-    ));
+    let clock = test_clock();
     let scripted = Scripted::new(&clock, vec![], Answer::Fail(ErrorClass::Rejected, None));
     let factory: AuthFactory = {
         let scripted = Arc::clone(&scripted);

@@ -8,9 +8,7 @@ async fn one_failing_output_does_not_keep_the_new_token_from_the_others() {
     let dir = tempfile::tempdir().unwrap();
     // A non-empty directory at b's path makes every rename over it fail.
     std::fs::create_dir_all(dir.path().join("out/b.token/blocker")).unwrap();
-    let clock = Arc::new(TestClock::new(
-        Timestamp::from_second(1_800_000_000).unwrap(),
-    ));
+    let clock = test_clock();
     let scripted = Scripted::new(&clock, vec![], Answer::Token(Duration::from_secs(3600)));
     let second = format!(
         "[[accounts.a.outputs]]\npath = \"{}/out/b.token\"\nformat = \"header\"\n",
@@ -45,9 +43,7 @@ async fn one_failing_output_does_not_keep_the_new_token_from_the_others() {
 #[tokio::test(start_paused = true)]
 async fn a_token_one_output_cannot_take_is_written_to_none() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(TestClock::new(
-        Timestamp::from_second(1_800_000_000).unwrap(),
-    ));
+    let clock = test_clock();
     // The second token cannot go in the env format (a shell would expand `$`).
     let scripted = Scripted::new(
         &clock,

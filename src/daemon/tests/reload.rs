@@ -124,22 +124,13 @@ async fn the_login_limit_shrinks_and_grows_on_reload_while_logins_hold_permits()
         std::fs::write(&config, text).unwrap();
     };
     write(4);
-    let clock = Arc::new(TestClock::new(
-        Timestamp::from_second(1_800_000_000).unwrap(),
-    ));
+    let clock = test_clock();
     let gauge = Arc::new(Gauge {
         clock: Arc::clone(&clock),
         in_flight: AtomicUsize::new(0),
     });
-    let factory: AuthFactory = {
-        let gauge = Arc::clone(&gauge);
-        Arc::new(move |_account| Ok(Arc::clone(&gauge) as Arc<dyn Authenticator>))
-    };
-    let control = Controller::new();
-    let steering = control.clone();
-    let path = config.clone();
-    let task_clock: Arc<dyn Clock> = clock;
-    let daemon = tokio::spawn(async move { run(&path, task_clock, factory, steering).await });
+    let factory = same_login(Arc::clone(&gauge) as Arc<dyn Authenticator>);
+    let (control, daemon) = spawn_run(config.clone(), &clock, factory);
     let in_flight = || gauge.in_flight.load(Ordering::SeqCst);
     pass(Duration::from_secs(10)).await;
     assert_eq!(in_flight(), 4);
