@@ -18,6 +18,21 @@ use rustix::fs::{FileType, Mode, OFlags};
 use rustix::io::Errno;
 use zeroize::Zeroizing;
 
+/// Runs file I/O that a hung file system (NFS, FUSE, a stalled disk) could block, without
+/// freezing the rest of the process: on a multi-thread runtime the worker first hands its other
+/// tasks, and the I/O and timer drivers it may be running, to another thread
+/// (`block_in_place`), so other accounts, timers and signals go on while this call waits. Still
+/// synchronous for the caller: no await point, so a task cancelled around it never sees half of
+/// it. Elsewhere (a current-thread runtime, no runtime) it simply runs `work`.
+pub fn may_block<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
 /// Whether the last component of an input path may be a symlink.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Symlinks {

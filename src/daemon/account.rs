@@ -322,7 +322,7 @@ impl AccountTask {
             saved_at: wall_now,
             credentials: Some(*self.credentials.borrow()),
         };
-        if let Err(error) = state.save(&saved) {
+        if let Err(error) = crate::input::may_block(|| state.save(&saved)) {
             tracing::warn!(account = %self.account.name, "cannot save the state file: {error}");
         }
     }
@@ -468,7 +468,11 @@ impl AccountTask {
     /// literal or environment variable).
     fn restore(&mut self) -> Restored {
         let mut restored = Restored::default();
-        let Some(saved) = self.state.as_ref().and_then(StateFile::load) else {
+        let Some(saved) = self
+            .state
+            .as_ref()
+            .and_then(|state| crate::input::may_block(|| state.load()))
+        else {
             return restored;
         };
         let clock = &self.shared.clock;
@@ -559,7 +563,7 @@ impl AccountTask {
     }
 
     fn write(&self, token: &Token) -> Result<(), String> {
-        match crate::commands::write_outputs(&self.account, token) {
+        match crate::input::may_block(|| crate::commands::write_outputs(&self.account, token)) {
             Ok(results) => {
                 let written = results
                     .iter()
@@ -585,7 +589,7 @@ impl AccountTask {
             "the token on disk expired and no new one could be written"
         );
         if self.shared.settings.on_expiry == OnExpiry::Remove {
-            remove_outputs(&self.account);
+            crate::input::may_block(|| remove_outputs(&self.account));
             self.save_state(None, Some(next_login), parked);
         }
         self.update(|status| {

@@ -169,7 +169,13 @@ impl Supervisor {
         auth: Arc<dyn Authenticator>,
         startup_accounts: usize,
     ) {
-        let (credentials, watched) = tokio::sync::watch::channel(self.credentials_digest(&account));
+        let (digest, ca_digest) = crate::input::may_block(|| {
+            (
+                self.credentials_digest(&account),
+                crate::login::http::ca_digest(&account.http),
+            )
+        });
+        let (credentials, watched) = tokio::sync::watch::channel(digest);
         let status = Arc::new(Mutex::new(AccountStatus::default()));
         let shared = Shared {
             clock: Arc::clone(&self.clock),
@@ -180,7 +186,6 @@ impl Supervisor {
             startup_accounts,
         };
         let state = self.state.as_ref().map(|dir| dir.file(&account));
-        let ca_digest = crate::login::http::ca_digest(&account.http);
         let task = AccountTask::new(
             account.clone(),
             auth,
@@ -211,7 +216,7 @@ impl Supervisor {
     pub async fn reload(&mut self, new: Config) -> Result<Vec<Change>, String> {
         let restart_all = task_settings_differ(&self.config.daemon, &new.daemon);
         let mut changes = diff(&self.config.accounts, &new.accounts);
-        for name in self.ca_changed() {
+        for name in crate::input::may_block(|| self.ca_changed()) {
             if new.accounts.get(&name) == self.config.accounts.get(&name) {
                 tracing::info!(account = %name, "the CA bundle changed: restarting the account with a client that trusts it");
                 changes.push(Change::Restart(name));
@@ -246,7 +251,9 @@ impl Supervisor {
             open_state_dir(&new.daemon)?
         };
         // Other tasks are publishing in these directories: no stale-file cleanup here.
-        preflight(touched.into_iter(), state.as_deref(), Cleanup::Skip)?;
+        crate::input::may_block(|| {
+            preflight(touched.into_iter(), state.as_deref(), Cleanup::Skip)
+        })?;
         // Build every new login before touching anything, so a failure changes nothing.
         let mut logins: BTreeMap<String, Arc<dyn Authenticator>> = BTreeMap::new();
         for change in &changes {
@@ -279,7 +286,7 @@ impl Supervisor {
                 dropped
                     .outputs
                     .retain(|output| !kept.contains(&output.path));
-                account::remove_outputs(&dropped);
+                crate::input::may_block(|| account::remove_outputs(&dropped));
                 if !new.accounts.contains_key(name)
                     && let Some(state) = &old_state
                 {
@@ -675,17 +682,18 @@ impl Reloader<'_> {
     /// SIGHUP), then wakes the accounts whose secrets changed. An invalid config is logged and
     /// the running one kept.
     async fn reload(&mut self, supervisor: &mut Supervisor, force: bool) {
-        let text = match config::read(self.path) {
+        let text = match crate::input::may_block(|| config::read(self.path)) {
             Ok(text) => text,
             Err(error) => {
                 tracing::error!("reload rejected, keeping the running config: {error}");
                 return;
             }
         };
-        if force || text.text != *self.last_text || !supervisor.ca_changed().is_empty() {
+        let ca_changed = crate::input::may_block(|| !supervisor.ca_changed().is_empty());
+        if force || text.text != *self.last_text || ca_changed {
             self.apply(supervisor, &text).await;
         }
-        for name in supervisor.wake_changed_secrets() {
+        for name in crate::input::may_block(|| supervisor.wake_changed_secrets()) {
             tracing::info!(account = %name, "secret changed");
         }
     }

@@ -190,7 +190,9 @@ impl Login {
     }
 
     async fn exchange(&self, request: &RequestSpec) -> Result<LoginOutcome, LoginError> {
-        let built = request::build(request)
+        // Reading secret files is bounded (regular files of at most 64 KiB), but the file
+        // system under them may hang.
+        let built = crate::input::may_block(|| request::build(request))
             .map_err(|error| self.error(ErrorClass::Rejected, None, error.to_string()))?;
         let BuiltRequest {
             method,

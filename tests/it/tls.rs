@@ -338,3 +338,85 @@ async fn https_trusts_exactly_the_configured_ca() {
     assert!(run.stderr.contains(&der_path), "{}", run.stderr);
     assert_eq!(server.count(), 1, "check logged in");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_ca_bundle_reaches_the_running_daemon_without_a_restart() {
+    if !prerequisites_present() {
+        return;
+    }
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let root = scratch.path();
+    // Two independent CAs: the server presents PKI 2's leaf, the account first trusts PKI 1 only.
+    let (old, new) = (
+        Pki::generate(&root.join("pki1")),
+        Pki::generate(&root.join("pki2")),
+    );
+    let server = TlsServer::start(&new, root);
+    let secret = write_secret(root, "secret", "tls-client-secret");
+    // The bundle in a directory of its own, as a mounted ConfigMap would be: the daemon must see
+    // it change through that directory.
+    let trust = root.join("trust");
+    std::fs::create_dir(&trust).expect("create the trust directory");
+    let ca_file = trust.join("ca.pem");
+    let read_pem = |path: &Path| std::fs::read_to_string(path).expect("read a CA");
+    std::fs::write(&ca_file, read_pem(&old.ca_pem)).expect("write the first bundle");
+    let dir = root.join("rotation");
+    let token_url = format!("https://127.0.0.1:{}/token", server.port);
+    let account = std::fs::read_to_string(config(&dir, &token_url, Some(&ca_file), &secret))
+        .expect("read the config");
+    // Quick retries so the login after the rotation is not held back by a long backoff.
+    let config_path = write_config(
+        &dir,
+        &format!(
+            "[daemon]\nretry_base = \"200ms\"\nretry_cap = \"1s\"\nstate_dir = \"{}\"\n{account}",
+            root.join("state").display()
+        ),
+    );
+    let daemon = crate::support::Daemon::start(&config_path, root, &[]);
+    let token_file = dir.join("tls.token");
+    // Some seconds at most: the first login fails at once, at the handshake.
+    let limit = Duration::from_secs(20);
+    assert!(
+        eventually(limit, || daemon.log().contains("login failed")).await,
+        "no failed login with the wrong CA: {}",
+        daemon.log()
+    );
+    assert!(
+        handshake_failed_since(&server, 0).await,
+        "the server saw no failed handshake: {}",
+        server.log()
+    );
+    // Both CAs bear the same name, so the verifier finds PKI 1's and the signature fails.
+    assert!(
+        daemon.log().contains("invalid peer certificate"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(server.count(), 0, "a request got through the wrong CA");
+    assert!(!token_file.exists(), "a token without a trusted server");
+
+    // The operator rotates the bundle the way config management does: a new file renamed over it.
+    crate::support::replace_file(&ca_file, &read_pem(&new.ca_pem));
+    let rotated = std::time::Instant::now();
+    assert!(
+        eventually(limit, || daemon.log().contains("the CA bundle changed")).await,
+        "the rotation was not noticed: {}",
+        daemon.log()
+    );
+    assert!(
+        eventually(limit, || token_file.exists()).await,
+        "no token after the rotation: daemon log:\n{}\nserver log:\n{}",
+        daemon.log(),
+        server.log()
+    );
+    eprintln!(
+        "CA rotation: token written {:?} after the new bundle was renamed into place",
+        rotated.elapsed()
+    );
+    let token = std::fs::read_to_string(&token_file).expect("read the token");
+    assert!(token.starts_with("tls-token-"), "{token:?}");
+    assert!(
+        server.count() >= 1,
+        "the token did not come from the server"
+    );
+}
