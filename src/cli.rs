@@ -37,7 +37,8 @@ pub const EXIT_CODES: &str = "Exit codes:
 pub enum Command {
     /// Run the daemon: keep every account's token fresh until SIGTERM or SIGINT; SIGHUP or a
     /// change to the config, a secret file or a CA bundle reloads. State (the last tokens, for
-    /// restarts) goes to [daemon] state_dir, default $STATE_DIRECTORY or /var/lib/tokenkeeper.
+    /// restarts) goes to the daemon table's state_dir, by default $STATE_DIRECTORY or
+    /// /var/lib/tokenkeeper.
     Run,
     /// Validate the config and read every secret, without touching the network; print the plan.
     Check,

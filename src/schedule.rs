@@ -152,7 +152,7 @@ const MAX_RESERVE_SHARE: f64 = 0.5;
 
 /// How long before expiry a token of lifetime `lifetime` is renewed at the latest: the configured
 /// margin, or for lifetimes too short for it a quarter of the lifetime (but at least
-/// [`RETRY_ROOM`]), and never more than half the lifetime. With the defaults: 30 s from a
+/// 3 s, room for retries), and never more than half the lifetime. With the defaults: 30 s from a
 /// lifetime of 2 min up, 15 s for 1 min, 3 s for 10 s, 2.5 s for 5 s.
 pub fn reserve(policy: &RefreshPolicy, lifetime: Duration) -> Duration {
     let scaled = scale(lifetime, MARGIN_SHARE).max(RETRY_ROOM);
