@@ -244,14 +244,32 @@ pub fn too_short(policy: &RefreshPolicy, lifetime: Duration) -> Option<String> {
 ///
 /// While a token is held, a retry comes no later than halfway to its expiry, so that more attempts
 /// fit before it (two failures answered `Retry-After: 1` still leave time for a third attempt
-/// when a 10 s token is renewed at 70 %); but never before `not_before`.
-pub fn retry_at(now: Boot, delay: Duration, not_before: Duration, expires: Option<Boot>) -> Boot {
-    let mut at = now.saturating_add(delay.max(not_before));
-    if let Some(expires) = expires {
-        let halfway = now.saturating_add(expires.saturating_sub(now) / 2);
-        at = at.min(halfway).max(now.saturating_add(not_before));
+/// when a 10 s token is renewed at 70 %); when `not_before` is already past halfway, no later than
+/// halfway from `not_before` to expiry. Never before `not_before`. A drawn delay beyond that
+/// limit is drawn again uniformly up to it, so accounts that failed together stay spread.
+pub fn retry_at(
+    now: Boot,
+    delay: Duration,
+    not_before: Duration,
+    expires: Option<Boot>,
+    rng: &mut impl Rng,
+) -> Boot {
+    let earliest = now.saturating_add(not_before);
+    let at = now.saturating_add(delay.max(not_before));
+    let Some(expires) = expires else {
+        return at;
+    };
+    let halfway = now.saturating_add(expires.saturating_sub(now) / 2);
+    let latest = if halfway >= earliest {
+        halfway
+    } else {
+        earliest.saturating_add(expires.saturating_sub(earliest) / 2)
+    };
+    if at <= latest {
+        at
+    } else {
+        draw_between(earliest, latest, rng)
     }
-    at
 }
 
 /// A uniform draw from `[low, high]` (`low` when the range is empty).
@@ -332,7 +350,7 @@ impl Backoff {
     /// The wait before the next retry after a failure: [`Backoff::delay`]; or, after a server's
     /// `Retry-After` (itself cut to [`MAX_RETRY_AFTER`]: a server asking for a day is not obeyed
     /// while the old token runs out), a uniform draw from the window that follows it, unless the
-    /// backoff already waits longer than the whole window. The window is half the `Retry-After`, at least 2 s and at most 5 min, so that
+    /// backoff already waits longer than the whole window. The window is half the `Retry-After`, at least 4 s and at most 5 min, so that
     /// accounts told to come back together do not (RFC 9110 §10.2.3 sets the earliest moment,
     /// not a deadline).
     pub fn retry_delay(
@@ -857,7 +875,7 @@ mod tests {
                         assert!(got >= now, "{policy:?} {obtained:?} {expires:?} {now:?}");
                         assert!(clamp_wait(got - now) <= MAX_WAIT);
                         let _ = too_short(policy, expires.saturating_sub(obtained));
-                        let _ = retry_at(now, expires, obtained, Some(expires));
+                        let _ = retry_at(now, expires, obtained, Some(expires), &mut rng);
                     }
                 }
             }
@@ -1096,30 +1114,43 @@ mod tests {
 
     #[test]
     fn retry_at_leaves_room_before_expiry_but_never_precedes_not_before() {
-        // (now, delay, not_before, expires, expected)
+        let mut rng = seeded(12);
+        // (now, delay, not_before, expires, earliest, latest): the result lies in between.
         let cases = [
-            (100, 30, 1, None, 130),
-            (100, 30, 1, Some(10_000), 130),
-            (100, 30, 1, Some(120), 110),
-            (100, 30, 15, Some(120), 115),
-            (100, 30, 25, Some(120), 125),
-            (100, 2, 1, Some(101), 101),
-            (100, 5, 1, Some(50), 101),
+            (100, 30, 1, None, 130, 130),
+            (100, 30, 1, Some(10_000), 130, 130),
+            (100, 30, 1, Some(120), 101, 110),
+            (100, 30, 15, Some(121), 115, 118),
+            (100, 30, 25, Some(120), 125, 125),
+            (100, 2, 1, Some(101), 101, 101),
+            (100, 5, 1, Some(50), 101, 101),
         ];
-        for (now, delay, not_before, expires, expected) in cases {
-            assert_eq!(
-                retry_at(secs(now), secs(delay), secs(not_before), expires.map(secs)),
-                secs(expected),
-                "{now} {delay} {not_before} {expires:?}"
-            );
+        for (now, delay, not_before, expires, earliest, latest) in cases {
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..200 {
+                let got = retry_at(
+                    secs(now),
+                    secs(delay),
+                    secs(not_before),
+                    expires.map(secs),
+                    &mut rng,
+                );
+                let context = format!("{now} {delay} {not_before} {expires:?}: {got:?}");
+                assert!(got >= secs(earliest) && got <= secs(latest), "{context}");
+                seen.insert(got);
+            }
+            // A capped retry is spread over what is left, not piled up at the limit.
+            if latest > earliest + 1 {
+                assert!(seen.len() > 100, "{now} {delay}: {} distinct", seen.len());
+            }
         }
         // Two failures answered Retry-After: 1 at the latest refresh point of a 10 s token still
         // leave a third attempt before it expires.
         let policy = RefreshPolicy::default();
         let expires = secs(10);
         let (_, top) = band(&policy, expires);
-        let first = retry_at(top, secs(2), secs(1), Some(expires));
-        let second = retry_at(first, secs(2), secs(1), Some(expires));
+        let first = retry_at(top, secs(5), secs(1), Some(expires), &mut rng);
+        let second = retry_at(first, secs(5), secs(1), Some(expires), &mut rng);
         assert!(second < expires, "{top:?} {first:?} {second:?}");
     }
 

@@ -281,7 +281,8 @@ impl OutputDir {
     }
 
     /// Refuses a directory that others could plant files in or swap files out of: one writable
-    /// by everyone without the sticky bit, or one owned by neither this process's user nor root.
+    /// by its group or by everyone without the sticky bit, or one owned by neither this process's
+    /// user nor root.
     /// A shared Kubernetes `emptyDir` (mode 0777) fails this check; the caller decides whether
     /// such a directory is allowed (and should then publish into its own subdirectory).
     ///
@@ -291,11 +292,16 @@ impl OutputDir {
         let stat = rustix::fs::fstat(&self.fd)
             .map_err(|errno| io_error("inspect output directory", &self.path, errno))?;
         let mode = stat.st_mode;
-        if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+        if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            let who = if mode & 0o002 != 0 {
+                "everyone"
+            } else {
+                "the directory's group"
+            };
             return Err(SinkError::UntrustedDir {
                 path: self.path.clone(),
                 reason: format!(
-                    "mode {:#o} lets everyone replace files (writable by others without the sticky bit)",
+                    "mode {:#o} lets {who} replace files (writable without the sticky bit)",
                     mode & 0o7777
                 ),
             });
@@ -1365,6 +1371,11 @@ mod tests {
                 .to_string()
                 .contains(&temp.path().display().to_string())
         );
+        set_mode(0o770);
+        let error = dir.check_trusted().unwrap_err();
+        assert!(error.to_string().contains("group"), "{error}");
+        set_mode(0o3770);
+        dir.check_trusted().unwrap();
         set_mode(0o700);
         if rustix::process::geteuid().is_root() {
             std::os::unix::fs::chown(temp.path(), Some(4242), None).unwrap();

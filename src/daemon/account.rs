@@ -97,6 +97,9 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// How many accounts started together, to size the spread of first logins.
     pub startup_accounts: usize,
+    /// Accounts already warned that their lifetimes are too short for the timing settings, so
+    /// the warning comes once per account, not once per restart of its task.
+    pub warned_short: Arc<Mutex<std::collections::BTreeSet<String>>>,
 }
 
 /// The token the task holds, with its instants in boot time.
@@ -129,8 +132,6 @@ pub struct AccountTask {
     status: Arc<Mutex<AccountStatus>>,
     state: Option<StateFile>,
     rng: StdRng,
-    /// Whether the short-lifetime warning was given (once per task is enough).
-    warned_short_lifetime: bool,
 }
 
 /// Failed writes are retried this often at first, doubling up to [`WRITE_RETRY_CAP`].
@@ -154,7 +155,6 @@ impl AccountTask {
             status,
             state,
             rng: StdRng::from_os_rng(),
-            warned_short_lifetime: false,
         }
     }
 
@@ -359,7 +359,7 @@ impl AccountTask {
                 // While a token is held, retry early enough for more attempts before it expires
                 // (but never before a Retry-After).
                 let expires = held.map(|current| current.expires_boot);
-                schedule::retry_at(now, delay, not_before, expires)
+                schedule::retry_at(now, delay, not_before, expires, &mut self.rng)
             }
         };
         let still_valid = held.is_some();
@@ -403,14 +403,19 @@ impl AccountTask {
         }
     }
 
-    /// Warns, once per task, that the server's lifetimes are too short for the timing settings
+    /// Warns, once per account, that the server's lifetimes are too short for the timing settings
     /// (which then give way so that renewal still comes before expiry).
-    fn warn_if_too_short(&mut self, lifetime: Duration) {
-        if self.warned_short_lifetime {
+    fn warn_if_too_short(&self, lifetime: Duration) {
+        let Some(message) = schedule::too_short(&self.shared.settings.refresh, lifetime) else {
             return;
-        }
-        if let Some(message) = schedule::too_short(&self.shared.settings.refresh, lifetime) {
-            self.warned_short_lifetime = true;
+        };
+        let first = self
+            .shared
+            .warned_short
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .insert(self.account.name.clone());
+        if first {
             tracing::warn!(account = %self.account.name, "{message}");
         }
     }

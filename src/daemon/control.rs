@@ -108,8 +108,7 @@ impl Controller {
                     if signal == SIGHUP {
                         controller.reload();
                     } else if stopping {
-                        tracing::warn!("second stop signal: exiting now");
-                        std::process::exit(EXIT_FORCED);
+                        exit_now("second stop signal: exiting now");
                     } else {
                         stopping = true;
                         controller.stop();
@@ -127,11 +126,9 @@ fn force_exit_after(delay: Duration) {
         .name("tokenkeeper-stop-deadline".to_string())
         .spawn(move || {
             std::thread::sleep(delay);
-            tracing::error!(
-                after_s = delay.as_secs_f32(),
-                "the daemon did not stop within the grace period: exiting now (token files are whole: every write is an atomic rename)"
+            exit_now(
+                "the daemon did not stop within the grace period: exiting now (token files are whole: every write is an atomic rename)",
             );
-            std::process::exit(EXIT_FORCED);
         });
     if spawned.is_err() {
         // Without a deadline thread the clean stop is the only way out; it is bounded by the
@@ -139,6 +136,21 @@ fn force_exit_after(delay: Duration) {
         tracing::warn!("cannot start the stop deadline; waiting for a clean stop");
     }
 }
+
+/// Ends the process with [`EXIT_FORCED`], saying why if the log can take it. The line is written
+/// from a thread of its own: when the log's pipe is full (journald stuck, a paused pager), a
+/// writer blocks holding the log's lock, and the exit must not wait behind it. `process::exit`
+/// itself only tries the stdout lock, so it cannot block on the log.
+fn exit_now(message: &'static str) -> ! {
+    let _ = std::thread::Builder::new()
+        .name("tokenkeeper-last-words".to_string())
+        .spawn(move || tracing::warn!("{message}"));
+    std::thread::sleep(LAST_WORDS);
+    std::process::exit(EXIT_FORCED);
+}
+
+/// How long a forced exit lets its last log line get out.
+const LAST_WORDS: Duration = Duration::from_millis(100);
 
 #[cfg(test)]
 mod tests {

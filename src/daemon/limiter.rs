@@ -54,17 +54,19 @@ impl Limiter {
     /// Changes the limit from `current` to `wanted`.
     pub fn resize(&self, current: usize, wanted: usize) {
         if wanted > current {
-            let mut grow = wanted - current;
-            // Cancel debt first: permits that were to be retired may now stay.
-            let _ = self
+            let grow = wanted - current;
+            // Cancel debt first: permits that were to be retired may now stay. The closure may
+            // run more than once (a returning permit takes debt meanwhile), so what was repaid
+            // is worked out from the value it finally replaced.
+            let before = self
                 .debt
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |debt| {
-                    let repaid = debt.min(grow);
-                    grow -= repaid;
-                    Some(debt - repaid)
-                });
-            if grow > 0 {
-                self.semaphore.add_permits(grow);
+                    Some(debt - debt.min(grow))
+                })
+                .unwrap_or_else(|debt| debt);
+            let added = grow - before.min(grow);
+            if added > 0 {
+                self.semaphore.add_permits(added);
             }
         } else if wanted < current {
             let shrink = current - wanted;
@@ -121,5 +123,45 @@ mod tests {
         assert_eq!(limiter.available(), 0);
         limiter.resize(0, 1);
         assert_eq!(limiter.available(), 1);
+    }
+
+    /// Resizes racing returned permits never lose or make permits: after the dust settles the
+    /// semaphore holds exactly the final limit.
+    #[test]
+    fn resizes_racing_returned_permits_keep_the_count() {
+        const HELD: usize = 4000;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for round in 0..20 {
+            let limiter = Limiter::new(HELD);
+            let mut held = runtime.block_on(async {
+                let mut held = Vec::with_capacity(HELD);
+                for _ in 0..HELD {
+                    held.push(limiter.acquire().await);
+                }
+                held
+            });
+            // Owe every permit, then return them from two threads while the limit grows back
+            // one permit at a time: debt is taken and repaid at once.
+            limiter.resize(HELD, 0);
+            let other_half = held.split_off(HELD / 2);
+            let start = Arc::new(std::sync::Barrier::new(3));
+            let droppers = [held, other_half].map(|permits| {
+                let start = Arc::clone(&start);
+                std::thread::spawn(move || {
+                    start.wait();
+                    drop(permits);
+                })
+            });
+            start.wait();
+            for size in 0..HELD {
+                limiter.resize(size, size + 1);
+            }
+            for dropper in droppers {
+                dropper.join().unwrap();
+            }
+            assert_eq!(limiter.available(), HELD, "round {round}");
+        }
     }
 }

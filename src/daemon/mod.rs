@@ -42,6 +42,29 @@ const SUSPEND_THRESHOLD: Duration = Duration::from_secs(2);
 /// File events are collected this long before the config and secrets are looked at again.
 const DEBOUNCE: Duration = Duration::from_millis(300);
 
+/// How long a reload waits for a stopped account's task to be gone.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// An account with its login built, ready to start.
+struct Prepared {
+    account: Account,
+    auth: Arc<dyn Authenticator>,
+    /// The CA bundle's digest, taken before the login's client was built: a rotation after this
+    /// moment shows as a change and restarts the account.
+    ca_digest: Option<u64>,
+}
+
+impl Prepared {
+    fn new(factory: &AuthFactory, account: &Account) -> Result<Prepared, String> {
+        let ca_digest = crate::input::may_block(|| crate::login::http::ca_digest(&account.http));
+        Ok(Prepared {
+            account: account.clone(),
+            auth: factory(account)?,
+            ca_digest,
+        })
+    }
+}
+
 /// What a reload does to one account.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
@@ -113,6 +136,8 @@ pub struct Supervisor {
     state: Option<Arc<StateDir>>,
     /// Keys digests of secrets when there is no state directory (its own key serves otherwise).
     ephemeral_keys: Keys,
+    /// Accounts warned about too-short lifetimes, across restarts of their tasks.
+    warned_short: Arc<Mutex<BTreeSet<String>>>,
     last_clock_offset: Duration,
 }
 
@@ -132,7 +157,7 @@ impl Supervisor {
         // Build every login before starting any task, so a failure leaves nothing running.
         let mut logins = Vec::with_capacity(config.accounts.len());
         for account in config.accounts.values() {
-            logins.push((account.clone(), factory(account)?));
+            logins.push(Prepared::new(&factory, account)?);
         }
         let (time_jump, _) = tokio::sync::watch::channel(0);
         let (shutdown, _) = tokio::sync::watch::channel(false);
@@ -148,33 +173,29 @@ impl Supervisor {
             shutdown,
             state,
             ephemeral_keys: Keys::ephemeral(),
+            warned_short: Arc::default(),
             last_clock_offset,
         };
         let count = logins.len();
-        for (account, login) in logins {
-            supervisor.spawn_with(account, login, count);
+        for prepared in logins {
+            supervisor.spawn_with(prepared, count);
         }
         Ok(supervisor)
     }
 
-    fn spawn(&mut self, account: Account, startup_accounts: usize) -> Result<(), String> {
-        let auth = (self.factory)(&account)?;
-        self.spawn_with(account, auth, startup_accounts);
+    fn spawn(&mut self, account: &Account, startup_accounts: usize) -> Result<(), String> {
+        let prepared = Prepared::new(&self.factory, account)?;
+        self.spawn_with(prepared, startup_accounts);
         Ok(())
     }
 
-    fn spawn_with(
-        &mut self,
-        account: Account,
-        auth: Arc<dyn Authenticator>,
-        startup_accounts: usize,
-    ) {
-        let (digest, ca_digest) = crate::input::may_block(|| {
-            (
-                self.credentials_digest(&account),
-                crate::login::http::ca_digest(&account.http),
-            )
-        });
+    fn spawn_with(&mut self, prepared: Prepared, startup_accounts: usize) {
+        let Prepared {
+            account,
+            auth,
+            ca_digest,
+        } = prepared;
+        let digest = crate::input::may_block(|| self.credentials_digest(&account));
         let (credentials, watched) = tokio::sync::watch::channel(digest);
         let status = Arc::new(Mutex::new(AccountStatus::default()));
         let shared = Shared {
@@ -184,6 +205,7 @@ impl Supervisor {
             time_jump: self.time_jump.subscribe(),
             shutdown: self.shutdown.subscribe(),
             startup_accounts,
+            warned_short: Arc::clone(&self.warned_short),
         };
         let state = self.state.as_ref().map(|dir| dir.file(&account));
         let task = AccountTask::new(
@@ -255,12 +277,12 @@ impl Supervisor {
             preflight(touched.into_iter(), state.as_deref(), Cleanup::Skip)
         })?;
         // Build every new login before touching anything, so a failure changes nothing.
-        let mut logins: BTreeMap<String, Arc<dyn Authenticator>> = BTreeMap::new();
+        let mut logins: BTreeMap<String, Prepared> = BTreeMap::new();
         for change in &changes {
             if let Change::Add(name) | Change::Restart(name) = change
                 && let Some(account) = new.accounts.get(name)
             {
-                logins.insert(name.clone(), (self.factory)(account)?);
+                logins.insert(name.clone(), Prepared::new(&self.factory, account)?);
             }
         }
         self.resize_limiter(new.daemon.max_concurrent_logins);
@@ -280,8 +302,15 @@ impl Supervisor {
                 && let Some(running) = self.running.remove(name)
             {
                 running.task.abort();
-                // Wait for the task to be gone, so no write of its lands after the clean-up.
-                let _ = running.task.await;
+                // Wait for the task to be gone, so no write of its lands after the clean-up; but
+                // not for ever: a task stuck in a file operation on a hung mount must not stop
+                // every later reload (moving the output elsewhere is the operator's fix).
+                if tokio::time::timeout(STOP_WAIT, running.task).await.is_err() {
+                    tracing::warn!(
+                        account = %name,
+                        "the account's task is stuck in a file operation; going on without it"
+                    );
+                }
                 let mut dropped = running.account.clone();
                 dropped
                     .outputs
@@ -297,9 +326,9 @@ impl Supervisor {
         let count = changes.len();
         for change in &changes {
             if let Change::Add(name) | Change::Restart(name) = change
-                && let (Some(account), Some(login)) = (new.accounts.get(name), logins.remove(name))
+                && let Some(prepared) = logins.remove(name)
             {
-                self.spawn_with(account.clone(), login, count);
+                self.spawn_with(prepared, count);
             }
         }
         self.config = new;
@@ -357,7 +386,7 @@ impl Supervisor {
             };
             tracing::error!(account = %name, "the account's task stopped unexpectedly; restarting it");
             let count = self.running.len() + 1;
-            if let Err(error) = self.spawn(running.account, count) {
+            if let Err(error) = self.spawn(&running.account, count) {
                 tracing::error!(account = %name, "cannot restart: {error}");
             }
         }
@@ -696,6 +725,9 @@ impl Reloader<'_> {
         for name in crate::input::may_block(|| supervisor.wake_changed_secrets()) {
             tracing::info!(account = %name, "secret changed");
         }
+        // Links may have been retargeted even when nothing else changed: watch what the files
+        // name now.
+        crate::input::may_block(|| self.rewatch(supervisor));
     }
 
     async fn apply(&mut self, supervisor: &mut Supervisor, text: &config::ConfigText) {
@@ -723,7 +755,6 @@ impl Reloader<'_> {
                     restarted = count(|change| matches!(change, Change::Restart(_))),
                     "config reloaded"
                 );
-                self.rewatch(supervisor);
             }
             Err(error) => tracing::error!("reload rejected, keeping the running config: {error}"),
         }

@@ -107,8 +107,8 @@ impl Keys {
     }
 
     /// A keyed digest of every secret value the login reads now (files, environment variables,
-    /// credentials, literals). A secret that cannot be read counts as its error kind, so a file
-    /// that appears later changes the digest too.
+    /// credentials, literals). A secret that cannot be read counts as unreadable, so a file that
+    /// appears later changes the digest too.
     pub fn credentials(&self, spec: &LoginSpec) -> CredentialsDigest {
         let mut context = hmac::Context::with_key(&self.key);
         context.update(CREDENTIALS_DOMAIN);
@@ -218,6 +218,15 @@ impl StateDir {
             ));
         }
         let dir = OutputDir::from_fd(fd, path.to_path_buf());
+        // A crash between writing a state file's temp file and renaming it leaves a token behind;
+        // nothing else writes here while the directory is being opened.
+        match dir.remove_stale_temps() {
+            Ok(0) => {}
+            Ok(removed) => {
+                tracing::info!(dir = %path.display(), removed, "removed stale temporary files")
+            }
+            Err(error) => tracing::warn!("{error}"),
+        }
         let keys = load_or_create_key(&dir)?;
         Ok(Arc::new(StateDir {
             dir,
@@ -676,6 +685,17 @@ path = "{}/out/a.token"
             std::fs::metadata(&deep).unwrap().permissions().mode() & 0o777,
             0o700
         );
+    }
+
+    #[test]
+    fn opening_removes_stale_temporary_files() {
+        let scratch = tempfile::tempdir().unwrap();
+        let path = scratch.path().join("state");
+        StateDir::open(&path).unwrap();
+        let stale = path.join(".a.state.0123456789abcdef.tmp");
+        std::fs::write(&stale, "{\"token\":\"half-written\"").unwrap();
+        StateDir::open(&path).unwrap();
+        assert!(!stale.exists());
     }
 
     #[test]

@@ -27,21 +27,23 @@ struct Interest {
 }
 
 impl Interest {
-    /// The entries to react to for `files`: each file, and the target of each one that is a
-    /// symlink (resolved now, and again at every reload); plus `..data` beside each file.
+    /// The entries to react to for `files`: each file, every symlink met on the way to what it
+    /// names (a link to it, a link in a chain, a directory link on its path), resolved now and
+    /// again at every reload; plus `..data` beside each file. Relative paths are made absolute,
+    /// as the watcher reports events with absolute paths.
     fn of(files: &[PathBuf]) -> Interest {
         let mut interest = Interest::default();
         for file in files {
-            interest.add(file);
-            if let Some(dir) = directory_of(file) {
+            let Ok(file) = std::path::absolute(file) else {
+                continue;
+            };
+            if let Some(dir) = directory_of(&file) {
                 interest
                     .entries
                     .insert((dir, OsString::from(KUBERNETES_DATA)));
             }
-            if file.symlink_metadata().is_ok_and(|meta| meta.is_symlink())
-                && let Ok(target) = std::fs::canonicalize(file)
-            {
-                interest.add(&target);
+            for path in resolution(&file) {
+                interest.add(&path);
             }
         }
         interest
@@ -148,6 +150,54 @@ impl FileWatcher {
     }
 }
 
+/// Every path whose change changes what `file` names: each symlink met while resolving it
+/// (whether a component of the path or a hop of a chain), and the path it finally names. Stops
+/// after 40 links (the kernel's own limit) or at the first path that cannot be read.
+fn resolution(file: &Path) -> Vec<PathBuf> {
+    const MAX_LINKS: usize = 40;
+    let mut found = Vec::new();
+    let mut current = file.to_path_buf();
+    'resolve: for _ in 0..MAX_LINKS {
+        let mut prefix = PathBuf::new();
+        let mut components = current.components();
+        while let Some(component) = components.next() {
+            match component {
+                // Every link before this point was resolved already, so `..` can be taken
+                // lexically: it names the real parent.
+                std::path::Component::ParentDir => {
+                    prefix.pop();
+                    continue;
+                }
+                std::path::Component::CurDir => continue,
+                _ => prefix.push(component),
+            }
+            let is_link = prefix
+                .symlink_metadata()
+                .is_ok_and(|meta| meta.file_type().is_symlink());
+            if !is_link {
+                continue;
+            }
+            let Ok(target) = std::fs::read_link(&prefix) else {
+                break;
+            };
+            found.push(prefix.clone());
+            // A relative target is relative to the link's directory; the rest of the path
+            // follows the target.
+            let mut next = match prefix.parent() {
+                Some(parent) => parent.join(target),
+                None => target,
+            };
+            next.extend(components);
+            current = next;
+            continue 'resolve;
+        }
+        current = prefix;
+        break;
+    }
+    found.push(current);
+    found
+}
+
 fn directory_of(file: &Path) -> Option<PathBuf> {
     let parent = file.parent()?;
     if parent.as_os_str().is_empty() {
@@ -194,6 +244,52 @@ mod tests {
         let mut dirs = interest.dirs().into_iter().collect::<Vec<_>>();
         dirs.sort();
         assert_eq!(dirs.len(), 3, "{dirs:?}");
+    }
+
+    #[test]
+    fn every_link_on_the_way_is_watched() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        // secrets/db -> db-v2 (a directory link, as a deployment tool swaps), db-v2/password ->
+        // ../../alternatives/password (a chain, as update-alternatives makes) ->
+        // ../store/password.
+        for sub in ["secrets/db-v2", "alternatives", "store"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        std::fs::write(root.join("store/password"), "x").unwrap();
+        std::os::unix::fs::symlink("db-v2", root.join("secrets/db")).unwrap();
+        std::os::unix::fs::symlink(
+            "../../alternatives/password",
+            root.join("secrets/db-v2/password"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("../store/password", root.join("alternatives/password"))
+            .unwrap();
+        let interest = Interest::of(&[root.join("secrets/db/password")]);
+        for (path, expected) in [
+            (root.join("secrets/db"), true),
+            (root.join("secrets/db/password"), false),
+            (root.join("secrets/db-v2/password"), true),
+            (root.join("alternatives/password"), true),
+            (root.join("store/password"), true),
+            (root.join("store/other"), false),
+        ] {
+            assert_eq!(interest.matches(&path), expected, "{}", path.display());
+        }
+        // A loop of links ends without hanging.
+        std::os::unix::fs::symlink("loop-b", root.join("loop-a")).unwrap();
+        std::os::unix::fs::symlink("loop-a", root.join("loop-b")).unwrap();
+        let looping = Interest::of(&[root.join("loop-a")]);
+        assert!(looping.matches(&root.join("loop-a")) && looping.matches(&root.join("loop-b")));
+    }
+
+    #[test]
+    fn relative_paths_match_the_absolute_paths_events_carry() {
+        let cwd = std::env::current_dir().unwrap();
+        let interest = Interest::of(&[PathBuf::from("config.toml")]);
+        assert!(interest.matches(&cwd.join("config.toml")));
+        let dotted = Interest::of(&[PathBuf::from("./config.toml")]);
+        assert!(dotted.matches(&cwd.join("config.toml")));
     }
 
     #[tokio::test]

@@ -417,7 +417,11 @@ impl Login {
             .map_err(|error| protocol(format!("the token at {pointer} is refused: {error}")))?;
 
         let bad_expiry = |field: &str, error: expiry::ExpiryError| {
-            protocol(format!("bad expiry at {field}: {error}"))
+            // The error quotes the offending expiry text, which comes from the reply.
+            protocol(format!(
+                "bad expiry at {field}: {}",
+                reply.quote(&error.to_string())
+            ))
         };
         let mut signals = expiry::Signals {
             fixed_lifetime: reply_spec.fixed_lifetime,

@@ -299,6 +299,9 @@ fn head_bit(head: u32) -> usize {
 /// The fragments of a secret: maximal runs of at least [`MIN_FRAGMENT_CHARS`] ASCII alphanumeric
 /// characters, then the same for alphanumeric characters of any script (so `wörd` in `p@ss wörd`
 /// counts although no ASCII run of it is long enough).
+///
+/// Every window of [`WINDOW_CHARS`] characters of a longer ASCII run counts too, so that an echo
+/// that shows only part of a secret (`s3cr3tValu***` for `s3cr3tValue12345`) is caught as well.
 fn fragments(value: &str) -> Vec<&str> {
     let mut found = Vec::new();
     push_runs(
@@ -306,9 +309,22 @@ fn fragments(value: &str) -> Vec<&str> {
         |character| character.is_ascii_alphanumeric(),
         &mut found,
     );
+    let windows: Vec<&str> = found
+        .iter()
+        .filter(|run| run.len() > WINDOW_CHARS)
+        .flat_map(|run| {
+            // ASCII runs: every byte index is a character boundary.
+            (0..=run.len() - WINDOW_CHARS).filter_map(|start| run.get(start..start + WINDOW_CHARS))
+        })
+        .collect();
+    found.extend(windows);
     push_runs(value, char::is_alphanumeric, &mut found);
     found
 }
+
+/// The length of the windows of long secret runs looked for: long enough that a window of a
+/// random secret does not turn up in ordinary text, short enough to catch a half-masked echo.
+const WINDOW_CHARS: usize = 6;
 
 fn push_runs<'a>(value: &'a str, member: impl Fn(char) -> bool, found: &mut Vec<&'a str>) {
     let mut run: Option<(usize, usize)> = None;
@@ -1354,5 +1370,22 @@ mod tests {
         for body in bodies {
             assert!(!echoes_secret(&body, &sent));
         }
+    }
+
+    #[test]
+    fn an_echo_of_part_of_a_secret_is_withheld_too() {
+        let sent = secrets(&["s3cr3tValue12345"]);
+        for echo in [
+            "password s3cr3tValu*** rejected",
+            "received ***tValue12345",
+            "{\"hint\":\"S3CR3TV\"}",
+        ] {
+            assert_eq!(quote(echo, &sent), WITHHELD, "{echo}");
+        }
+        // Text that shares no six characters with the secret is quoted.
+        assert_eq!(
+            quote("invalid client: authentication failed", &sent),
+            "invalid client: authentication failed"
+        );
     }
 }

@@ -889,3 +889,41 @@ path = "{}/idp.token"
     assert!(endpoint.is_live(&token));
     assert!(daemon.log().contains("refreshed=true"), "{}", daemon.log());
 }
+
+/// A config named by a relative path (`-c config.toml` in its own directory) is watched too: the
+/// watcher reports absolute paths, and the daemon must match them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_given_by_a_relative_path_is_still_watched() {
+    let setup = setup(Duration::from_secs(3600)).await;
+    let base = setup.endpoint.base_url();
+    let text = FAST.to_string() + &apinizer("api", &base, &setup.apinizer_secret, &setup.out);
+    let config = write_config(setup.scratch.path(), &text);
+    let daemon = Daemon::start_in(
+        setup.scratch.path(),
+        &["run", "--config", "config.toml"],
+        setup.scratch.path(),
+        &[],
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || setup
+            .out
+            .join("api.token")
+            .exists())
+        .await,
+        "{}",
+        daemon.log()
+    );
+    // A second account appears in the file; no signal is sent.
+    let second = text.clone() + &apinizer("api2", &base, &setup.apinizer_secret, &setup.out);
+    replace_file(Path::new(&config), &second);
+    assert!(
+        eventually(Duration::from_secs(20), || setup
+            .out
+            .join("api2.token")
+            .exists())
+        .await,
+        "the change to a relatively named config was missed: {}",
+        daemon.log()
+    );
+    assert!(daemon.log().contains("added=1"), "{}", daemon.log());
+}

@@ -942,3 +942,123 @@ path = "{dir}/{name}.token"
     let now: Vec<Option<String>> = stuck_files.iter().map(|file| read(file)).collect();
     assert_eq!(now, stuck_tokens, "the stuck accounts were not held");
 }
+
+/// A daemon whose log pipe is full (journald stuck, a paused pager): its writers block in
+/// `write(2)` holding the log's lock. The stop must not wait behind them.
+struct FullLog {
+    child: Child,
+    /// The read end, never read: the pipe stays full.
+    _pipe: std::process::ChildStderr,
+}
+
+impl FullLog {
+    /// Starts the fixture's daemon at trace level with its stderr into a pipe shrunk to one
+    /// page, and waits until the pipe is full.
+    async fn start(fixture: &Fixture) -> FullLog {
+        let mut command = Daemon::command(
+            &["run", "--config", &fixture.config],
+            fixture.scratch.path(),
+            &[("RUST_LOG", "trace")],
+        );
+        command.stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start tokenkeeper run");
+        let pipe = child.stderr.take().expect("stderr was piped");
+        let size = rustix::pipe::fcntl_setpipe_size(&pipe, 4096).expect("shrink the pipe");
+        let daemon = FullLog { child, _pipe: pipe };
+        // Once the first token is written the daemon handles signals (a SIGHUP before that
+        // would end it); then reloads, two log lines each, fill the pipe fast.
+        assert!(
+            eventually(START_LIMIT, || fixture.output.exists()).await,
+            "no token was written"
+        );
+        let full = eventually(START_LIMIT, || {
+            if daemon.writer_blocked() {
+                return true;
+            }
+            daemon.signal(Signal::HUP);
+            false
+        })
+        .await;
+        let queued = rustix::io::ioctl_fionread(&daemon._pipe).unwrap_or(0);
+        assert!(
+            full,
+            "no thread blocked on the {size}-byte log pipe ({queued} bytes queued)"
+        );
+        daemon
+    }
+
+    fn signal(&self, signal: Signal) {
+        let pid = Pid::from_raw(self.child.id() as i32).expect("pid");
+        rustix::process::kill_process(pid, signal).expect("send signal");
+    }
+
+    /// Whether one of the daemon's threads sleeps in a pipe write (the kernel's wait channel).
+    fn writer_blocked(&self) -> bool {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.child.id())) else {
+            return false;
+        };
+        tasks.filter_map(Result::ok).any(|task| {
+            std::fs::read_to_string(task.path().join("wchan"))
+                .is_ok_and(|channel| channel.contains("pipe_write"))
+        })
+    }
+
+    /// Waits at most `limit` for the process to end; its exit code.
+    async fn wait(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return Some(status.code().unwrap_or(-1));
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for FullLog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_log_pipe_cannot_keep_sigterm_from_ending_the_process() {
+    let fixture = Fixture::new("").await;
+    let mut daemon = FullLog::start(&fixture).await;
+    let asked = Instant::now();
+    daemon.signal(Signal::TERM);
+    let code = daemon
+        .wait(GRACE + FORCE_AFTER_GRACE + Duration::from_secs(5))
+        .await;
+    let took = asked.elapsed();
+    eprintln!("full log pipe: SIGTERM to exit {took:?}, exit code {code:?}");
+    assert_eq!(
+        code,
+        Some(1),
+        "the stop was not forced: exit {code:?} after {took:?}"
+    );
+    // The deadline thread fires at grace + 1 s; the last log line gets 100 ms.
+    assert!(
+        took < GRACE + FORCE_AFTER_GRACE + Duration::from_secs(1),
+        "SIGTERM took {took:?} with a {GRACE:?} grace"
+    );
+
+    // A fresh fixture: the first token written is the sign that signals are handled.
+    let fixture = Fixture::new("").await;
+    let mut daemon = FullLog::start(&fixture).await;
+    let asked = Instant::now();
+    daemon.signal(Signal::TERM);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    daemon.signal(Signal::TERM);
+    let code = daemon
+        .wait(GRACE + FORCE_AFTER_GRACE + Duration::from_secs(5))
+        .await;
+    let took = asked.elapsed();
+    eprintln!("full log pipe, two SIGTERMs: exit {took:?}, exit code {code:?}");
+    assert_eq!(code, Some(1));
+    assert!(took < GRACE, "a second SIGTERM took {took:?}");
+}

@@ -119,8 +119,30 @@ impl Daemon {
 
     /// Starts the binary with `args` (which should include `run`).
     pub fn start_with_args(args: &[&str], log_dir: &Path, env: &[(&str, &str)]) -> Daemon {
+        Daemon::spawn_logged(Daemon::command(args, log_dir, env), log_dir)
+    }
+
+    /// Like [`Daemon::start_with_args`], in the working directory `cwd`.
+    pub fn start_in(cwd: &Path, args: &[&str], log_dir: &Path, env: &[(&str, &str)]) -> Daemon {
+        let mut command = Daemon::command(args, log_dir, env);
+        command.current_dir(cwd);
+        Daemon::spawn_logged(command, log_dir)
+    }
+
+    /// Spawns `command` with its stderr in a new log file in `log_dir`.
+    fn spawn_logged(mut command: std::process::Command, log_dir: &Path) -> Daemon {
         let log = log_dir.join(format!("daemon-{}.log", rand_suffix()));
         let stderr = std::fs::File::create(&log).expect("create log");
+        command.stderr(Stdio::from(stderr));
+        Daemon {
+            child: command.spawn().expect("start tokenkeeper run"),
+            log,
+        }
+    }
+
+    /// The command the starters run (clean proxy and config environment, `RUST_LOG=info`, state
+    /// beside the log), for tests that change it further; stderr is left to the caller.
+    pub fn command(args: &[&str], log_dir: &Path, env: &[(&str, &str)]) -> std::process::Command {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tokenkeeper"));
         command
             .args(args)
@@ -133,8 +155,7 @@ impl Daemon {
             // StateDirectory= would, never in the machine's /var/lib/tokenkeeper.
             .env("STATE_DIRECTORY", log_dir.join("state"))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(stderr));
+            .stdout(Stdio::null());
         for (name, value) in env {
             // An empty value removes the variable (RUST_LOG is set by default above).
             if value.is_empty() {
@@ -143,10 +164,7 @@ impl Daemon {
                 command.env(name, value);
             }
         }
-        Daemon {
-            child: command.spawn().expect("start tokenkeeper run"),
-            log,
-        }
+        command
     }
 
     /// Everything the daemon logged so far.
