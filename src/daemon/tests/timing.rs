@@ -95,6 +95,10 @@ async fn two_retry_after_failures_at_a_renewal_never_leave_an_expired_token() {
         }
     }
     // Even the tightest renewal left a real share of the lifetime.
+    eprintln!(
+        "tightest renewal left {:.1} % of the lifetime",
+        tightest * 100.0
+    );
     assert!(tightest > 0.0, "{tightest}");
 }
 
