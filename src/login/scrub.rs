@@ -358,17 +358,26 @@ const DECODERS: [Decoder; 4] = [json_unescape, percent_decode, form_decode, html
 /// JSON string escapes, plus `\xHH` and `\'` that JavaScript and Python reprs use. A malformed
 /// escape (a lone surrogate, too few hex digits, an unknown letter) is left as it is.
 fn json_unescape(text: &str) -> Option<Zeroizing<String>> {
-    if !text.contains('\\') {
+    replace_references(text, b'\\', backslash_escape)
+}
+
+/// Reads a reference (an escape) starting at a byte offset: its character and its length.
+type Reference = fn(&[u8], usize) -> Option<(char, usize)>;
+
+/// Replaces every reference that starts with `marker` and that `reference` recognises (it
+/// returns the character and the reference's length in bytes) by its character. `None` when
+/// nothing was replaced. References are ASCII, so every cut falls on a character boundary.
+fn replace_references(text: &str, marker: u8, reference: Reference) -> Option<Zeroizing<String>> {
+    if !text.as_bytes().contains(&marker) {
         return None;
     }
     let bytes = text.as_bytes();
     let mut out = Zeroizing::new(String::with_capacity(text.len()));
     let (mut copied, mut index, mut changed) = (0, 0, false);
     while let Some(&byte) = bytes.get(index) {
-        if byte == b'\\'
-            && let Some((character, length)) = backslash_escape(bytes, index)
+        if byte == marker
+            && let Some((character, length)) = reference(bytes, index)
         {
-            // Escapes are ASCII, so `copied` and `index` always fall on character boundaries.
             out.push_str(text.get(copied..index)?);
             out.push(character);
             index += length;
@@ -498,28 +507,7 @@ fn into_text(mut bytes: Zeroizing<Vec<u8>>) -> Zeroizing<String> {
 /// HTML character references: named ones (see [`named_entity`]), `&#47;`, `&#x2f;` and `&#X2F;`,
 /// each with or without the trailing `;`. An `&` that starts no known reference stays.
 fn html_decode(text: &str) -> Option<Zeroizing<String>> {
-    if !text.contains('&') {
-        return None;
-    }
-    let bytes = text.as_bytes();
-    let mut out = Zeroizing::new(String::with_capacity(text.len()));
-    let (mut copied, mut index, mut changed) = (0, 0, false);
-    while let Some(&byte) = bytes.get(index) {
-        if byte == b'&'
-            && let Some((character, length)) = html_reference(bytes, index)
-        {
-            // References are ASCII, so `copied` and `index` always fall on character boundaries.
-            out.push_str(text.get(copied..index)?);
-            out.push(character);
-            index += length;
-            copied = index;
-            changed = true;
-        } else {
-            index += 1;
-        }
-    }
-    out.push_str(text.get(copied..)?);
-    changed.then_some(out)
+    replace_references(text, b'&', html_reference)
 }
 
 /// The character an HTML reference at `at` (an `&`) stands for, and the reference's length.

@@ -129,6 +129,16 @@ fn test_clock() -> Arc<TestClock> {
     ))
 }
 
+/// A login whose first token (`first-token`, five minutes) every format takes, and whose refresh
+/// the env format refuses (`second$token`: a shell would expand `$`).
+fn unwritable_refresh(clock: &Arc<TestClock>) -> Arc<Scripted> {
+    Scripted::new(
+        clock,
+        vec![Answer::Named("first-token", Duration::from_secs(300))],
+        Answer::Named("second$token", Duration::from_secs(3600)),
+    )
+}
+
 /// A factory that hands every account the same login.
 fn same_login(login: Arc<dyn Authenticator>) -> AuthFactory {
     Arc::new(move |_account| Ok(Arc::clone(&login)))
@@ -795,12 +805,7 @@ async fn a_token_close_to_expiry_at_restart_is_refreshed_at_once_and_removed_if_
 async fn while_writes_fail_the_older_file_goes_when_its_token_expires() {
     let dir = tempfile::tempdir().unwrap();
     let clock = test_clock();
-    // The second token cannot be written in the env format (a shell would expand `$`).
-    let scripted = Scripted::new(
-        &clock,
-        vec![Answer::Named("first-token", Duration::from_secs(300))],
-        Answer::Named("second$token", Duration::from_secs(3600)),
-    );
+    let scripted = unwritable_refresh(&clock);
     let harness = Harness::start_with_output(dir, clock, scripted, "", "format = \"env\"").await;
     pass(Duration::from_secs(10)).await;
     assert_eq!(harness.read().as_deref(), Some("A_TOKEN=first-token\n"));
