@@ -582,65 +582,52 @@ impl Validator {
             self,
             &raw.refresh_margin,
             "refresh_margin",
-            defaults.refresh.margin,
+            defaults.refresh.margin(),
         );
         let min_interval = duration_or(
             self,
             &raw.min_refresh_interval,
             "min_refresh_interval",
-            defaults.refresh.min_interval,
+            defaults.refresh.min_interval(),
         );
         let fraction = raw
             .refresh_at
             .as_ref()
-            .map_or(defaults.refresh.fraction, |value| *value.get_ref());
+            .map_or(defaults.refresh.fraction(), |value| *value.get_ref());
         let jitter = raw
             .refresh_jitter
             .as_ref()
-            .map_or(defaults.refresh.jitter, |value| *value.get_ref());
+            .map_or(defaults.refresh.jitter(), |value| *value.get_ref());
+        // Where the value a timing error names was written (a cap left at its default is refused
+        // because of the base that was set).
+        let span_of = |key: &str| -> Option<Range<usize>> {
+            match key {
+                "refresh_at" => raw.refresh_at.as_ref().map(Spanned::span),
+                "refresh_jitter" => raw.refresh_jitter.as_ref().map(Spanned::span),
+                "refresh_margin" => raw.refresh_margin.as_ref().map(Spanned::span),
+                "min_refresh_interval" => raw.min_refresh_interval.as_ref().map(Spanned::span),
+                "retry_base" => raw.retry_base.as_ref().map(Spanned::span),
+                _ => raw
+                    .retry_cap
+                    .as_ref()
+                    .or(raw.retry_base.as_ref())
+                    .map(Spanned::span),
+            }
+        };
         match RefreshPolicy::new(fraction, jitter, margin, min_interval) {
             Ok(policy) => settings.refresh = policy,
             Err(error) => {
-                use crate::schedule::ScheduleError;
-                let (key, span) = match error {
-                    ScheduleError::Fraction(_) => {
-                        ("refresh_at", raw.refresh_at.as_ref().map(Spanned::span))
-                    }
-                    ScheduleError::Jitter(_) => (
-                        "refresh_jitter",
-                        raw.refresh_jitter.as_ref().map(Spanned::span),
-                    ),
-                    ScheduleError::Margin(_) => (
-                        "refresh_margin",
-                        raw.refresh_margin.as_ref().map(Spanned::span),
-                    ),
-                    _ => (
-                        "min_refresh_interval",
-                        raw.min_refresh_interval.as_ref().map(Spanned::span),
-                    ),
-                };
-                self.problem(span, &format!("daemon.{key}"), error.to_string());
+                let key = error.config_key();
+                self.problem(span_of(key), &format!("daemon.{key}"), error.to_string());
             }
         }
-        let base = duration_or(self, &raw.retry_base, "retry_base", defaults.backoff.base);
-        let cap = duration_or(self, &raw.retry_cap, "retry_cap", defaults.backoff.cap);
-        match Backoff::new(base, cap, base.min(defaults.backoff.floor)) {
+        let base = duration_or(self, &raw.retry_base, "retry_base", defaults.backoff.base());
+        let cap = duration_or(self, &raw.retry_cap, "retry_cap", defaults.backoff.cap());
+        match Backoff::new(base, cap, base.min(defaults.backoff.floor())) {
             Ok(backoff) => settings.backoff = backoff,
             Err(error) => {
-                // The floor follows the base, so a cap below either is the cap's fault.
-                let (key, span) = match error {
-                    crate::schedule::ScheduleError::BaseZero => {
-                        ("retry_base", raw.retry_base.as_ref().map(Spanned::span))
-                    }
-                    _ => (
-                        "retry_cap",
-                        raw.retry_cap
-                            .as_ref()
-                            .or(raw.retry_base.as_ref())
-                            .map(Spanned::span),
-                    ),
-                };
-                self.problem(span, &format!("daemon.{key}"), error.to_string());
+                let key = error.config_key();
+                self.problem(span_of(key), &format!("daemon.{key}"), error.to_string());
             }
         }
         settings.rejected_retry = duration_or(

@@ -5,7 +5,7 @@
 //! Invariants: pure: no I/O, no clock reads, no panics, no sleeping. Every instant is a [`Boot`]
 //! reading passed in by the caller and every random draw comes from a caller-supplied [`Rng`], so
 //! each rule is tested with fixed instants and seeded generators. Lifetimes come from remote servers
-//! and may be absurd (reliability.md C7), so all arithmetic saturates instead of overflowing, and
+//! and may be absurd (0, negative, 1e30 seconds), so all arithmetic saturates instead of overflowing, and
 //! [`clamp_wait`] bounds whatever reaches a timer.
 
 use std::ops::RangeInclusive;
@@ -15,7 +15,7 @@ use rand::Rng;
 
 /// An instant on the boot clock (`CLOCK_BOOTTIME`, time since boot), which keeps counting while the
 /// machine is suspended. tokio's timers run on `CLOCK_MONOTONIC`, which stops during suspend, so
-/// deadlines are kept on this clock and compared after a wake (reliability.md §2).
+/// deadlines are kept on this clock and compared after a wake (tokio-rs/tokio#3185).
 pub type Boot = Duration;
 
 /// The longest wait [`clamp_wait`] lets through. Far shorter than anything that could overflow an
@@ -23,7 +23,7 @@ pub type Boot = Duration;
 pub const MAX_WAIT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// The longest `Retry-After` honoured. A server asking for more is more likely confused than
-/// serious, and the old token may expire long before (reliability.md §3).
+/// serious, and the old token may expire long before.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
 
 /// Retries after a `Retry-After` spread over a window of half its length, within these bounds.
@@ -71,23 +71,37 @@ pub enum ScheduleError {
     FloorAboveCap { floor: Duration, cap: Duration },
 }
 
-/// When to refresh a token, relative to its lifetime. Build one with [`RefreshPolicy::new`] (or
-/// [`Default`]); [`next_refresh`] still treats out-of-range fields of a struct literal as the
-/// nearest valid value, so it cannot panic on them.
+impl ScheduleError {
+    /// The `[daemon]` key of the config file that holds the refused value. The backoff floor
+    /// follows `retry_base`, so a cap below either is the cap's fault.
+    pub fn config_key(&self) -> &'static str {
+        match self {
+            ScheduleError::Fraction(_) => "refresh_at",
+            ScheduleError::Jitter(_) => "refresh_jitter",
+            ScheduleError::Margin(_) => "refresh_margin",
+            ScheduleError::MinInterval(_) => "min_refresh_interval",
+            ScheduleError::BaseZero => "retry_base",
+            ScheduleError::BaseAboveCap { .. } | ScheduleError::FloorAboveCap { .. } => "retry_cap",
+        }
+    }
+}
+
+/// When to refresh a token, relative to its lifetime. Built only by [`RefreshPolicy::new`] (or
+/// [`Default`]), so every value is within its range: nothing downstream checks again.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RefreshPolicy {
     /// Refresh at this fraction of the lifetime (0.1..=0.95, default 0.75): early enough that
     /// several retries fit before expiry, late enough not to waste logins.
-    pub fraction: f64,
+    fraction: f64,
     /// The delay to the nominal point varies by ± this fraction (0..=0.5, default 0.10), so many
     /// accounts and pods that logged in together do not refresh together.
-    pub jitter: f64,
+    jitter: f64,
     /// Never refresh later than this long before expiry (default 30 s), so readers do not see a
     /// token in its last seconds.
-    pub margin: Duration,
+    margin: Duration,
     /// Never refresh sooner than this after now (default 10 s): a token shorter than the margin,
     /// or an IdP handing back a cached token with a shrinking lifetime, must not cause a hot loop.
-    pub min_interval: Duration,
+    min_interval: Duration,
 }
 
 impl Default for RefreshPolicy {
@@ -135,6 +149,26 @@ impl RefreshPolicy {
             min_interval,
         })
     }
+
+    /// The share of the lifetime refreshes aim at.
+    pub fn fraction(&self) -> f64 {
+        self.fraction
+    }
+
+    /// How far either way of the aim refresh points spread, as a share of it.
+    pub fn jitter(&self) -> f64 {
+        self.jitter
+    }
+
+    /// How long before expiry a refresh comes at the latest (less for short lifetimes).
+    pub fn margin(&self) -> Duration {
+        self.margin
+    }
+
+    /// The spacing of overdue refreshes.
+    pub fn min_interval(&self) -> Duration {
+        self.min_interval
+    }
 }
 
 /// No refresh comes sooner than this after the last one, whatever the lifetime: the hot-loop
@@ -166,10 +200,8 @@ pub fn reserve(policy: &RefreshPolicy, lifetime: Duration) -> Duration {
 /// moment it was obtained: centred on `fraction·L`, `jitter·fraction·L` wide on either side, and
 /// shifted earlier (never squeezed) so that it ends [`reserve`] before expiry.
 pub fn band(policy: &RefreshPolicy, lifetime: Duration) -> (Duration, Duration) {
-    let fraction = nearest_valid(policy.fraction, FRACTION_RANGE, DEFAULT_FRACTION);
-    let jitter = nearest_valid(policy.jitter, JITTER_RANGE, DEFAULT_JITTER);
-    let half = scale(lifetime, jitter * fraction);
-    let top = scale(lifetime, fraction)
+    let half = scale(lifetime, policy.jitter * policy.fraction);
+    let top = scale(lifetime, policy.fraction)
         .saturating_add(half)
         .min(lifetime.saturating_sub(reserve(policy, lifetime)));
     (top.saturating_sub(half.saturating_mul(2)), top)
@@ -207,10 +239,9 @@ pub fn next_refresh(
     }
     // The band has passed: refresh soon, but without a hot loop, and before expiry when there is
     // time for it.
-    let jitter = nearest_valid(policy.jitter, JITTER_RANGE, DEFAULT_JITTER);
     let halfway = expires.saturating_sub(now) / 2;
     let wait = policy.min_interval.min(halfway).max(MIN_REFRESH_GAP);
-    let wait = scale(wait, 1.0 + symmetric_draw(jitter, rng)).max(MIN_REFRESH_GAP);
+    let wait = scale(wait, 1.0 + symmetric_draw(policy.jitter, rng)).max(MIN_REFRESH_GAP);
     now.saturating_add(wait)
 }
 
@@ -290,18 +321,29 @@ pub fn clamp_wait(wait: Duration) -> Duration {
 /// Exponential backoff with full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter"):
 /// attempt `n` waits `floor` plus a uniform draw from `[0, min(cap, base·2ⁿ⁺²)]`, capped at `cap`.
 /// Full jitter spreads accounts that failed together far better than a fixed schedule
-/// (reliability.md §3: peak 45 req/s instead of 1000 after an outage of 1000 accounts), and the
+/// (simulated for 1000 accounts and a 10 min outage: a peak of 45 logins a second after recovery
+/// instead of 1000), and the
 /// first retry is spread too: over 1–5 s with the defaults, so that 50 accounts that failed
-/// together put at most a few in any 100 ms (reliability.md T6).
+/// together put at most a few in any 100 ms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Backoff {
-    /// The ceiling of the first retry's draw (default 1 s); it doubles with each failed attempt.
-    pub base: Duration,
-    /// The ceiling never grows past this (default 5 min), so a recovered endpoint is noticed soon.
-    pub cap: Duration,
+    /// The span of the draw starts at this (default 1 s) and doubles with each failed attempt;
+    /// never zero.
+    base: Duration,
+    /// The span never grows past this (default 5 min), so a recovered endpoint is noticed soon;
+    /// at least `base` and `floor`.
+    cap: Duration,
     /// No retry comes sooner than this (default 1 s): a draw near zero would otherwise retry at once.
-    pub floor: Duration,
+    floor: Duration,
 }
+
+/// How failed writes of a token already held are retried: 1 s plus a jittered span doubling up
+/// to 30 s, without logging in again (a full disk, a read-only mount).
+pub const WRITE_RETRY: Backoff = Backoff {
+    base: Duration::from_secs(1),
+    cap: Duration::from_secs(30),
+    floor: Duration::from_secs(1),
+};
 
 impl Default for Backoff {
     fn default() -> Self {
@@ -378,13 +420,28 @@ impl Backoff {
     fn ceiling(&self, attempt: u32) -> Duration {
         let mut ceiling = self.base.min(self.cap);
         for _ in 0..attempt {
-            // A zero base (possible through a struct literal) never grows; stop rather than spin.
-            if ceiling >= self.cap || ceiling.is_zero() {
+            // The base is never zero, so doubling reaches the cap within about 94 steps.
+            if ceiling >= self.cap {
                 break;
             }
             ceiling = ceiling.saturating_mul(2).min(self.cap);
         }
         ceiling
+    }
+
+    /// The span of the first draw.
+    pub fn base(&self) -> Duration {
+        self.base
+    }
+
+    /// The smallest wait before any retry.
+    pub fn floor(&self) -> Duration {
+        self.floor
+    }
+
+    /// The largest span a draw can have.
+    pub fn cap(&self) -> Duration {
+        self.cap
     }
 }
 
@@ -423,17 +480,6 @@ pub fn startup_delay(
 /// suspend at all, so both count as no jump.
 pub fn suspended(previous_offset: Duration, current_offset: Duration, threshold: Duration) -> bool {
     current_offset.saturating_sub(previous_offset) > threshold
-}
-
-/// `value` if it lies in `range`, the nearest bound if it does not, `default` for NaN. Policy fields
-/// are public, so a struct literal can bypass [`RefreshPolicy::new`]; scheduling must still not
-/// panic (a NaN range would) nor misbehave wildly.
-fn nearest_valid(value: f64, range: RangeInclusive<f64>, default: f64) -> f64 {
-    if value.is_nan() {
-        default
-    } else {
-        value.clamp(*range.start(), *range.end())
-    }
 }
 
 /// A uniform draw from `[-spread, +spread]`; `spread` is finite and non-negative here.
@@ -858,13 +904,11 @@ mod tests {
     fn huge_instants_and_lifetimes_saturate_without_panicking() {
         let max_secs = Duration::from_secs(u64::MAX);
         let near_max = Duration::MAX - secs(5);
-        let odd = RefreshPolicy {
-            fraction: f64::NAN,
-            jitter: f64::INFINITY,
-            margin: Duration::MAX,
-            min_interval: Duration::MAX,
-        };
-        let policies = [RefreshPolicy::default(), odd];
+        // The widest settings the constructor allows: every field at its bound.
+        let widest = RefreshPolicy::new(0.95, 0.5, MAX_WAIT, MAX_WAIT).unwrap();
+        let narrowest =
+            RefreshPolicy::new(0.1, 0.0, Duration::ZERO, Duration::from_nanos(1)).unwrap();
+        let policies = [RefreshPolicy::default(), widest, narrowest];
         let instants = [Duration::ZERO, secs(1), near_max, max_secs, Duration::MAX];
         let mut rng = seeded(4);
         for policy in &policies {
@@ -952,7 +996,7 @@ mod tests {
         assert!(distinct.len() > 990, "{} distinct", distinct.len());
     }
 
-    /// reliability.md C6: an IdP that hands back the same cached token with a shrinking
+    /// An IdP that hands back the same cached token with a shrinking
     /// `expires_in`. Scheduling from the real remaining time with the gap bounds the requests per
     /// token lifetime (logarithmic in the lifetime: each refresh keeps about a quarter of what
     /// was left), and no two requests come closer than the gap.
@@ -1021,13 +1065,10 @@ mod tests {
                 }
             }
         }
-        // A zero base from a struct literal does not spin through u32::MAX doublings.
-        let stuck = Backoff {
-            base: Duration::ZERO,
-            cap: secs(10),
-            floor: Duration::ZERO,
-        };
-        assert_eq!(stuck.delay(u32::MAX, &mut rng), Duration::ZERO);
+        // The smallest base allowed reaches the cap within a bounded number of doublings.
+        let tiny = Backoff::new(Duration::from_nanos(1), secs(10), Duration::ZERO).unwrap();
+        assert!(tiny.delay(u32::MAX, &mut rng) <= secs(10));
+        assert_eq!(tiny.ceiling(u32::MAX), secs(10));
     }
 
     #[test]
@@ -1089,7 +1130,7 @@ mod tests {
         assert_eq!(MAX_RETRY_AFTER, secs(3600));
     }
 
-    /// reliability.md T6: 50 accounts told `429 Retry-After: 5` at the same instant, or failing
+    /// 50 accounts told `429 Retry-After: 5` at the same instant, or failing
     /// together without one, come back spread out: no 100 ms bucket holds more than 20 % of them.
     #[test]
     fn retries_of_accounts_that_failed_together_spread_out() {

@@ -223,7 +223,7 @@ fn json_capacity(account: &str, token: &str, scheme: Option<&str>, expires_at: &
 /// A directory opened once, in which token files are published relative to its fd.
 ///
 /// Holding the fd pins the directory: if the path is later renamed or replaced by a symlink,
-/// writes still land in the directory that was opened (reliability F7). The directory should be
+/// writes still land in the directory that was opened. The directory should be
 /// written by one daemon only, since [`OutputDir::remove_stale_temps`] removes every temp file of
 /// ours that it finds.
 #[derive(Debug)]

@@ -64,6 +64,25 @@ pub fn validate_token_value(value: &str) -> Result<(), TokenError> {
     Ok(())
 }
 
+/// A token value that passed [`validate_token_value`], before its expiry is known.
+pub struct TokenValue(Secret);
+
+impl TokenValue {
+    /// Checks a value once; a [`Token`] built from it is not checked again.
+    ///
+    /// # Errors
+    /// See [`validate_token_value`].
+    pub fn new(value: Secret) -> Result<TokenValue, TokenError> {
+        validate_token_value(value.expose())?;
+        Ok(TokenValue(value))
+    }
+
+    /// The raw value (a JWT's claims are read from it).
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+}
+
 impl Token {
     /// Builds a validated token.
     ///
@@ -74,7 +93,19 @@ impl Token {
         obtained_at: Timestamp,
         expires_at: Timestamp,
     ) -> Result<Token, TokenError> {
-        validate_token_value(value.expose())?;
+        Token::with_value(TokenValue::new(value)?, obtained_at, expires_at)
+    }
+
+    /// Builds a token from a value already checked.
+    ///
+    /// # Errors
+    /// An expiry not after `obtained_at`.
+    pub fn with_value(
+        value: TokenValue,
+        obtained_at: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<Token, TokenError> {
+        let TokenValue(value) = value;
         if expires_at <= obtained_at {
             return Err(TokenError::AlreadyExpired {
                 obtained_at,

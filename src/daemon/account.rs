@@ -134,10 +134,6 @@ pub struct AccountTask {
     rng: StdRng,
 }
 
-/// Failed writes are retried this often at first, doubling up to [`WRITE_RETRY_CAP`].
-const WRITE_RETRY_BASE: Duration = Duration::from_secs(1);
-const WRITE_RETRY_CAP: Duration = Duration::from_secs(30);
-
 impl AccountTask {
     pub fn new(
         account: Account,
@@ -256,7 +252,8 @@ impl AccountTask {
                     }
                     Err(message) => {
                         write_failures = write_failures.saturating_add(1);
-                        let delay = write_retry_delay(write_failures);
+                        let delay = schedule::WRITE_RETRY
+                            .delay(write_failures.saturating_sub(1), &mut self.rng);
                         tracing::error!(account = %self.account.name, retry_in_s = delay.as_secs_f32(), "{message}");
                         self.update(|status| status.last_error = Some(message));
                         next_write = Some(clock.boot().saturating_add(delay));
@@ -355,7 +352,7 @@ impl AccountTask {
                     .retry_after
                     .unwrap_or(Duration::ZERO)
                     .min(schedule::MAX_RETRY_AFTER)
-                    .max(settings.backoff.floor);
+                    .max(settings.backoff.floor());
                 // While a token is held, retry early enough for more attempts before it expires
                 // (but never before a Retry-After).
                 let expires = held.map(|current| current.expires_boot);
@@ -509,7 +506,7 @@ impl AccountTask {
             let settings = &self.shared.settings;
             let longest = settings
                 .rejected_retry
-                .max(settings.backoff.cap)
+                .max(settings.backoff.cap())
                 .saturating_mul(2);
             let wait = wall_to_boot(not_before, wall_now, boot_now).saturating_sub(boot_now);
             restored.not_before = Some(boot_now.saturating_add(wait.min(longest)));
@@ -620,12 +617,4 @@ pub fn remove_outputs(account: &Account) {
             }
         }
     }
-}
-
-/// 1 s, 2 s, 4 s … capped at 30 s: a full disk or a read-only mount is retried steadily.
-fn write_retry_delay(failures: u32) -> Duration {
-    let shift = failures.saturating_sub(1).min(16);
-    WRITE_RETRY_BASE
-        .saturating_mul(1u32 << shift)
-        .min(WRITE_RETRY_CAP)
 }

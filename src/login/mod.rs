@@ -25,9 +25,6 @@ use crate::token::Token;
 use request::BuiltRequest;
 use spec::{FieldValue, HttpSettings, LoginSpec, RequestSpec};
 
-/// Longest `Retry-After` honoured: a server asking for more is still retried after an hour.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
-
 /// OAuth2 error codes (RFC 6749 §5.2) that mean the credentials or the request will not work
 /// however often they are retried.
 const REJECTING_CODES: &[&str] = &[
@@ -73,7 +70,7 @@ pub struct LoginError {
     pub class: ErrorClass,
     /// The HTTP status, when a reply arrived.
     pub status: Option<u16>,
-    /// The server's `Retry-After`, parsed and clamped to [`MAX_RETRY_AFTER`].
+    /// The server's `Retry-After`, parsed and clamped to [`crate::schedule::MAX_RETRY_AFTER`].
     pub retry_after: Option<Duration>,
     pub message: String,
 }
@@ -346,7 +343,9 @@ impl Login {
                 .headers
                 .get(RETRY_AFTER)
                 .and_then(|value| value.to_str().ok())
-                .and_then(|value| expiry::parse_retry_after(value, now, MAX_RETRY_AFTER));
+                .and_then(|value| {
+                    expiry::parse_retry_after(value, now, crate::schedule::MAX_RETRY_AFTER)
+                });
         }
         error
     }
@@ -412,8 +411,7 @@ impl Login {
                 json_kind(value)
             )));
         };
-        let value = Secret::new(text.to_string());
-        crate::token::validate_token_value(value.expose())
+        let value = crate::token::TokenValue::new(Secret::new(text.to_string()))
             .map_err(|error| protocol(format!("the token at {pointer} is refused: {error}")))?;
 
         let bad_expiry = |field: &str, error: expiry::ExpiryError| {
@@ -450,7 +448,7 @@ impl Login {
         }
         let resolved = expiry::resolve(&signals, sent_at, received_at, self.max_lifetime)
             .map_err(|error| protocol(format!("no usable expiry: {error}")))?;
-        let token = Token::new(value, sent_at, resolved.expires_at)
+        let token = Token::with_value(value, sent_at, resolved.expires_at)
             .map_err(|error| protocol(error.to_string()))?;
 
         if reply_spec.check_token_type

@@ -775,7 +775,7 @@ async fn the_demo_runs_the_daemon_until_interrupted() {
     assert_eq!(count(), 7, "the token files stay after the demo stops");
 }
 
-/// reliability.md T7 in real time: 10 s tokens with the default `[daemon]` settings for a minute.
+/// In real time: 10 s tokens with the default `[daemon]` settings for a minute.
 /// A consumer reading every 50 ms never finds the file missing, never holds a token the server
 /// no longer accepts, and always has at least half a second of life left in it. The daemon warns,
 /// once, that the lifetime is too short for the settings, and renews early instead.

@@ -1,15 +1,15 @@
-//! Hostile inputs through the real binary: the rows T2–T5 of reliability.md §I ("Trust boundaries
-//! and blocking inputs").
+//! Hostile inputs through the real binary: files that would block a read, signal storms, a log
+//! written where the daemon watches, and a server that echoes the secret back.
 //!
-//! - T2: a FIFO, a character device or a directory where the config, a secret file or a CA bundle
+//! - A FIFO, a character device or a directory where the config, a secret file or a CA bundle
 //!   should be, and a secret file past its size cap, are refused at once with an error naming the
 //!   path. No command blocks on them, and a daemon whose secret is a FIFO keeps running and still
 //!   stops on SIGTERM within its grace period.
-//! - T3: a storm of SIGHUPs coalesces into far fewer reloads than signals, logs in no more, and
+//! - A storm of SIGHUPs coalesces into far fewer reloads than signals, logs in no more, and
 //!   never delays a SIGTERM past the grace period.
-//! - T5: the daemon's own trace log written into the watched config directory causes no reload and
+//! - The daemon's own trace log written into the watched config directory causes no reload and
 //!   no feedback loop, while a real change to the config is still seen.
-//! - T4: a token endpoint that echoes the secret back, in any of the encodings servers use, never
+//! - A token endpoint that echoes the secret back, in any of the encodings servers use, never
 //!   gets a fragment of it into anything `once` or `run` prints, at trace level, in text or JSON.
 
 use std::path::{Path, PathBuf};
@@ -33,14 +33,14 @@ const COMMAND_BOUND: Duration = Duration::from_secs(10);
 /// The grace period every daemon in this file runs with, as written in its config.
 const GRACE: &str = "2s";
 
-/// SIGTERM-to-exit must stay within the grace period plus 1 s (reliability.md T2, T3).
+/// SIGTERM-to-exit must stay within the grace period plus 1 s.
 const STOP_BOUND: Duration = Duration::from_secs(3);
 
 /// How long a daemon may take to reach a state the test polls for (first login, a log line): far
 /// more than the fraction of a second it takes, because the machine may be loaded.
 const SETTLE: Duration = Duration::from_secs(20);
 
-/// The canary secret of T4: `/ + & < >` are the characters every encoding treats differently.
+/// The canary secret of the echo tests: `/ + & < >` are the characters every encoding treats differently.
 const CANARY: &str = "canary/SECRET+c1a2b3&<x>";
 
 /// A second canary with a space, for form encoding's `+`.
@@ -104,7 +104,7 @@ fn is_alive(daemon: &mut Daemon) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------
-// T2: blocking inputs.
+// Blocking inputs.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fifo_as_config_is_refused_by_check_once_and_run_at_once_naming_it() {
@@ -280,7 +280,7 @@ async fn a_secret_file_over_64_kib_is_refused_by_check() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// T3: a signal storm.
+// A signal storm.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sighup_storm_coalesces_and_sigterm_still_stops_within_the_grace_period() {
@@ -334,7 +334,7 @@ async fn a_sighup_storm_coalesces_and_sigterm_still_stops_within_the_grace_perio
 }
 
 // ---------------------------------------------------------------------------------------------
-// T5: the daemon's log in the directory it watches.
+// The daemon's log in the directory it watches.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trace_log_written_into_the_config_directory_causes_no_reload_and_stays_small() {
@@ -397,7 +397,7 @@ async fn a_trace_log_written_into_the_config_directory_causes_no_reload_and_stay
 }
 
 // ---------------------------------------------------------------------------------------------
-// T4: an echoing server.
+// An echoing server.
 
 /// JSON string escaping with `/` written `\/`, as PHP's `json_encode` does.
 fn json_escaped_slashes(secret: &str) -> String {

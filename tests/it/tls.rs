@@ -1,4 +1,4 @@
-//! HTTPS logins through the real binary (reliability rows N1 and N2): a token endpoint whose
+//! HTTPS logins through the real binary (unknown issuers, private CAs): a token endpoint whose
 //! certificate comes from a private CA is trusted when, and only when, that CA is the account's
 //! `ca_file`; without it, or when the certificate names another host, the TLS handshake fails
 //! before a single HTTP request byte, so no credential, reaches the server.

@@ -1,4 +1,4 @@
-//! Trust boundaries of `tokenkeeper run` (reliability.md §I T1), and stopping whatever is blocked.
+//! Trust boundaries of `tokenkeeper run` (forged state files), and stopping whatever is blocked.
 //!
 //! What these tests prove, through the real binary against the loopback endpoint:
 //! - A state file the daemon did not write never chooses the token it publishes: not an old

@@ -1,6 +1,6 @@
 //! The refresh rule over every lifetime, in virtual time and property style: renewal before
 //! expiry with room for retries, the jitter band kept across accounts, bounded logins for tiny
-//! lifetimes, and retries that spread out (reliability.md T6, T7).
+//! lifetimes, and retries that spread out when many accounts fail together.
 
 use std::collections::BTreeMap;
 
@@ -42,7 +42,7 @@ fn successes(login: &Scripted) -> Vec<Duration> {
         .collect()
 }
 
-/// reliability.md T7 and the property: with default settings, for every lifetime from
+/// With default settings, for every lifetime from
 /// 10 s to 7 days, up to two transient failures answered `Retry-After: 1` at any renewal never
 /// leave an expired token on disk: each new token arrives before the previous one expires.
 #[tokio::test(start_paused = true)]
@@ -174,7 +174,7 @@ async fn tiny_lifetimes_give_bounded_logins() {
     }
 }
 
-/// reliability.md T6: 50 accounts answered `429 Retry-After: 5` together come back spread over a
+/// 50 accounts answered `429 Retry-After: 5` together come back spread over a
 /// window after the five seconds (never before), and 50 that fail together without one spread
 /// their first retry too: no 100 ms holds more than 20 % of them.
 #[tokio::test(start_paused = true)]
