@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::{Account, Config};
 use crate::login::spec::{Encoding, FieldValue, LoginSpec, ProxySetting};
+use crate::login::http::Clients;
 use crate::login::{Login, LoginError, LoginOutcome};
 use crate::sink::{self, Format, Publish};
 
@@ -62,14 +63,8 @@ pub struct RoundReport {
 ///
 /// # Errors
 /// The login's error, or the outputs that could not be written.
-pub async fn round(account: &Account) -> Result<RoundReport, RoundError> {
-    let login = Login::new(
-        &account.name,
-        account.login.clone(),
-        &account.http,
-        account.max_lifetime,
-    )
-    .map_err(|error| RoundError::Setup {
+pub async fn round(account: &Account, clients: &Clients) -> Result<RoundReport, RoundError> {
+    let login = Login::for_account(account, clients).map_err(|error| RoundError::Setup {
         account: account.name.clone(),
         message: error.to_string(),
     })?;
@@ -131,14 +126,16 @@ pub fn write_outputs(
 /// each result is logged.
 pub async fn once(config: &Config) -> usize {
     let limit = Arc::new(Semaphore::new(ONCE_CONCURRENCY));
+    let clients = Arc::new(Clients::new());
     let mut tasks = tokio::task::JoinSet::new();
     for account in config.accounts.values() {
         let limit = Arc::clone(&limit);
+        let clients = Arc::clone(&clients);
         let account = Arc::new(account.clone());
         tasks.spawn(async move {
             // The semaphore is never closed, so acquiring only waits.
             let _permit = limit.acquire_owned().await;
-            let result = round(&account).await;
+            let result = round(&account, &clients).await;
             (account.name.clone(), result)
         });
     }

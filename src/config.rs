@@ -736,7 +736,7 @@ impl Validator {
 
     fn ca_file(&mut self, value: &Spanned<String>, key: &str) -> Option<PathBuf> {
         let path = PathBuf::from(value.get_ref());
-        match crate::login::http::load_ca_bundle(&path) {
+        match crate::login::http::CaBundle::load(&path) {
             Ok(_) => Some(path),
             Err(error) => {
                 self.problem(Some(value.span()), key, error.to_string());

@@ -130,12 +130,7 @@ async fn print_token(config: &config::Config, name: &str) -> u8 {
         );
         return EXIT_CONFIG;
     };
-    let login = match login::Login::new(
-        &account.name,
-        account.login.clone(),
-        &account.http,
-        account.max_lifetime,
-    ) {
+    let login = match login::Login::for_account(account, &login::http::Clients::new()) {
         Ok(login) => login,
         Err(error) => {
             tracing::error!("account {name}: {error}");

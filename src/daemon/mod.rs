@@ -59,7 +59,7 @@ impl Prepared {
         let ca_digest = crate::input::may_block(|| crate::login::http::ca_digest(&account.http));
         Ok(Prepared {
             account: account.clone(),
-            auth: factory(account)?,
+            auth: factory.login_for(account)?,
             ca_digest,
         })
     }
@@ -93,22 +93,53 @@ pub fn diff(old: &BTreeMap<String, Account>, new: &BTreeMap<String, Account>) ->
     changes
 }
 
-/// Builds the login of an account. The daemon uses HTTP logins; tests substitute fakes.
-pub type AuthFactory =
-    Arc<dyn Fn(&Account) -> Result<Arc<dyn Authenticator>, String> + Send + Sync>;
+/// Builds the logins of accounts. The daemon uses [`HttpLogins`]; tests substitute fakes (any
+/// closure from an account to a login is one).
+pub trait Logins: Send + Sync {
+    /// The login of an account.
+    ///
+    /// # Errors
+    /// A login that cannot be set up (a bad CA bundle or proxy), naming the account.
+    fn login_for(&self, account: &Account) -> Result<Arc<dyn Authenticator>, String>;
+
+    /// After a reload: what the logins keep for accounts (HTTP clients) may go when no account
+    /// uses these settings any more.
+    fn retain(&self, _in_use: &[&crate::login::spec::HttpSettings]) {}
+}
+
+impl<F> Logins for F
+where
+    F: Fn(&Account) -> Result<Arc<dyn Authenticator>, String> + Send + Sync,
+{
+    fn login_for(&self, account: &Account) -> Result<Arc<dyn Authenticator>, String> {
+        self(account)
+    }
+}
+
+/// The logins the daemon builds for its accounts.
+pub type AuthFactory = Arc<dyn Logins>;
+
+/// HTTP logins, sharing one client between accounts with the same settings.
+#[derive(Default)]
+pub struct HttpLogins {
+    clients: crate::login::http::Clients,
+}
+
+impl Logins for HttpLogins {
+    fn login_for(&self, account: &Account) -> Result<Arc<dyn Authenticator>, String> {
+        Login::for_account(account, &self.clients)
+            .map(|login| Arc::new(login) as Arc<dyn Authenticator>)
+            .map_err(|error| format!("account {}: {error}", account.name))
+    }
+
+    fn retain(&self, in_use: &[&crate::login::spec::HttpSettings]) {
+        self.clients.retain(in_use);
+    }
+}
 
 /// The real factory: an HTTP [`Login`] per account.
 pub fn http_logins() -> AuthFactory {
-    Arc::new(|account: &Account| {
-        Login::new(
-            &account.name,
-            account.login.clone(),
-            &account.http,
-            account.max_lifetime,
-        )
-        .map(|login| Arc::new(login) as Arc<dyn Authenticator>)
-        .map_err(|error| format!("account {}: {error}", account.name))
-    })
+    Arc::new(HttpLogins::default())
 }
 
 struct Running {
@@ -338,7 +369,7 @@ impl Supervisor {
             .values()
             .map(|account| &account.http)
             .collect();
-        crate::login::http::forget_unused_clients(&in_use);
+        self.factory.retain(&in_use);
         Ok(changes)
     }
 

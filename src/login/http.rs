@@ -1,12 +1,13 @@
-//! The HTTP client of one account: rustls, no redirects, timeouts, optional CA bundle and proxy.
+//! The HTTP clients of logins: rustls, no redirects, timeouts, optional CA bundle and proxy, one
+//! client per distinct set of settings ([`Clients`]).
 //!
 //! Invariant: a login client never follows a redirect (it would replay credentials to another
 //! origin, RFC 6749 §3.2 and reqwest#9), never decompresses (no gzip bombs), and uses a proxy only
-//! when the config names one.
+//! when the config names one. The one process-wide state is the crypto provider, installed once.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Mutex, Once, OnceLock};
+use std::sync::{Mutex, Once};
 
 use super::spec::{HttpSettings, ProxySetting};
 
@@ -34,16 +35,39 @@ fn install_crypto_provider() {
     });
 }
 
-/// Reads a PEM bundle of extra trusted roots.
-///
-/// # Errors
-/// An unreadable file, or one holding no certificate.
-pub fn load_ca_bundle(path: &Path) -> Result<Vec<reqwest::Certificate>, ClientError> {
-    parse_ca_bundle(path, &read_ca_file(path)?)
-}
-
 /// The largest CA bundle read: a full system bundle is about 200 KiB.
 const MAX_CA_BUNDLE_BYTES: usize = 8 * 1024 * 1024;
+
+/// A CA bundle read and parsed once. Config validation and client building both load bundles
+/// through [`CaBundle::load`], so what `check` accepts is exactly what a client trusts.
+pub struct CaBundle {
+    bytes: Vec<u8>,
+    certificates: Vec<reqwest::Certificate>,
+}
+
+impl CaBundle {
+    /// Reads and parses a PEM bundle of extra trusted roots: a regular file (symlinks followed,
+    /// as `/etc/ssl` is full of them) of at most 8 MiB, so a FIFO or device there cannot block.
+    ///
+    /// # Errors
+    /// An unreadable or special file, or one holding no certificate.
+    pub fn load(path: &Path) -> Result<CaBundle, ClientError> {
+        let bytes = read_ca_file(path)?;
+        let ca_error = |message: String| ClientError::CaFile {
+            path: path.display().to_string(),
+            message,
+        };
+        let certificates = reqwest::Certificate::from_pem_bundle(&bytes)
+            .map_err(|error| ca_error(error.to_string()))?;
+        if certificates.is_empty() {
+            return Err(ca_error("no PEM certificate in the file".to_string()));
+        }
+        Ok(CaBundle {
+            bytes,
+            certificates,
+        })
+    }
+}
 
 /// A digest of the CA bundle's current contents (`None` without a bundle, or when it cannot be
 /// read): when it changes, accounts using the bundle restart to get a client that trusts it.
@@ -55,8 +79,6 @@ pub fn ca_digest(settings: &HttpSettings) -> Option<u64> {
     Some(hasher.finish())
 }
 
-/// Reads a CA bundle's bytes: a regular file (symlinks followed, as `/etc/ssl` is full of them)
-/// of at most [`MAX_CA_BUNDLE_BYTES`], so a FIFO or device there cannot block a login.
 fn read_ca_file(path: &Path) -> Result<Vec<u8>, ClientError> {
     crate::input::read_file(path, MAX_CA_BUNDLE_BYTES, crate::input::Symlinks::Follow)
         .map(|file| file.bytes.to_vec())
@@ -66,65 +88,66 @@ fn read_ca_file(path: &Path) -> Result<Vec<u8>, ClientError> {
         })
 }
 
-fn parse_ca_bundle(path: &Path, pem: &[u8]) -> Result<Vec<reqwest::Certificate>, ClientError> {
-    let ca_error = |message: String| ClientError::CaFile {
-        path: path.display().to_string(),
-        message,
-    };
-    let certificates =
-        reqwest::Certificate::from_pem_bundle(pem).map_err(|error| ca_error(error.to_string()))?;
-    if certificates.is_empty() {
-        return Err(ca_error("no PEM certificate in the file".to_string()));
-    }
-    Ok(certificates)
-}
-
-/// The client for one account's settings, shared with every other account whose settings (and
-/// CA bundle contents) are the same: a client holds the parsed trust store, so one per account
-/// would cost memory and start-up time in proportion to the number of accounts.
-///
-/// # Errors
-/// A bad CA bundle or proxy URL.
-pub fn shared_client(settings: &HttpSettings) -> Result<reqwest::Client, ClientError> {
-    // The CA bundle's bytes are part of the key, so a rotated bundle gets a new client when the
-    // account restarts (a reload that changes it, or a restart of the daemon).
-    let ca_bytes = match &settings.ca_file {
-        Some(path) => Some(read_ca_file(path)?),
-        None => None,
-    };
-    let key = (settings.clone(), ca_bytes);
-    let mut clients = clients();
-    if let Some(client) = clients.get(&key) {
-        return Ok(client.clone());
-    }
-    let client = build_client_with(settings, key.1.as_deref())?;
-    // A client for the same settings with other CA bytes is for a bundle that has since been
-    // rotated: the file now holds these bytes, so that client will not be handed out again.
-    clients.retain(|(other, _), _| other != settings);
-    clients.insert(key, client.clone());
-    Ok(client)
-}
-
+/// Which client serves a login: the settings and the CA bundle's bytes (so a rotated bundle
+/// gets a new client).
 type ClientKey = (HttpSettings, Option<Vec<u8>>);
 
-fn clients() -> std::sync::MutexGuard<'static, HashMap<ClientKey, reqwest::Client>> {
-    static CLIENTS: OnceLock<Mutex<HashMap<ClientKey, reqwest::Client>>> = OnceLock::new();
-    CLIENTS
-        .get_or_init(|| Mutex::new(HashMap::new()))
-        .lock()
-        .unwrap_or_else(|poison| poison.into_inner())
+/// The HTTP clients of a set of accounts: one per distinct set of settings and CA bundle
+/// contents, shared by every account that has them (a client holds the parsed trust store, so one
+/// per account would cost memory and start-up time in proportion to the number of accounts).
+///
+/// A value, owned by whoever runs logins: the daemon's login factory, `once`, `token`. Clients are
+/// built outside its lock, so building one (parsing a trust store) never holds up another.
+#[derive(Default)]
+pub struct Clients {
+    built: Mutex<HashMap<ClientKey, reqwest::Client>>,
 }
 
-/// Drops shared clients no account uses any more (after a reload). Logins already holding one
-/// keep it alive until they are done with it.
-pub fn forget_unused_clients(in_use: &[&HttpSettings]) {
-    clients().retain(|(settings, _), _| in_use.contains(&settings));
+impl Clients {
+    pub fn new() -> Clients {
+        Clients::default()
+    }
+
+    /// The client for `settings`, built on first use.
+    ///
+    /// # Errors
+    /// A bad CA bundle or proxy URL.
+    pub fn client_for(&self, settings: &HttpSettings) -> Result<reqwest::Client, ClientError> {
+        let bundle = settings
+            .ca_file
+            .as_deref()
+            .map(CaBundle::load)
+            .transpose()?;
+        let key = (settings.clone(), bundle.as_ref().map(|ca| ca.bytes.clone()));
+        if let Some(client) = self.lock().get(&key) {
+            return Ok(client.clone());
+        }
+        let client = build_client(settings, bundle.as_ref())?;
+        let mut built = self.lock();
+        // A client for the same settings with other CA bytes is for a bundle that has since been
+        // rotated: the file now holds these bytes, so that client will not be handed out again.
+        built.retain(|(other, bytes), _| other != settings || *bytes == key.1);
+        Ok(built.entry(key).or_insert(client).clone())
+    }
+
+    /// Drops the clients of settings no account uses any more (after a reload). Logins already
+    /// holding one keep it alive until they are done with it.
+    pub fn retain(&self, in_use: &[&HttpSettings]) {
+        self.lock()
+            .retain(|(settings, _), _| in_use.contains(&settings));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ClientKey, reqwest::Client>> {
+        self.built
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
 }
 
-/// Builds a client with the CA bundle given as bytes (read once by the caller).
-fn build_client_with(
+/// Builds a client (the bundle, if any, already loaded).
+fn build_client(
     settings: &HttpSettings,
-    ca_pem: Option<&[u8]>,
+    bundle: Option<&CaBundle>,
 ) -> Result<reqwest::Client, ClientError> {
     install_crypto_provider();
     let mut builder = reqwest::Client::builder()
@@ -134,8 +157,8 @@ fn build_client_with(
         .timeout(settings.timeout)
         // Idle pooled connections are of no use between logins minutes or hours apart.
         .pool_max_idle_per_host(0);
-    if let (Some(path), Some(pem)) = (&settings.ca_file, ca_pem) {
-        builder = builder.tls_certs_merge(parse_ca_bundle(path, pem)?);
+    if let Some(bundle) = bundle {
+        builder = builder.tls_certs_merge(bundle.certificates.clone());
     }
     builder = match &settings.proxy {
         ProxySetting::None => builder.no_proxy(),

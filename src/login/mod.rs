@@ -23,7 +23,7 @@ use crate::expiry;
 use crate::secret::{Secret, SecretSource};
 use crate::token::Token;
 use request::BuiltRequest;
-use spec::{FieldValue, HttpSettings, LoginSpec, RequestSpec};
+use spec::{FieldValue, LoginSpec, RequestSpec};
 
 /// OAuth2 error codes (RFC 6749 §5.2) that mean the credentials or the request will not work
 /// however often they are retried.
@@ -110,22 +110,21 @@ impl fmt::Debug for Login {
 }
 
 impl Login {
-    /// Prepares the HTTP client for one account.
+    /// The login of an account, with its HTTP client from `clients` (shared with every account
+    /// that has the same HTTP settings).
     ///
     /// # Errors
     /// A bad CA bundle or proxy setting.
-    pub fn new(
-        account: &str,
-        spec: LoginSpec,
-        settings: &HttpSettings,
-        max_lifetime: SignedDuration,
+    pub fn for_account(
+        account: &crate::config::Account,
+        clients: &http::Clients,
     ) -> Result<Login, http::ClientError> {
         Ok(Login {
-            account: account.to_string(),
-            client: http::shared_client(settings)?,
-            spec,
-            max_reply_bytes: settings.max_reply_bytes,
-            max_lifetime,
+            account: account.name.clone(),
+            client: clients.client_for(&account.http)?,
+            spec: account.login.clone(),
+            max_reply_bytes: account.http.max_reply_bytes,
+            max_lifetime: account.max_lifetime,
         })
     }
 

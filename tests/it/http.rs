@@ -34,13 +34,7 @@ path = "{out}/idp.token"
     )
     .expect("valid config");
     let account = &config.accounts["idp"];
-    Login::new(
-        &account.name,
-        account.login.clone(),
-        &account.http,
-        account.max_lifetime,
-    )
-    .expect("login")
+    Login::for_account(account, &tokenkeeper::login::http::Clients::new()).expect("login")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

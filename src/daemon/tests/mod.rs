@@ -141,7 +141,7 @@ fn unwritable_refresh(clock: &Arc<TestClock>) -> Arc<Scripted> {
 
 /// A factory that hands every account the same login.
 fn same_login(login: Arc<dyn Authenticator>) -> AuthFactory {
-    Arc::new(move |_account| Ok(Arc::clone(&login)))
+    Arc::new(move |_account: &crate::config::Account| Ok(Arc::clone(&login)))
 }
 
 /// Starts `run` on the config at `path`; the controller that steers it and its task.
@@ -885,7 +885,9 @@ async fn the_supervisor_keeps_each_accounts_status_without_secrets() {
     let scripted = Scripted::new(&clock, vec![], Answer::Fail(ErrorClass::Rejected, None));
     let factory: AuthFactory = {
         let scripted = Arc::clone(&scripted);
-        Arc::new(move |_account| Ok(Arc::clone(&scripted) as Arc<dyn Authenticator>))
+        Arc::new(move |_account: &crate::config::Account| {
+            Ok(Arc::clone(&scripted) as Arc<dyn Authenticator>)
+        })
     };
     let supervisor =
         Supervisor::start(config, Arc::clone(&clock) as Arc<dyn Clock>, factory).unwrap();
