@@ -9,10 +9,10 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use crate::config::{Account, Config};
-use crate::login::spec::{Encoding, FieldValue, LoginSpec, ProxySetting};
 use crate::login::http::Clients;
+use crate::login::spec::{Encoding, FieldValue, LoginSpec, ProxySetting};
 use crate::login::{Login, LoginError, LoginOutcome};
-use crate::sink::{self, Format, Publish};
+use crate::output::{self, Format, Publish};
 
 /// How many logins `once` runs at the same time.
 const ONCE_CONCURRENCY: usize = 8;
@@ -24,31 +24,8 @@ pub enum RoundError {
     Login(#[from] LoginError),
     #[error("account {account}: {message}")]
     Setup { account: String, message: String },
-    #[error(
-        "account {account}: {path}: the token holds characters a shell would interpret, so it is not written to any output"
-    )]
-    UnsafeForEnv { account: String, path: String },
-    #[error("account {account}: {}", describe_write_failures(.failures))]
-    Write {
-        account: String,
-        /// Every output that could not be written; the others hold the new token.
-        failures: Vec<WriteFailure>,
-    },
-}
-
-/// One output that could not be written.
-#[derive(Debug)]
-pub struct WriteFailure {
-    pub path: std::path::PathBuf,
-    pub source: sink::SinkError,
-}
-
-fn describe_write_failures(failures: &[WriteFailure]) -> String {
-    let described: Vec<String> = failures
-        .iter()
-        .map(|failure| format!("writing {}: {}", failure.path.display(), failure.source))
-        .collect();
-    described.join("; ")
+    #[error(transparent)]
+    Publish(#[from] output::PublishError),
 }
 
 /// What one account's round did.
@@ -59,7 +36,7 @@ pub struct RoundReport {
     pub outputs: Vec<(std::path::PathBuf, Publish)>,
 }
 
-/// Logs one account in and writes every output (see [`write_outputs`]).
+/// Logs one account in and writes every output (see [`output::publish_all`]).
 ///
 /// # Errors
 /// The login's error, or the outputs that could not be written.
@@ -69,57 +46,8 @@ pub async fn round(account: &Account, clients: &Clients) -> Result<RoundReport, 
         message: error.to_string(),
     })?;
     let outcome = login.login(None).await?;
-    let outputs = write_outputs(account, &outcome.token)?;
+    let outputs = output::publish_all(account, &outcome.token)?;
     Ok(RoundReport { outcome, outputs })
-}
-
-/// Writes a token to every output of an account. The token is checked against every output's
-/// format first, so that either all outputs can take it or none is written; then each output is
-/// written, and one that fails (a full disk, a missing directory) does not keep the others from
-/// the new token.
-///
-/// # Errors
-/// A token the `env` format refuses (nothing written), or every output that could not be
-/// written (the others were).
-pub fn write_outputs(
-    account: &Account,
-    token: &crate::token::Token,
-) -> Result<Vec<(std::path::PathBuf, Publish)>, RoundError> {
-    if let Some(output) = account
-        .outputs
-        .iter()
-        .find(|output| output.format == Format::Env && !sink::env_safe(token.expose()))
-    {
-        return Err(RoundError::UnsafeForEnv {
-            account: account.name.clone(),
-            path: output.path.display().to_string(),
-        });
-    }
-    let mut written = Vec::with_capacity(account.outputs.len());
-    let mut failures = Vec::new();
-    for output in &account.outputs {
-        let contents = sink::render(
-            output,
-            &account.name,
-            token,
-            account.login.scheme.as_deref(),
-        );
-        match sink::publish(output, &contents) {
-            Ok(publish) => written.push((output.path.clone(), publish)),
-            Err(source) => failures.push(WriteFailure {
-                path: output.path.clone(),
-                source,
-            }),
-        }
-    }
-    if failures.is_empty() {
-        Ok(written)
-    } else {
-        Err(RoundError::Write {
-            account: account.name.clone(),
-            failures,
-        })
-    }
 }
 
 /// Runs a round for every account, a few at a time. Returns the number of accounts that failed;
@@ -261,10 +189,8 @@ fn describe_account(text: &mut String, account: &Account, line: usize) {
     for (index, output) in account.outputs.iter().enumerate() {
         let label = if index == 0 { "outputs" } else { "" };
         let format = match output.format {
-            Format::Raw => "raw".to_string(),
-            Format::Header => "header".to_string(),
-            Format::Json => "json".to_string(),
-            Format::Env => format!("env {}", output.env_name),
+            Format::Env => format!("{} {}", Format::Env.name(), output.env_name),
+            format => format.name().to_string(),
         };
         let mut line = format!(
             "  {label:<8} {}  {format}  mode {:04o}",

@@ -23,9 +23,9 @@ use crate::login::preset::{ClientAuth, Need, Preset, PresetInput};
 use crate::login::spec::{
     BasicAuth, Encoding, FieldValue, HttpSettings, LoginSpec, ProxySetting, ReplySpec, RequestSpec,
 };
+use crate::output::{Format, OutputSpec};
 use crate::schedule::{Backoff, RefreshPolicy};
 use crate::secret::SecretSource;
-use crate::sink::{Format, OutputSpec};
 
 /// Where the config is read from when neither `--config` nor the environment says otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/tokenkeeper/config.toml";
@@ -1289,20 +1289,19 @@ impl Validator {
             }
             let format = match raw.format.as_ref() {
                 None => Format::Raw,
-                Some(value) => match value.get_ref().as_str() {
-                    "raw" => Format::Raw,
-                    "header" => Format::Header,
-                    "json" => Format::Json,
-                    "env" => Format::Env,
-                    other => {
-                        self.problem(
-                            Some(value.span()),
-                            &key("format"),
-                            format!("unknown format `{other}`, expected raw, header, json or env"),
-                        );
-                        Format::Raw
-                    }
-                },
+                Some(value) => Format::from_name(value.get_ref()).unwrap_or_else(|| {
+                    let names: Vec<&str> = Format::ALL.iter().map(|format| format.name()).collect();
+                    self.problem(
+                        Some(value.span()),
+                        &key("format"),
+                        format!(
+                            "unknown format `{}`, expected one of {}",
+                            value.get_ref(),
+                            names.join(", ")
+                        ),
+                    );
+                    Format::Raw
+                }),
             };
             let mode = match &raw.mode {
                 Some(value) => self.mode(value, &key("mode")).unwrap_or(default_mode),

@@ -10,7 +10,7 @@
 //! - [`login`]: the only module that speaks HTTP: presets, the generic login, error classes.
 //! - [`expiry`]: pure time parsing: `expires_in`, timestamps, JWT `exp`, `Retry-After`.
 //! - [`token`]: a validated token and its expiry.
-//! - [`sink`]: output formats and the atomic, no-follow file writer.
+//! - [`output`]: output formats, the atomic no-follow file writer, publishing to every output.
 //! - [`commands`]: `check`, `once` and `token`, built from the pieces above.
 //! - [`schedule`]: pure refresh and retry timing.
 //! - [`daemon`]: `run`: a supervisor with one task per account, reload, file watching, signals.
@@ -26,9 +26,9 @@ pub mod demo;
 pub mod expiry;
 pub mod input;
 pub mod login;
+pub mod output;
 pub mod schedule;
 pub mod secret;
-pub mod sink;
 pub mod token;
 
 use std::io::Write as _;

@@ -565,11 +565,11 @@ impl AccountTask {
     }
 
     fn write(&self, token: &Token) -> Result<(), String> {
-        match crate::input::may_block(|| crate::commands::write_outputs(&self.account, token)) {
+        match crate::input::may_block(|| crate::output::publish_all(&self.account, token)) {
             Ok(results) => {
                 let written = results
                     .iter()
-                    .filter(|(_, publish)| *publish == crate::sink::Publish::Written)
+                    .filter(|(_, publish)| *publish == crate::output::Publish::Written)
                     .count();
                 tracing::debug!(account = %self.account.name, written, unchanged = results.len() - written, "outputs up to date");
                 self.update(|status| status.written = true);
@@ -607,7 +607,7 @@ pub fn remove_outputs(account: &Account) {
         let (Some(dir), Some(name)) = (output.path.parent(), output.path.file_name()) else {
             continue;
         };
-        match crate::sink::OutputDir::open(dir).and_then(|dir| dir.remove(name)) {
+        match crate::output::OutputDir::open(dir).and_then(|dir| dir.remove(name)) {
             Ok(true) => {
                 tracing::info!(account = %account.name, path = %output.path.display(), "removed")
             }

@@ -32,7 +32,7 @@ use state::{CredentialsDigest, Keys, StateDir};
 
 use crate::config::{self, Account, Config, SecretCheck};
 use crate::login::Login;
-use crate::sink::OutputDir;
+use crate::output::OutputDir;
 use crate::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
 
 /// How often the supervisor compares boot time with the timer clock to notice a suspend.
@@ -572,7 +572,7 @@ fn preflight<'a>(
     for (dir, names) in &dirs {
         let checked = OutputDir::open(dir).and_then(|opened| {
             if state.is_some_and(|state| state.is(&opened)) {
-                return Err(crate::sink::SinkError::UntrustedDir {
+                return Err(crate::output::OutputError::UntrustedDir {
                     path: dir.clone(),
                     reason: "it is the state directory, which only the daemon may read".to_string(),
                 });

@@ -13,7 +13,7 @@
 //!   made with a key kept in the same directory (`hmac.key`, 0600) over its whole text, which names
 //!   the account and the login it belongs to. Anything else is ignored with a warning naming the
 //!   path.
-//! - Written only through [`crate::sink`] (atomic, mode 0600, no symlinks followed).
+//! - Written only through [`crate::output`] (atomic, mode 0600, no symlinks followed).
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;
@@ -28,8 +28,8 @@ use zeroize::Zeroizing;
 use crate::config::Account;
 use crate::input::{InputError, Symlinks, read_file_at};
 use crate::login::spec::LoginSpec;
+use crate::output::OutputDir;
 use crate::secret::Secret;
-use crate::sink::OutputDir;
 use crate::token::Token;
 
 /// The state file format. Files of other versions are ignored (and replaced at the next save).
@@ -407,8 +407,8 @@ impl StateFile {
     /// Saves the token (if any) and when the next login may happen.
     ///
     /// # Errors
-    /// The sink's error, naming the path.
-    pub fn save(&self, saved: &Saved) -> Result<(), crate::sink::SinkError> {
+    /// The output writer's error, naming the path.
+    pub fn save(&self, saved: &Saved) -> Result<(), crate::output::OutputError> {
         let mut document = serde_json::json!({
             "version": VERSION,
             "account": self.account,

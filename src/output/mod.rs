@@ -1,0 +1,163 @@
+//! Token files: the output formats and specs, and publishing a token to every output of an
+//! account. The only module that writes token files.
+//!
+//! - [`render`]: the bytes of each format (pure).
+//! - [`atomic`]: the atomic, no-follow publish of one file.
+//!
+//! Invariants: a token is checked against every output's format before any output is written, so
+//! outputs never disagree because one format refused a token another took; one failing output
+//! does not keep the others from the new token; see the submodules for the write itself.
+
+mod atomic;
+mod render;
+
+use std::path::PathBuf;
+
+pub use atomic::{OutputDir, OutputError, Publish, publish};
+pub use render::{env_safe, render};
+
+use crate::config::Account;
+use crate::token::Token;
+
+/// What an output file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The token bytes alone, without a trailing newline.
+    Raw,
+    /// One `Authorization:` header line, usable as `curl -H @file`.
+    Header,
+    /// One JSON object with the account, token, scheme and expiry, then a newline.
+    Json,
+    /// One `NAME=token` line.
+    Env,
+}
+
+impl Format {
+    /// Every format, in the order the docs list them.
+    pub const ALL: [Format; 4] = [Format::Raw, Format::Header, Format::Json, Format::Env];
+
+    /// The name the config uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Header => "header",
+            Format::Json => "json",
+            Format::Env => "env",
+        }
+    }
+
+    /// The format a config name stands for.
+    pub fn from_name(name: &str) -> Option<Format> {
+        Format::ALL.into_iter().find(|format| format.name() == name)
+    }
+}
+
+/// One configured output file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputSpec {
+    /// Absolute path of the file, already validated by the config loader.
+    pub path: PathBuf,
+    /// What the file holds.
+    pub format: Format,
+    /// Permission bits, e.g. `0o600`; set explicitly so that they do not depend on the umask.
+    pub mode: u32,
+    /// The uid to give the file, if not the daemon's own.
+    pub owner: Option<u32>,
+    /// The gid to give the file, e.g. the readers' group.
+    pub group: Option<u32>,
+    /// The variable name written by [`Format::Env`]; unused by the other formats.
+    pub env_name: String,
+}
+
+/// Why a token was not published to every output of an account.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(
+        "account {account}: {path}: the token holds characters a shell would interpret, so it is not written to any output"
+    )]
+    UnsafeForEnv { account: String, path: String },
+    #[error("account {account}: {}", describe_write_failures(.failures))]
+    Write {
+        account: String,
+        /// Every output that could not be written; the others hold the new token.
+        failures: Vec<WriteFailure>,
+    },
+}
+
+/// One output that could not be written.
+#[derive(Debug)]
+pub struct WriteFailure {
+    pub path: PathBuf,
+    pub source: OutputError,
+}
+
+fn describe_write_failures(failures: &[WriteFailure]) -> String {
+    let described: Vec<String> = failures
+        .iter()
+        .map(|failure| format!("writing {}: {}", failure.path.display(), failure.source))
+        .collect();
+    described.join("; ")
+}
+
+/// Writes a token to every output of an account: `once` and the daemon both publish through
+/// here. The token is checked against every output's format first, so that either all outputs
+/// can take it or none is written; then each output is written, and one that fails (a full disk,
+/// a missing directory) does not keep the others from the new token.
+///
+/// # Errors
+/// A token the `env` format refuses (nothing written), or every output that could not be
+/// written (the others were).
+pub fn publish_all(
+    account: &Account,
+    token: &Token,
+) -> Result<Vec<(PathBuf, Publish)>, PublishError> {
+    if let Some(output) = account
+        .outputs
+        .iter()
+        .find(|output| output.format == Format::Env && !env_safe(token.expose()))
+    {
+        return Err(PublishError::UnsafeForEnv {
+            account: account.name.clone(),
+            path: output.path.display().to_string(),
+        });
+    }
+    let mut written = Vec::with_capacity(account.outputs.len());
+    let mut failures = Vec::new();
+    for output in &account.outputs {
+        let contents = render(
+            output,
+            &account.name,
+            token,
+            account.login.scheme.as_deref(),
+        );
+        match publish(output, &contents) {
+            Ok(result) => written.push((output.path.clone(), result)),
+            Err(source) => failures.push(WriteFailure {
+                path: output.path.clone(),
+                source,
+            }),
+        }
+    }
+    if failures.is_empty() {
+        Ok(written)
+    } else {
+        Err(PublishError::Write {
+            account: account.name.clone(),
+            failures,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_names_round_trip() {
+        for format in Format::ALL {
+            assert_eq!(Format::from_name(format.name()), Some(format));
+        }
+        assert_eq!(Format::from_name("Raw"), None);
+        assert_eq!(Format::from_name("yaml"), None);
+    }
+}
