@@ -1,0 +1,231 @@
+//! The configuration file: TOML → raw structs (unknown keys rejected) → a validated [`Config`].
+//!
+//! - [`raw`]: the file's shape; [`problem`]: located problems; [`values`]: pure value checks;
+//!   [`validate`]: raw structs to a `Config`.
+//!
+//! Invariants: a [`Config`] value is fully valid (every URL allowed, every path absolute and
+//! unique, every mode sane, every preset complete); validation reports every problem it finds at
+//! once, each with its line and dotted key; loading never touches the network and never holds a
+//! secret value outside a [`crate::secret::Secret`].
+
+mod problem;
+mod raw;
+mod validate;
+mod values;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jiff::SignedDuration;
+
+pub use problem::{ConfigError, Problem};
+pub use values::{check_output_path, check_url, default_env_name, parse_duration, parse_mode};
+
+use crate::login::preset::Preset;
+use crate::login::spec::{HttpSettings, LoginSpec};
+use crate::output::OutputSpec;
+use crate::schedule::{Backoff, RefreshPolicy};
+use problem::{LineIndex, key_at};
+use raw::RawConfig;
+
+/// Where the config is read from when neither `--config` nor the environment says otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/tokenkeeper/config.toml";
+/// The environment variable that overrides [`DEFAULT_CONFIG_PATH`].
+pub const CONFIG_ENV: &str = "TOKENKEEPER_CONFIG";
+
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_MAX_LIFETIME: SignedDuration = SignedDuration::from_hours(24);
+const DEFAULT_MAX_REPLY_BYTES: usize = 64 * 1024;
+const DEFAULT_MODE: u32 = 0o600;
+
+/// A validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// The file it was read from, for messages.
+    pub path: PathBuf,
+    pub accounts: BTreeMap<String, Account>,
+    /// The line each account's table starts on, for plans and messages. Kept apart from
+    /// [`Account`], whose equality says whether a reload must restart it: moving an account
+    /// within the file (a comment added above it) changes nothing it does.
+    pub lines: BTreeMap<String, usize>,
+    /// How `run` schedules, retries and stops.
+    pub daemon: DaemonSettings,
+    /// Things that work but deserve the operator's attention (literal secrets in a readable file).
+    pub warnings: Vec<String>,
+}
+
+/// One account: how to log in and where to write the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    /// The preset it was built from; `None` for a generic login.
+    pub preset: Option<Preset>,
+    pub login: LoginSpec,
+    pub http: HttpSettings,
+    /// Longer lifetimes reported by a server are cut to this.
+    pub max_lifetime: SignedDuration,
+    pub outputs: Vec<OutputSpec>,
+}
+
+/// What to do with an account's files when its token expires and no new one could be had.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnExpiry {
+    /// Delete them, so readers fail fast instead of sending a dead token (the default).
+    Remove,
+    /// Leave the expired token in place.
+    Keep,
+}
+
+/// The `[daemon]` table: refresh timing, retries, load and lifecycle of `tokenkeeper run`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DaemonSettings {
+    pub refresh: RefreshPolicy,
+    /// Retries after a temporary failure or an unusable reply.
+    pub backoff: Backoff,
+    /// How long an account whose credentials were rejected waits before trying again (unless its
+    /// secret or config changes first).
+    pub rejected_retry: Duration,
+    /// At most this many logins run at the same time, across all accounts.
+    pub max_concurrent_logins: usize,
+    /// First logins at start are spread over up to this long (20 ms per account, capped here).
+    pub startup_spread: Duration,
+    pub on_expiry: OnExpiry,
+    /// How long SIGTERM waits for accounts to finish what they are doing.
+    pub shutdown_grace: Duration,
+    /// The log level when RUST_LOG is not set (`error`, `warn`, `info`, `debug`, `trace`).
+    pub log_level: Option<String>,
+    /// Watch the config and secret files and react to changes (SIGHUP always reloads).
+    pub watch: bool,
+    /// Keep a state file per account so that a restart reuses a token that is still valid.
+    pub state_files: bool,
+    /// Where the state files live: a directory only the daemon can write (never one that
+    /// consumers share), `$STATE_DIRECTORY` under systemd, else `/var/lib/tokenkeeper`.
+    pub state_dir: PathBuf,
+}
+
+impl Default for DaemonSettings {
+    fn default() -> DaemonSettings {
+        DaemonSettings {
+            refresh: RefreshPolicy::default(),
+            backoff: Backoff::default(),
+            rejected_retry: Duration::from_secs(30 * 60),
+            max_concurrent_logins: 16,
+            startup_spread: Duration::from_secs(30),
+            on_expiry: OnExpiry::Remove,
+            shutdown_grace: Duration::from_secs(10),
+            log_level: None,
+            watch: true,
+            state_files: true,
+            state_dir: default_state_dir(),
+        }
+    }
+}
+
+/// Where state lives when the config does not say: the first directory systemd's
+/// `StateDirectory=` gave (`$STATE_DIRECTORY`, colon-separated when it names several), else
+/// [`DEFAULT_STATE_DIR`].
+pub fn default_state_dir() -> PathBuf {
+    std::env::var_os("STATE_DIRECTORY")
+        .and_then(|dirs| {
+            dirs.to_str()
+                .and_then(|dirs| dirs.split(':').next())
+                .filter(|first| Path::new(first).is_absolute())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+}
+
+/// The state directory of a daemon not started by systemd with `StateDirectory=`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/tokenkeeper";
+
+/// Whether loading also reads every secret source (the `check` command does, to report missing or
+/// empty secrets; the daemon does not, so one missing secret cannot stop the other accounts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretCheck {
+    Skip,
+    Resolve,
+}
+
+/// The largest config file read. Ten thousand accounts take about 4 MiB.
+pub const MAX_CONFIG_BYTES: usize = 32 * 1024 * 1024;
+
+/// A config file's text, read once: the daemon compares it with the running config's text and
+/// validates the same bytes it compared.
+pub struct ConfigText {
+    pub path: PathBuf,
+    pub text: String,
+    /// Whether group or others may read the file (literal secrets in it are warned about).
+    readable_by_others: bool,
+}
+
+impl ConfigText {
+    /// Validates the text.
+    ///
+    /// # Errors
+    /// Every problem found, with its line.
+    pub fn validate(&self, secrets: SecretCheck) -> Result<Config, ConfigError> {
+        parse(&self.text, &self.path, secrets, self.readable_by_others)
+    }
+}
+
+/// Reads a config file: a regular file of at most [`MAX_CONFIG_BYTES`] (a FIFO or device given
+/// as the config is refused at once), in UTF-8.
+///
+/// # Errors
+/// An unreadable, special, oversized or non-UTF-8 file, as one problem naming the path.
+pub fn read(path: &Path) -> Result<ConfigText, ConfigError> {
+    let file_problem = |message: String| ConfigError {
+        path: path.to_path_buf(),
+        problems: vec![Problem {
+            line: None,
+            key: "file".to_string(),
+            message,
+        }],
+    };
+    let file = crate::input::read_file(path, MAX_CONFIG_BYTES, crate::input::Symlinks::Follow)
+        .map_err(|error| file_problem(error.to_string()))?;
+    let text = std::str::from_utf8(&file.bytes)
+        .map_err(|error| file_problem(format!("{} is not valid UTF-8: {error}", path.display())))?
+        .to_string();
+    Ok(ConfigText {
+        path: path.to_path_buf(),
+        text,
+        readable_by_others: file.mode & 0o077 != 0,
+    })
+}
+
+/// Reads and validates a config file.
+///
+/// # Errors
+/// Every problem found, with its line; an unreadable file is one problem.
+pub fn load(path: &Path, secrets: SecretCheck) -> Result<Config, ConfigError> {
+    read(path)?.validate(secrets)
+}
+
+/// Validates config text. `path` is only used in messages; `readable_by_others` decides whether
+/// literal secrets are warned about.
+///
+/// # Errors
+/// Every problem found, with its line.
+pub fn parse(
+    text: &str,
+    path: &Path,
+    secrets: SecretCheck,
+    readable_by_others: bool,
+) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError {
+        path: path.to_path_buf(),
+        problems: vec![Problem {
+            line: error
+                .span()
+                .map(|span| LineIndex::new(text).line_of(span.start)),
+            key: error
+                .span()
+                .map_or_else(|| "syntax".to_string(), |span| key_at(text, span.start)),
+            message: error.message().trim().to_string(),
+        }],
+    })?;
+    validate::validate(&raw, text, path, secrets, readable_by_others)
+}
