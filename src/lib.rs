@@ -16,6 +16,8 @@
 //! - [`daemon`]: `run`: a supervisor with one task per account, reload, file watching, signals.
 //! - [`demo`]: a loopback token endpoint speaking every preset's shapes, and the `demo` command.
 //!
+//! - [`error`]: the errors that end a command, with their exit codes.
+//!
 //! [`run`] is the entry that `main` and the integration tests share.
 
 pub mod cli;
@@ -23,6 +25,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod error;
 pub mod expiry;
 pub mod input;
 pub mod login;
@@ -37,12 +40,7 @@ use std::sync::OnceLock;
 use cli::{Cli, Command};
 use config::SecretCheck;
 
-/// Exit code: success.
-pub const EXIT_OK: u8 = 0;
-/// Exit code: a login or a write failed.
-pub const EXIT_FAILURE: u8 = 1;
-/// Exit code: the config is invalid.
-pub const EXIT_CONFIG: u8 = 3;
+pub use error::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, Error};
 
 /// Sets the log level; installed by `main` so that the config's `daemon.log_level` can apply
 /// when RUST_LOG is not set.
@@ -61,43 +59,35 @@ pub fn apply_log_level(level: &str) {
     }
 }
 
-/// Runs one command and returns its exit code. Errors are reported on stderr (or in the log) here,
-/// so the caller only has to exit.
-pub async fn run(cli: Cli) -> u8 {
+/// Runs one command. The error, if any, is for the caller to report (once) and turn into an exit
+/// code; what went wrong per account along the way was logged already.
+///
+/// # Errors
+/// See [`Error`].
+pub async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
-        Command::Check => match config::load(&cli.config, SecretCheck::Resolve) {
-            Ok(config) => {
-                for warning in &config.warnings {
-                    eprintln!("warning: {warning}");
-                }
-                print!("{}", commands::plan(&config));
-                EXIT_OK
+        Command::Check => {
+            let config = config::load(&cli.config, SecretCheck::Resolve)?;
+            for warning in &config.warnings {
+                eprintln!("warning: {warning}");
             }
-            Err(error) => {
-                eprintln!("error: {error}");
-                EXIT_CONFIG
-            }
-        },
+            print!("{}", commands::plan(&config));
+            Ok(())
+        }
         Command::Once => {
-            let Some(config) = load_for_run(&cli.config) else {
-                return EXIT_CONFIG;
-            };
-            let failures = commands::once(&config).await;
-            if failures == 0 {
-                EXIT_OK
+            let config = load_for_run(&cli.config)?;
+            let failed = commands::once(&config).await;
+            if failed == 0 {
+                Ok(())
             } else {
-                tracing::error!(
-                    failed = failures,
-                    total = config.accounts.len(),
-                    "some accounts have no fresh token"
-                );
-                EXIT_FAILURE
+                Err(Error::Accounts {
+                    failed,
+                    total: config.accounts.len(),
+                })
             }
         }
         Command::Token { account } => {
-            let Some(config) = load_for_run(&cli.config) else {
-                return EXIT_CONFIG;
-            };
+            let config = load_for_run(&cli.config)?;
             print_token(&config, &account).await
         }
         Command::Run => daemon::run_with_signals(&cli.config).await,
@@ -105,56 +95,40 @@ pub async fn run(cli: Cli) -> u8 {
     }
 }
 
-fn load_for_run(path: &std::path::Path) -> Option<config::Config> {
-    match config::load(path, SecretCheck::Skip) {
-        Ok(config) => {
-            for warning in &config.warnings {
-                tracing::warn!("{warning}");
-            }
-            Some(config)
-        }
-        Err(error) => {
-            tracing::error!("{error}");
-            None
-        }
-    }
+/// Whether a command's errors are shown as plain `error: …` lines (the interactive commands)
+/// rather than through the log.
+pub fn reports_plainly(command: &Command) -> bool {
+    matches!(command, Command::Check | Command::Demo { .. })
 }
 
-async fn print_token(config: &config::Config, name: &str) -> u8 {
-    let Some(account) = config.accounts.get(name) else {
-        let names: Vec<&str> = config.accounts.keys().map(String::as_str).collect();
-        tracing::error!(
-            "no account named {name:?} in {}; accounts: {}",
-            config.path.display(),
-            names.join(", ")
-        );
-        return EXIT_CONFIG;
-    };
-    let login = match login::Login::for_account(account, &login::http::Clients::new()) {
-        Ok(login) => login,
-        Err(error) => {
-            tracing::error!("account {name}: {error}");
-            return EXIT_FAILURE;
-        }
-    };
-    match login.login(None).await {
-        Ok(outcome) => {
-            let mut stdout = std::io::stdout().lock();
-            let written = stdout
-                .write_all(outcome.token.expose().as_bytes())
-                .and_then(|()| stdout.write_all(b"\n"))
-                .and_then(|()| stdout.flush());
-            match written {
-                Ok(()) => EXIT_OK,
-                Err(error) => {
-                    tracing::error!("cannot write the token to stdout: {error}");
-                    EXIT_FAILURE
-                }
-            }
-        }
-        Err(error) => {
-            tracing::error!("{error}");
-            EXIT_FAILURE
-        }
+fn load_for_run(path: &std::path::Path) -> Result<config::Config, Error> {
+    let config = config::load(path, SecretCheck::Skip)?;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
     }
+    Ok(config)
+}
+
+async fn print_token(config: &config::Config, name: &str) -> Result<(), Error> {
+    let Some(account) = config.accounts.get(name) else {
+        return Err(Error::UnknownAccount {
+            name: name.to_string(),
+            path: config.path.display().to_string(),
+            known: config.accounts.keys().cloned().collect(),
+        });
+    };
+    let login =
+        login::Login::for_account(account, &login::http::Clients::new()).map_err(|error| {
+            Error::Setup {
+                account: name.to_string(),
+                message: error.to_string(),
+            }
+        })?;
+    let outcome = login.login(None).await?;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(outcome.token.expose().as_bytes())
+        .and_then(|()| stdout.write_all(b"\n"))
+        .and_then(|()| stdout.flush())
+        .map_err(Error::Stdout)
 }

@@ -23,7 +23,19 @@ fn main() -> ExitCode {
             return ExitCode::from(tokenkeeper::EXIT_FAILURE);
         }
     };
-    let code = runtime.block_on(tokenkeeper::run(cli));
+    let plain = tokenkeeper::reports_plainly(&cli.command);
+    let code = match runtime.block_on(tokenkeeper::run(cli)) {
+        Ok(()) => tokenkeeper::EXIT_OK,
+        Err(error) => {
+            // The one place a command's error is reported.
+            if plain {
+                eprintln!("error: {error}");
+            } else {
+                tracing::error!("{error}");
+            }
+            error.exit_code()
+        }
+    };
     // A worker stuck in a system call (a hung file system) must not keep the process alive
     // after the daemon has stopped: give the runtime a moment, then leave without it.
     runtime.shutdown_timeout(std::time::Duration::from_millis(500));

@@ -33,7 +33,6 @@ use state::{CredentialsDigest, Keys, StateDir};
 use crate::config::{self, Account, Config, SecretCheck};
 use crate::login::Login;
 use crate::output::OutputDir;
-use crate::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
 
 /// How often the supervisor compares boot time with the timer clock to notice a suspend.
 pub const CLOCK_CHECK_INTERVAL: Duration = Duration::from_secs(15);
@@ -41,6 +40,21 @@ pub const CLOCK_CHECK_INTERVAL: Duration = Duration::from_secs(15);
 const SUSPEND_THRESHOLD: Duration = Duration::from_secs(2);
 /// File events are collected this long before the config and secrets are looked at again.
 const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// Why the daemon could not start, or a reload could not be applied (nothing changed then).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The state directory cannot be created, opened or trusted.
+    #[error("{0}")]
+    StateDir(String),
+    /// Output directories that are missing, not directories, not writable, or the state
+    /// directory: one line each, naming the directory.
+    #[error("{}", .0.join("\n"))]
+    OutputDirs(Vec<String>),
+    /// A login that cannot be set up (a bad CA bundle or proxy), naming the account.
+    #[error("{0}")]
+    Login(String),
+}
 
 /// How long a reload waits for a stopped account's task to be gone.
 const STOP_WAIT: Duration = Duration::from_secs(5);
@@ -55,11 +69,11 @@ struct Prepared {
 }
 
 impl Prepared {
-    fn new(factory: &AuthFactory, account: &Account) -> Result<Prepared, String> {
+    fn new(factory: &AuthFactory, account: &Account) -> Result<Prepared, SetupError> {
         let ca_digest = crate::input::may_block(|| crate::login::http::ca_digest(&account.http));
         Ok(Prepared {
             account: account.clone(),
-            auth: factory.login_for(account)?,
+            auth: factory.login_for(account).map_err(SetupError::Login)?,
             ca_digest,
         })
     }
@@ -182,7 +196,7 @@ impl Supervisor {
         config: Config,
         clock: Arc<dyn Clock>,
         factory: AuthFactory,
-    ) -> Result<Supervisor, String> {
+    ) -> Result<Supervisor, SetupError> {
         let state = open_state_dir(&config.daemon)?;
         preflight(config.accounts.values(), state.as_deref(), Cleanup::AtStart)?;
         // Build every login before starting any task, so a failure leaves nothing running.
@@ -214,7 +228,7 @@ impl Supervisor {
         Ok(supervisor)
     }
 
-    fn spawn(&mut self, account: &Account, startup_accounts: usize) -> Result<(), String> {
+    fn spawn(&mut self, account: &Account, startup_accounts: usize) -> Result<(), SetupError> {
         let prepared = Prepared::new(&self.factory, account)?;
         self.spawn_with(prepared, startup_accounts);
         Ok(())
@@ -266,7 +280,7 @@ impl Supervisor {
     ///
     /// # Errors
     /// An output directory or login setup problem; nothing was changed then.
-    pub async fn reload(&mut self, new: Config) -> Result<Vec<Change>, String> {
+    pub async fn reload(&mut self, new: Config) -> Result<Vec<Change>, SetupError> {
         let restart_all = task_settings_differ(&self.config.daemon, &new.daemon);
         let mut changes = diff(&self.config.accounts, &new.accounts);
         for name in crate::input::may_block(|| self.ca_changed()) {
@@ -530,9 +544,11 @@ fn task_settings_differ(old: &config::DaemonSettings, new: &config::DaemonSettin
 }
 
 /// Opens the state directory the settings name, if state files are on.
-fn open_state_dir(settings: &config::DaemonSettings) -> Result<Option<Arc<StateDir>>, String> {
+fn open_state_dir(settings: &config::DaemonSettings) -> Result<Option<Arc<StateDir>>, SetupError> {
     if settings.state_files {
-        StateDir::open(&settings.state_dir).map(Some)
+        StateDir::open(&settings.state_dir)
+            .map(Some)
+            .map_err(SetupError::StateDir)
     } else {
         Ok(None)
     }
@@ -557,7 +573,7 @@ fn preflight<'a>(
     accounts: impl Iterator<Item = &'a Account>,
     state: Option<&StateDir>,
     cleanup: Cleanup,
-) -> Result<(), String> {
+) -> Result<(), SetupError> {
     let mut dirs: BTreeMap<PathBuf, Vec<&str>> = BTreeMap::new();
     for account in accounts {
         for output in &account.outputs {
@@ -597,7 +613,7 @@ fn preflight<'a>(
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(problems.join("\n"))
+        Err(SetupError::OutputDirs(problems))
     }
 }
 
@@ -621,7 +637,10 @@ fn remove_legacy_state_files(dir: &OutputDir, accounts: &[&str]) {
     }
 }
 
-/// Runs the daemon until `controller` says stop. Returns the exit code.
+/// Runs the daemon until `controller` says stop.
+///
+/// # Errors
+/// An invalid config, or a start-up check that failed; nothing was started then.
 ///
 /// Reloads (asked for, or caused by a change to the config or a secret file) run one at a time;
 /// requests that arrive meanwhile leave one more pending. A stop request ends a reload in
@@ -631,17 +650,9 @@ pub async fn run(
     clock: Arc<dyn Clock>,
     factory: AuthFactory,
     controller: Controller,
-) -> u8 {
-    let (text, config) = match config::read(config_path).and_then(|text| {
-        text.validate(SecretCheck::Skip)
-            .map(|config| (text, config))
-    }) {
-        Ok(loaded) => loaded,
-        Err(error) => {
-            tracing::error!("{error}");
-            return EXIT_CONFIG;
-        }
-    };
+) -> Result<(), crate::Error> {
+    let text = config::read(config_path)?;
+    let config = text.validate(SecretCheck::Skip)?;
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
@@ -652,13 +663,7 @@ pub async fn run(
     let mut last_text = text.text;
     let watch_files = config.daemon.watch;
     let count = config.accounts.len();
-    let mut supervisor = match Supervisor::start(config, clock, factory) {
-        Ok(supervisor) => supervisor,
-        Err(error) => {
-            tracing::error!("cannot start: {error}");
-            return EXIT_FAILURE;
-        }
-    };
+    let mut supervisor = Supervisor::start(config, clock, factory)?;
     tracing::info!(accounts = count, config = %config_path.display(), "tokenkeeper running");
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let mut watcher = if watch_files {
@@ -713,7 +718,7 @@ pub async fn run(
     tracing::info!(grace_s = grace.as_secs_f32(), "stopping");
     supervisor.stop(grace).await;
     tracing::info!("stopped");
-    EXIT_OK
+    Ok(())
 }
 
 /// What a reload needs besides the supervisor.
@@ -811,12 +816,11 @@ impl Reloader<'_> {
 
 /// Runs the daemon with the real clocks and HTTP logins, steered by signals: SIGHUP reloads,
 /// SIGTERM and SIGINT stop (see [`Controller::listen_for_signals`]).
-pub async fn run_with_signals(config_path: &Path) -> u8 {
+pub async fn run_with_signals(config_path: &Path) -> Result<(), crate::Error> {
     let controller = Controller::new();
-    if let Err(error) = controller.listen_for_signals() {
-        tracing::error!("cannot listen for signals: {error}");
-        return EXIT_FAILURE;
-    }
+    controller
+        .listen_for_signals()
+        .map_err(crate::Error::Signals)?;
     run(
         config_path,
         Arc::new(clock::SystemClock::new()),

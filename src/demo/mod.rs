@@ -17,13 +17,16 @@ use endpoint::{Credentials, EndpointOptions, TokenEndpoint};
 /// Papaya's minute-precision `valid_until`.
 pub const DEMO_LIFETIME: std::time::Duration = std::time::Duration::from_secs(120);
 
+use crate::Error;
 use crate::config::{self, SecretCheck};
-use crate::{EXIT_CONFIG, EXIT_FAILURE, EXIT_OK};
 
 /// Runs the demo in `dir` (a new directory under `$TMPDIR` by default). With `once`, returns after
 /// the login round; otherwise the endpoint keeps serving until Ctrl-C so that `once`, `check` and
 /// `token` can be tried against it.
-pub async fn run(dir: Option<PathBuf>, once: bool) -> u8 {
+///
+/// # Errors
+/// The endpoint or the directory could not be set up, or (with `once`) an account failed.
+pub async fn run(dir: Option<PathBuf>, once: bool) -> Result<(), Error> {
     let dir = dir.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("tokenkeeper-demo-{:08x}", rand::random::<u32>()))
     });
@@ -31,44 +34,35 @@ pub async fn run(dir: Option<PathBuf>, once: bool) -> u8 {
         lifetime: DEMO_LIFETIME,
         ..EndpointOptions::default()
     };
-    let endpoint = match TokenEndpoint::start(options).await {
-        Ok(endpoint) => endpoint,
-        Err(error) => {
-            eprintln!("error: cannot start the demo token endpoint on 127.0.0.1: {error}");
-            return EXIT_FAILURE;
-        }
-    };
-    let config_path = match prepare(&dir, &endpoint.base_url(), &Credentials::demo()) {
-        Ok(path) => path,
-        Err(error) => {
-            eprintln!(
-                "error: cannot prepare the demo directory {}: {error}",
+    let endpoint = TokenEndpoint::start(options).await.map_err(|error| {
+        Error::Demo(format!(
+            "cannot start the demo token endpoint on 127.0.0.1: {error}"
+        ))
+    })?;
+    let config_path =
+        prepare(&dir, &endpoint.base_url(), &Credentials::demo()).map_err(|error| {
+            Error::Demo(format!(
+                "cannot prepare the demo directory {}: {error}",
                 dir.display()
-            );
-            return EXIT_FAILURE;
-        }
-    };
-    let config = match config::load(&config_path, SecretCheck::Resolve) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return EXIT_CONFIG;
-        }
-    };
+            ))
+        })?;
+    let config = config::load(&config_path, SecretCheck::Resolve)?;
     println!(
         "tokenkeeper demo: token endpoint on {} speaking the panaya, papaya, apinizer, patchworks, onlyoffice and oauth2 logins",
         endpoint.base_url()
     );
     println!("config:  {}", config_path.display());
     if once {
-        let failures = crate::commands::once(&config).await;
+        let failed = crate::commands::once(&config).await;
         print!("{}", summary(&dir));
         endpoint.shutdown().await;
-        if failures > 0 {
-            eprintln!("error: {failures} account(s) failed; see the log above");
-            return EXIT_FAILURE;
+        if failed > 0 {
+            return Err(Error::Accounts {
+                failed,
+                total: config.accounts.len(),
+            });
         }
-        return EXIT_OK;
+        return Ok(());
     }
     println!(
         "tokens:  {0}\n\nThe daemon now keeps them fresh: tokens live {1} s and are renewed at about 75 %.\nWatch them rotate:  watch -n1 ls -l --time-style=+%T {0}\nIn another terminal: tokenkeeper check --config {2}\nCtrl-C stops the demo.\n",
@@ -76,10 +70,10 @@ pub async fn run(dir: Option<PathBuf>, once: bool) -> u8 {
         DEMO_LIFETIME.as_secs(),
         config_path.display()
     );
-    let code = crate::daemon::run_with_signals(&config_path).await;
+    let result = crate::daemon::run_with_signals(&config_path).await;
     print!("{}", summary(&dir));
     endpoint.shutdown().await;
-    code
+    result
 }
 
 /// Creates `dir` with `secrets/` and `tokens/`, writes one secret file per credential (mode 0600)

@@ -153,7 +153,13 @@ fn spawn_run(
     let control = Controller::new();
     let steering = control.clone();
     let task_clock: Arc<dyn Clock> = Arc::clone(clock) as Arc<dyn Clock>;
-    let daemon = tokio::spawn(async move { run(&path, task_clock, factory, steering).await });
+    // The exit code the binary would give, so that tests read like the binary's.
+    let daemon = tokio::spawn(async move {
+        match run(&path, task_clock, factory, steering).await {
+            Ok(()) => crate::EXIT_OK,
+            Err(error) => error.exit_code(),
+        }
+    });
     (control, daemon)
 }
 
