@@ -5,7 +5,6 @@
 //! during suspend (tokio-rs/tokio#3185). Deadlines are kept in boot time; the gap between boot time
 //! and the timer clock growing means a suspend happened, and every deadline is looked at again.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -59,22 +58,24 @@ impl Clock for SystemClock {
 }
 
 /// A clock for tests: follows tokio's (paused) timer clock, plus jumps the test injects.
+#[cfg(test)]
 pub struct TestClock {
     origin: tokio::time::Instant,
     wall_origin: Timestamp,
     /// Time that passed without the timer clock seeing it (a simulated suspend).
-    suspended: Mutex<Duration>,
+    suspended: std::sync::Mutex<Duration>,
     /// A step of the wall clock alone (an NTP step), in seconds; may be negative.
-    wall_step: Mutex<i64>,
+    wall_step: std::sync::Mutex<i64>,
 }
 
+#[cfg(test)]
 impl TestClock {
     pub fn new(wall_origin: Timestamp) -> TestClock {
         TestClock {
             origin: tokio::time::Instant::now(),
             wall_origin,
-            suspended: Mutex::new(Duration::ZERO),
-            wall_step: Mutex::new(0),
+            suspended: std::sync::Mutex::new(Duration::ZERO),
+            wall_step: std::sync::Mutex::new(0),
         }
     }
 
@@ -104,6 +105,7 @@ impl TestClock {
     }
 }
 
+#[cfg(test)]
 impl Clock for TestClock {
     fn wall(&self) -> Timestamp {
         let step = *self

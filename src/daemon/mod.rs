@@ -162,6 +162,8 @@ struct Running {
     /// A keyed digest of the account's secret values, to notice rotation without keeping
     /// secrets; the task watches it.
     credentials: tokio::sync::watch::Sender<CredentialsDigest>,
+    /// What the task reports about itself; read by tests for now, by status views later.
+    #[cfg(test)]
     status: Arc<Mutex<AccountStatus>>,
     /// A digest of the CA bundle's contents when the task's HTTP client was built: a rotated
     /// bundle restarts the account, so that its client trusts the new one.
@@ -268,6 +270,7 @@ impl Supervisor {
                 account,
                 task: handle,
                 credentials,
+                #[cfg(test)]
                 status,
                 ca_digest,
             },
@@ -482,7 +485,9 @@ impl Supervisor {
         jumped
     }
 
-    /// Every account's status, by name.
+    /// Every account's status, by name (the status views of the next issue read these; for
+    /// now only tests do).
+    #[cfg(test)]
     pub fn statuses(&self) -> Vec<(String, AccountStatus)> {
         self.running
             .iter()

@@ -145,6 +145,7 @@ impl FileWatcher {
     }
 
     /// The directories being watched.
+    #[cfg(test)]
     pub fn dirs(&self) -> impl Iterator<Item = &Path> {
         self.dirs.iter().map(PathBuf::as_path)
     }

@@ -1,7 +1,5 @@
 //! Helpers shared by the integration tests: running the binary, writing configs, reading files.
 
-#![allow(dead_code)]
-
 pub mod oidc;
 
 use std::path::{Path, PathBuf};

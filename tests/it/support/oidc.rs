@@ -17,8 +17,6 @@
 //! `invalid_client`, so the tests also prove the preset picks the right method.
 
 // Each integration test uses only some of these helpers.
-#![allow(dead_code)]
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -43,11 +41,6 @@ pub const POST_CLIENT_SECRET: &str = "p0st-client-secret";
 /// The only client the introspection endpoint answers (`client_secret_basic`).
 pub const INTROSPECTOR_CLIENT_ID: &str = "introspector";
 pub const INTROSPECTOR_CLIENT_SECRET: &str = "introspector-secret";
-/// Granted to both clients. A scope outside `api:read`/`api:write` is silently
-/// dropped from the token; `api:write` for the post client is `invalid_scope`.
-pub const SCOPE_READ: &str = "api:read";
-/// Granted to the basic client only.
-pub const SCOPE_WRITE: &str = "api:write";
 
 /// How long [`OidcProvider::start`] waits for the `LISTENING` line.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -137,11 +130,6 @@ impl OidcProvider {
                 provider.fail(&format!("exited before listening ({status})"))
             }
         }
-    }
-
-    /// The TCP port the server listens on (127.0.0.1).
-    pub fn port(&self) -> u16 {
-        self.port
     }
 
     /// `http://127.0.0.1:<port>`, exactly as the server's discovery document says.
