@@ -10,6 +10,7 @@ pub mod account;
 pub mod clock;
 pub mod control;
 pub mod limiter;
+pub mod reload;
 pub mod state;
 pub mod watch;
 
@@ -28,6 +29,7 @@ use account::{AccountStatus, AccountTask, Authenticator, Shared};
 use clock::Clock;
 pub use control::Controller;
 use limiter::Limiter;
+pub use reload::{Change, diff};
 use state::{CredentialsDigest, Keys, StateDir};
 
 use crate::config::{self, Account, Config, SecretCheck};
@@ -77,34 +79,6 @@ impl Prepared {
             ca_digest,
         })
     }
-}
-
-/// What a reload does to one account.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Change {
-    Add(String),
-    Remove(String),
-    /// The account's settings changed: its task restarts (reusing its state file when the login
-    /// itself is unchanged).
-    Restart(String),
-}
-
-/// Compares two sets of accounts. Pure; unchanged accounts produce nothing.
-pub fn diff(old: &BTreeMap<String, Account>, new: &BTreeMap<String, Account>) -> Vec<Change> {
-    let mut changes = Vec::new();
-    for (name, account) in old {
-        match new.get(name) {
-            None => changes.push(Change::Remove(name.clone())),
-            Some(updated) if updated != account => changes.push(Change::Restart(name.clone())),
-            Some(_) => {}
-        }
-    }
-    for name in new.keys() {
-        if !old.contains_key(name) {
-            changes.push(Change::Add(name.clone()));
-        }
-    }
-    changes
 }
 
 /// Builds the logins of accounts. The daemon uses [`HttpLogins`]; tests substitute fakes (any
@@ -284,93 +258,56 @@ impl Supervisor {
     /// # Errors
     /// An output directory or login setup problem; nothing was changed then.
     pub async fn reload(&mut self, new: Config) -> Result<Vec<Change>, SetupError> {
-        let restart_all = task_settings_differ(&self.config.daemon, &new.daemon);
-        let mut changes = diff(&self.config.accounts, &new.accounts);
-        for name in crate::input::may_block(|| self.ca_changed()) {
-            if new.accounts.get(&name) == self.config.accounts.get(&name) {
-                tracing::info!(account = %name, "the CA bundle changed: restarting the account with a client that trusts it");
-                changes.push(Change::Restart(name));
-            }
+        let ca_changed = crate::input::may_block(|| self.ca_changed());
+        let plan = reload::plan(&self.config, &new, &ca_changed);
+        for name in &plan.ca_restarts {
+            tracing::info!(account = %name, "the CA bundle changed: restarting the account with a client that trusts it");
         }
-        if restart_all {
-            // Timing and retry settings live in every task: restart them all (state files make
-            // that free of logins while the tokens are valid).
-            changes = self
-                .config
-                .accounts
-                .keys()
-                .map(|name| Change::Remove(name.clone()))
-                .chain(new.accounts.keys().map(|name| Change::Add(name.clone())))
-                .collect();
-        }
-        let touched: Vec<&Account> = changes
-            .iter()
-            .filter_map(|change| match change {
-                Change::Add(name) | Change::Restart(name) => new.accounts.get(name),
-                Change::Remove(_) => None,
-            })
-            .collect();
         // A new state directory is opened (and checked) before anything changes.
-        let state = if (new.daemon.state_files, &new.daemon.state_dir)
-            == (
-                self.config.daemon.state_files,
-                &self.config.daemon.state_dir,
-            ) {
-            self.state.clone()
-        } else {
+        let state = if plan.state_dir_changed {
             open_state_dir(&new.daemon)?
+        } else {
+            self.state.clone()
         };
         // Other tasks are publishing in these directories: no stale-file cleanup here.
-        crate::input::may_block(|| {
-            preflight(touched.into_iter(), state.as_deref(), Cleanup::Skip)
-        })?;
+        crate::input::may_block(|| preflight(plan.started(&new), state.as_deref(), Cleanup::Skip))?;
         // Build every new login before touching anything, so a failure changes nothing.
         let mut logins: BTreeMap<String, Prepared> = BTreeMap::new();
-        for change in &changes {
-            if let Change::Add(name) | Change::Restart(name) = change
-                && let Some(account) = new.accounts.get(name)
-            {
-                logins.insert(name.clone(), Prepared::new(&self.factory, account)?);
-            }
+        for account in plan.started(&new) {
+            logins.insert(account.name.clone(), Prepared::new(&self.factory, account)?);
         }
         self.resize_limiter(new.daemon.max_concurrent_logins);
-        if new.daemon.log_level != self.config.daemon.log_level {
-            crate::apply_log_level(new.daemon.log_level.as_deref().unwrap_or("info"));
+        if let Some(level) = &plan.log_level {
+            crate::apply_log_level(level.as_deref().unwrap_or("info"));
         }
         self.config.daemon = new.daemon.clone();
         let old_state = std::mem::replace(&mut self.state, state);
-        // Paths the new config writes are never deleted here, whoever wrote them before.
-        let kept: BTreeSet<PathBuf> = new
-            .accounts
-            .values()
-            .flat_map(|account| account.outputs.iter().map(|output| output.path.clone()))
-            .collect();
-        for change in &changes {
-            if let Change::Remove(name) | Change::Restart(name) = change
-                && let Some(running) = self.running.remove(name)
-            {
-                running.task.abort();
-                // Wait for the task to be gone, so no write of its lands after the clean-up; but
-                // not for ever: a task stuck in a file operation on a hung mount must not stop
-                // every later reload (moving the output elsewhere is the operator's fix).
-                if tokio::time::timeout(STOP_WAIT, running.task).await.is_err() {
-                    tracing::warn!(
-                        account = %name,
-                        "the account's task is stuck in a file operation; going on without it"
-                    );
-                }
-                let mut dropped = running.account.clone();
-                dropped
-                    .outputs
-                    .retain(|output| !kept.contains(&output.path));
-                crate::input::may_block(|| account::remove_outputs(&dropped));
-                if !new.accounts.contains_key(name)
-                    && let Some(state) = &old_state
-                {
-                    state.remove(name);
-                }
+        for name in plan.stopped() {
+            let Some(running) = self.running.remove(name) else {
+                continue;
+            };
+            running.task.abort();
+            // Wait for the task to be gone, so no write of its lands after the clean-up; but not
+            // for ever: a task stuck in a file operation on a hung mount must not stop every
+            // later reload (moving the output elsewhere is the operator's fix).
+            if tokio::time::timeout(STOP_WAIT, running.task).await.is_err() {
+                tracing::warn!(
+                    account = %name,
+                    "the account's task is stuck in a file operation; going on without it"
+                );
+            }
+            let mut dropped = running.account.clone();
+            dropped
+                .outputs
+                .retain(|output| !plan.kept.contains(&output.path));
+            crate::input::may_block(|| account::remove_outputs(&dropped));
+        }
+        if let Some(state) = &old_state {
+            for name in &plan.forgotten {
+                state.remove(name);
             }
         }
+        let changes = plan.changes;
         let count = changes.len();
         for change in &changes {
             if let Change::Add(name) | Change::Restart(name) = change
@@ -535,17 +472,6 @@ impl Supervisor {
             }
         }
     }
-}
-
-/// Whether a settings change reaches into the account tasks (which then restart). The log level,
-/// file watching, the login limit and the grace period are applied by the supervisor itself.
-fn task_settings_differ(old: &config::DaemonSettings, new: &config::DaemonSettings) -> bool {
-    let mut comparable = new.clone();
-    comparable.log_level.clone_from(&old.log_level);
-    comparable.watch = old.watch;
-    comparable.max_concurrent_logins = old.max_concurrent_logins;
-    comparable.shutdown_grace = old.shutdown_grace;
-    comparable != *old
 }
 
 /// Opens the state directory the settings name, if state files are on.

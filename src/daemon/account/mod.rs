@@ -1,11 +1,14 @@
 //! One account's task: log in, write, sleep until the refresh point, repeat; back off on failure;
 //! park on rejected credentials; keep the last good token until it expires.
 //!
-//! Invariants: the token on disk is only ever replaced by a newer valid one (or removed once it has
-//! expired, if so configured); a failed write is retried without logging in again while the token
-//! in memory is valid; every wait is computed from boot time (which counts suspend) and re-checked
-//! whenever the supervisor reports a clock jump; a login runs only with a permit from the global
-//! limiter.
+//! The decisions are [`plan::Plan`]'s (pure, table-tested); this task is the shell that performs
+//! each step and reports the outcome back, and keeps the token itself, the logs and the status.
+//!
+//! Invariants: the token on disk is only ever replaced by a newer valid one (or removed once it
+//! has expired, if so configured); a failed write is retried without logging in again while the
+//! token in memory is valid; every wait is computed from boot time (which counts suspend) and
+//! re-checked whenever the supervisor reports a clock jump; a login runs only with a permit from
+//! the global limiter.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,6 +19,10 @@ use jiff::Timestamp;
 use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 use tokio::sync::watch;
+
+mod plan;
+
+use plan::{Held, Plan, Start, Step};
 
 use super::clock::{Clock, boot_to_wall, wall_to_boot};
 use super::limiter::Limiter;
@@ -102,22 +109,10 @@ pub struct Shared {
     pub warned_short: Arc<Mutex<std::collections::BTreeSet<String>>>,
 }
 
-/// The token the task holds, with its instants in boot time.
-struct Held {
+/// The token the task holds (its instants are in the [`Plan`]).
+struct Holding {
     token: Token,
     refresh_token: Option<Secret>,
-    expires_boot: Duration,
-    /// When to log in again.
-    refresh_boot: Duration,
-}
-
-/// What [`AccountTask::restore`] found in the state file.
-#[derive(Default)]
-struct Restored {
-    held: Option<Held>,
-    disk_expires: Option<Duration>,
-    not_before: Option<Duration>,
-    parked: bool,
 }
 
 /// One account's task.
@@ -166,138 +161,94 @@ impl AccountTask {
         boot_to_wall(boot, self.shared.clock.wall(), self.shared.clock.boot())
     }
 
-    /// Runs until shutdown. Cancel-safe at every await: a login is abandoned, and writes never
-    /// span an await. Every turn of the loop either sleeps until a deadline in the future or does
-    /// one login, one write attempt or one removal, each of which moves its deadline forward: no
-    /// busy loop.
+    /// Runs until shutdown: a thin shell around [`Plan`], which decides; this performs each step
+    /// (a login, a write, a removal, a sleep) and reports the outcome back. Cancel-safe at every
+    /// await: a login is abandoned, and writes never span an await.
     pub async fn run(mut self) {
         let clock = Arc::clone(&self.shared.clock);
-        let restored = self.restore();
-        let mut held = restored.held;
-        // When the token in the output files expires: the files are removed then (by default)
-        // unless a newer token was written meanwhile.
-        let mut disk_expires = restored.disk_expires;
-        let start_delay = schedule::startup_delay(
+        let (mut holding, start) = self.restore();
+        let first_login_delay = schedule::startup_delay(
             self.shared.startup_accounts,
             Duration::from_millis(20),
             self.shared.settings.startup_spread,
             &mut self.rng,
         );
-        // When to log in next (the refresh point, or a retry after a failure).
-        let mut next_login = match &held {
-            Some(current) => current.refresh_boot,
-            None => clock.boot().saturating_add(start_delay),
-        };
-        if let Some(not_before) = restored.not_before {
-            next_login = next_login.max(not_before);
-        }
-        // When to try writing the held token again; a restored token is written at once.
-        let mut next_write: Option<Duration> = held.as_ref().map(|_| clock.boot());
-        let mut failures: u32 = 0;
-        let mut write_failures: u32 = 0;
-        let mut parked = restored.parked;
+        let mut plan = Plan::start(clock.boot(), start, first_login_delay);
         loop {
             if *self.shared.shutdown.borrow() {
                 return;
             }
             let now = clock.boot();
-            if held
-                .as_ref()
-                .is_some_and(|current| now >= current.expires_boot)
-            {
-                held = None;
-                next_write = None;
+            let step = plan.next(now);
+            if plan.held().is_none() {
+                holding = None;
             }
-            if disk_expires.is_some_and(|at| now >= at) {
-                disk_expires = None;
-                self.expire_on_disk(next_login, parked);
-                continue;
-            }
-            if now >= next_login {
-                // Time to log in (a due refresh wins over a pending write: the new token will be
-                // written instead).
-                let refresh_token = held
-                    .as_ref()
-                    .and_then(|current| current.refresh_token.clone());
-                let Some(result) = self.login(refresh_token.as_ref()).await else {
-                    return;
-                };
-                match result {
-                    Ok(outcome) => {
-                        failures = 0;
-                        parked = false;
-                        write_failures = 0;
-                        let fresh = self.accept(outcome);
-                        next_login = fresh.refresh_boot;
-                        next_write = Some(clock.boot());
-                        held = Some(fresh);
-                    }
-                    Err(error) => {
-                        failures = failures.saturating_add(1);
-                        parked = error.class == ErrorClass::Rejected;
-                        next_login = self.after_failure(&error, failures, held.as_ref());
-                        self.save_state(held.as_ref(), Some(next_login), parked);
-                    }
-                }
-                continue;
-            }
-            if let (Some(due), Some(current)) = (next_write, held.as_ref())
-                && now >= due
-            {
-                match self.write(&current.token) {
-                    Ok(()) => {
-                        write_failures = 0;
-                        next_write = None;
-                        disk_expires = Some(current.expires_boot);
-                    }
-                    Err(message) => {
-                        write_failures = write_failures.saturating_add(1);
-                        let delay = schedule::WRITE_RETRY
-                            .delay(write_failures.saturating_sub(1), &mut self.rng);
-                        tracing::error!(account = %self.account.name, retry_in_s = delay.as_secs_f32(), "{message}");
-                        self.update(|status| status.last_error = Some(message));
-                        next_write = Some(clock.boot().saturating_add(delay));
-                    }
-                }
-                continue;
-            }
-            let mut wake_at = next_login;
-            for deadline in [
-                next_write,
-                disk_expires,
-                held.as_ref().map(|current| current.expires_boot),
-            ]
-            .into_iter()
-            .flatten()
-            {
-                wake_at = wake_at.min(deadline);
-            }
-            let next_wall = self.wall_of(next_login);
-            self.update(|status| status.next_attempt = Some(next_wall));
-            let wait = schedule::clamp_wait(wake_at.saturating_sub(now));
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                changed = self.credentials.changed() => {
-                    if changed.is_err() {
+            match step {
+                Step::ExpireOnDisk => self.expire_on_disk(plan.next_login(), plan.parked()),
+                Step::Login => {
+                    let refresh_token = holding
+                        .as_ref()
+                        .and_then(|current| current.refresh_token.clone());
+                    let Some(result) = self.login(refresh_token.as_ref()).await else {
                         return;
-                    }
-                    // Only a parked account jumps the queue: a temporary failure keeps its
-                    // backoff and any Retry-After.
-                    if parked {
-                        tracing::info!(account = %self.account.name, "secret or config changed: trying again now");
-                        next_login = clock.boot();
-                        parked = false;
+                    };
+                    match result {
+                        Ok(outcome) => {
+                            let (fresh, times) = self.accept(outcome);
+                            plan.logged_in(clock.boot(), times);
+                            holding = Some(fresh);
+                        }
+                        Err(error) => {
+                            let failures = plan.failures().saturating_add(1);
+                            let expires = plan.held().map(|held| held.expires);
+                            let retry_at = self.after_failure(&error, failures, expires);
+                            plan.login_failed(retry_at, error.class == ErrorClass::Rejected);
+                            self.save_state(holding.as_ref(), Some(retry_at), plan.parked());
+                        }
                     }
                 }
-                changed = self.shared.time_jump.changed() => {
-                    if changed.is_err() {
-                        return;
+                Step::Write => {
+                    // The plan writes only while it holds a token, and so does this task.
+                    let Some(current) = holding.as_ref() else {
+                        plan.wrote();
+                        continue;
+                    };
+                    match self.write(&current.token) {
+                        Ok(()) => plan.wrote(),
+                        Err(message) => {
+                            let delay =
+                                schedule::WRITE_RETRY.delay(plan.write_failures(), &mut self.rng);
+                            tracing::error!(account = %self.account.name, retry_in_s = delay.as_secs_f32(), "{message}");
+                            self.update(|status| status.last_error = Some(message));
+                            plan.write_failed(clock.boot().saturating_add(delay));
+                        }
                     }
                 }
-                // An error means the supervisor is gone: stop too, rather than spin on it.
-                changed = self.shared.shutdown.changed() => {
-                    if changed.is_err() {
-                        return;
+                Step::Sleep { until } => {
+                    let next_wall = self.wall_of(plan.next_login());
+                    self.update(|status| status.next_attempt = Some(next_wall));
+                    let wait = schedule::clamp_wait(until.saturating_sub(now));
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        changed = self.credentials.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            if plan.secrets_changed(clock.boot()) {
+                                tracing::info!(account = %self.account.name, "secret or config changed: trying again now");
+                            }
+                        }
+                        changed = self.shared.time_jump.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                        }
+                        // An error means the supervisor is gone: stop too, rather than spin on it.
+                        changed = self.shared.shutdown.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                        }
                     }
                 }
             }
@@ -306,7 +257,7 @@ impl AccountTask {
 
     /// Remembers the held token and the next permitted login in the state file, so that a
     /// restart neither logs in while a token is valid nor retries a failing account at once.
-    fn save_state(&self, held: Option<&Held>, next_login: Option<Duration>, parked: bool) {
+    fn save_state(&self, held: Option<&Holding>, next_login: Option<Duration>, parked: bool) {
         let Some(state) = &self.state else {
             return;
         };
@@ -332,7 +283,7 @@ impl AccountTask {
         &mut self,
         error: &LoginError,
         failures: u32,
-        held: Option<&Held>,
+        expires: Option<Duration>,
     ) -> Duration {
         let now = self.shared.clock.boot();
         let settings = &self.shared.settings;
@@ -355,11 +306,10 @@ impl AccountTask {
                     .max(settings.backoff.floor());
                 // While a token is held, retry early enough for more attempts before it expires
                 // (but never before a Retry-After).
-                let expires = held.map(|current| current.expires_boot);
                 schedule::retry_at(now, delay, not_before, expires, &mut self.rng)
             }
         };
-        let still_valid = held.is_some();
+        let still_valid = expires.is_some();
         tracing::warn!(
             account = %self.account.name,
             class = ?error.class,
@@ -419,7 +369,7 @@ impl AccountTask {
 
     /// Takes a fresh token in: converts its instants to boot time, schedules the refresh, saves
     /// the state file, logs the login line.
-    fn accept(&mut self, outcome: LoginOutcome) -> Held {
+    fn accept(&mut self, outcome: LoginOutcome) -> (Holding, Held) {
         let clock = &self.shared.clock;
         let (wall_now, boot_now) = (clock.wall(), clock.boot());
         let token = outcome.token;
@@ -454,28 +404,32 @@ impl AccountTask {
             status.consecutive_failures = 0;
             status.written = false;
         });
-        let held = Held {
+        let holding = Holding {
             token,
             refresh_token: outcome.refresh_token,
-            expires_boot,
-            refresh_boot,
         };
-        self.save_state(Some(&held), None, false);
-        held
+        self.save_state(Some(&holding), None, false);
+        (
+            holding,
+            Held {
+                expires: expires_boot,
+                refresh: refresh_boot,
+            },
+        )
     }
 
     /// What the state file says at start: a token to reuse (refreshed at once if it is close to
     /// expiry), when the token in the output files expires, and a backoff or parking still in
     /// force (moot when the secret values changed since it was saved: a rotated file, a corrected
     /// literal or environment variable).
-    fn restore(&mut self) -> Restored {
-        let mut restored = Restored::default();
+    fn restore(&mut self) -> (Option<Holding>, Start) {
+        let mut restored = Start::default();
         let Some(saved) = self
             .state
             .as_ref()
             .and_then(|state| crate::input::may_block(|| state.load()))
         else {
-            return restored;
+            return (None, restored);
         };
         let clock = &self.shared.clock;
         let (wall_now, boot_now) = (clock.wall(), clock.boot());
@@ -489,7 +443,7 @@ impl AccountTask {
         });
         if saved.saved_at > latest_sane || !token_fits {
             tracing::warn!(account = %self.account.name, "ignoring the state file: its times do not fit the clock");
-            return restored;
+            return (None, restored);
         }
         let same_credentials = saved.credentials == Some(*self.credentials.borrow());
         if saved.not_before.is_some_and(|at| at > wall_now) && !same_credentials {
@@ -519,13 +473,13 @@ impl AccountTask {
             );
         }
         let Some(token) = saved.token else {
-            return restored;
+            return (None, restored);
         };
         let expires_boot = wall_to_boot(token.expires_at, wall_now, boot_now);
         if token.expires_at <= wall_now {
             // The files may still hold it: they go at once (unless on_expiry = keep).
             restored.disk_expires = Some(boot_now);
-            return restored;
+            return (None, restored);
         }
         restored.disk_expires = Some(expires_boot);
         let policy = self.shared.settings.refresh;
@@ -556,12 +510,14 @@ impl AccountTask {
             status.expires_at = Some(expires_at);
         });
         restored.held = Some(Held {
+            expires: expires_boot,
+            refresh: refresh_boot,
+        });
+        let holding = Holding {
             token,
             refresh_token: None,
-            expires_boot,
-            refresh_boot,
-        });
-        restored
+        };
+        (Some(holding), restored)
     }
 
     fn write(&self, token: &Token) -> Result<(), String> {
