@@ -1,7 +1,7 @@
 //! The configuration file: TOML → raw structs (unknown keys rejected) → a validated [`Config`].
 //!
-//! - [`raw`]: the file's shape; [`problem`]: located problems; [`values`]: pure value checks;
-//!   [`validate`]: raw structs to a `Config`.
+//! - `raw`: the file's shape; `problem`: located problems; `values`: pure value checks;
+//!   `validate`: raw structs to a `Config`.
 //!
 //! Invariants: a [`Config`] value is fully valid (every URL allowed, every path absolute and
 //! unique, every mode sane, every preset complete); validation reports every problem it finds at

@@ -1,6 +1,6 @@
 //! Expiry derivation: turns what a login reply says about a token's lifetime (`expires_in`, an
 //! absolute timestamp such as `valid_until`, a JWT `exp` claim) or a configured fixed lifetime into
-//! one wall-clock instant ([`resolve`]); [`parse`] reads each signal, and `Retry-After`.
+//! one wall-clock instant ([`resolve`]); `parse` reads each signal, and `Retry-After`.
 //!
 //! Invariants: no I/O, no clock reads and no panics. "Now" is always a parameter, so every rule is
 //! tested with fixed instants. Every input here comes from a remote server, so no value, however

@@ -38,7 +38,7 @@ pub(super) static HTTP_DATE_PARSER: rfc2822::DateTimeParser =
 /// Reads an `expires_in` value: a JSON integer, a JSON float (floored to whole seconds) or a string
 /// holding an integer, with surrounding ASCII whitespace ignored (Azure sends `"3599"`).
 ///
-/// Values too large for a [`SignedDuration`] saturate to [`SignedDuration::MAX`]; [`resolve`] clamps
+/// Values too large for a [`SignedDuration`] saturate to [`SignedDuration::MAX`]; [`super::resolve`] clamps
 /// them to the configured maximum lifetime.
 ///
 /// # Errors
@@ -126,7 +126,7 @@ pub fn parse_absolute(value: &Value) -> Result<Timestamp, ExpiryError> {
 }
 
 /// Reads the `exp` claim of a JWT without verifying the signature: the issuer is the party we just
-/// authenticated to, and the claim only ever shortens the lifetime (see [`resolve`]).
+/// authenticated to, and the claim only ever shortens the lifetime (see [`super::resolve`]).
 ///
 /// A JWT here is three dot-separated base64url parts (padded or not; the signature may be empty)
 /// whose middle decodes to a JSON object. A fractional `exp` is floored.

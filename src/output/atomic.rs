@@ -506,7 +506,7 @@ fn is_temp_name(name: &[u8]) -> bool {
 }
 
 /// One-shot publish: opens the parent directory of `spec.path` and publishes `contents` (the
-/// output of [`render`]) there with the spec's mode and ids. `once` and the daemon both write
+/// output of [`super::render`]) there with the spec's mode and ids. `once` and the daemon both write
 /// through it: the directory is opened afresh, with `O_NOFOLLOW`, for every write, so a directory
 /// swapped for a symlink while the daemon runs is refused rather than followed.
 ///

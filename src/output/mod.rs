@@ -1,8 +1,8 @@
 //! Token files: the output formats and specs, and publishing a token to every output of an
 //! account. The only module that writes token files.
 //!
-//! - [`render`]: the bytes of each format (pure).
-//! - [`atomic`]: the atomic, no-follow publish of one file.
+//! - `render`: the bytes of each format (pure).
+//! - `atomic`: the atomic, no-follow publish of one file.
 //!
 //! Invariants: a token is checked against every output's format before any output is written, so
 //! outputs never disagree because one format refused a token another took; one failing output

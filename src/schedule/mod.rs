@@ -1,5 +1,5 @@
-//! Refresh and retry timing: when to refresh a token ([`refresh`]), how long to wait after a
-//! failed login or write and how long to leave a parked account alone ([`retry`]), how to spread
+//! Refresh and retry timing: when to refresh a token (`refresh`), how long to wait after a
+//! failed login or write and how long to leave a parked account alone (`retry`), how to spread
 //! the first logins at start, and how to tell a suspend from clock drift.
 //!
 //! Invariants: pure: no I/O, no clock reads, no panics, no sleeping. Every instant is a [`Boot`]

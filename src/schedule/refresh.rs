@@ -152,7 +152,7 @@ pub fn band(policy: &RefreshPolicy, lifetime: Duration) -> (Duration, Duration) 
 /// lifetime), the point is `min_interval` after `now`, but never later than halfway to expiry
 /// nor sooner than [`MIN_REFRESH_GAP`], jittered by the same share as the band.
 ///
-/// The result is an instant, not a wait: pass `result - now` through [`clamp_wait`] before it
+/// The result is an instant, not a wait: pass `result - now` through [`super::clamp_wait`] before it
 /// reaches a timer. Saturates at [`Duration::MAX`] instead of overflowing.
 pub fn next_refresh(
     policy: &RefreshPolicy,

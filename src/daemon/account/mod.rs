@@ -1,7 +1,7 @@
 //! One account's task: log in, write, sleep until the refresh point, repeat; back off on failure;
 //! park on rejected credentials; keep the last good token until it expires.
 //!
-//! The decisions are [`plan::Plan`]'s (pure, table-tested); this task is the shell that performs
+//! The decisions are `plan::Plan`'s (pure, table-tested); this task is the shell that performs
 //! each step and reports the outcome back, and keeps the token itself, the logs and the status.
 //!
 //! Invariants: the token on disk is only ever replaced by a newer valid one (or removed once it
@@ -161,7 +161,7 @@ impl AccountTask {
         boot_to_wall(boot, self.shared.clock.wall(), self.shared.clock.boot())
     }
 
-    /// Runs until shutdown: a thin shell around [`Plan`], which decides; this performs each step
+    /// Runs until shutdown: a thin shell around `Plan`, which decides; this performs each step
     /// (a login, a write, a removal, a sleep) and reports the outcome back. Cancel-safe at every
     /// await: a login is abandoned, and writes never span an await.
     pub async fn run(mut self) {
