@@ -208,3 +208,85 @@ async fn retries_of_accounts_that_failed_together_spread_out() {
         assert!(buckets.len() >= 15, "{retry_after:?}: {buckets:?}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn refreshes_inside_the_band_for_many_lifetimes() {
+    let lifetime = Duration::from_secs(600);
+    let harness = Harness::start(vec![], Answer::Token(lifetime), "").await;
+    pass(lifetime * 20).await;
+    let calls = harness.scripted.calls();
+    assert_eq!(harness.read(), harness.scripted.last_token());
+    let (code, ..) = harness.stop().await;
+    assert_eq!(code, 0);
+    // Default policy: 75 % of the lifetime ± 10 % of that delay.
+    assert!(
+        calls.len() >= 24 && calls.len() <= 31,
+        "{} logins in 20 lifetimes",
+        calls.len()
+    );
+    for gap in gaps(&calls) {
+        let fraction = gap.as_secs_f64() / lifetime.as_secs_f64();
+        assert!(
+            (0.67..=0.83).contains(&fraction),
+            "refreshed at {fraction:.3} of the lifetime"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn tiny_lifetimes_renew_before_expiry_without_a_hot_loop_and_huge_ones_are_clamped() {
+    let lifetime = Duration::from_secs(3);
+    let harness = Harness::start(vec![], Answer::Token(lifetime), "").await;
+    pass(Duration::from_secs(100)).await;
+    let calls = harness.scripted.calls();
+    harness.stop().await;
+    // A 3 s token is renewed at 35–50 % of its life (1.5 s kept before expiry): about 70 logins
+    // in 100 s, never two within the 1 s gap, and every one before the last token expired.
+    assert!(
+        (50..=100).contains(&calls.len()),
+        "{} logins in 100 s with a 3 s lifetime",
+        calls.len()
+    );
+    for gap in gaps(&calls) {
+        assert!(
+            gap >= crate::schedule::MIN_REFRESH_GAP && gap < lifetime,
+            "gap {gap:?} with a {lifetime:?} lifetime"
+        );
+    }
+
+    let far = Answer::TokenUntil(Timestamp::MAX);
+    let harness = Harness::start(vec![far.clone()], far, "").await;
+    pass(Duration::from_secs(3 * 24 * 3600)).await;
+    assert_eq!(
+        harness.scripted.calls().len(),
+        1,
+        "a far expiry must not loop"
+    );
+    assert!(harness.read().is_some());
+    let (code, ..) = harness.stop().await;
+    assert_eq!(code, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_suspend_longer_than_the_token_refreshes_at_once_on_resume() {
+    let harness = Harness::start(vec![], Answer::Token(Duration::from_secs(3600)), "").await;
+    pass(Duration::from_secs(100)).await;
+    assert_eq!(harness.scripted.calls().len(), 1);
+    let resumed_at = harness.clock.timer();
+    // Two hours pass in suspend: wall and boot clocks jump, the timer clock does not.
+    harness.clock.suspend(Duration::from_secs(2 * 3600));
+    pass(crate::daemon::CLOCK_CHECK_INTERVAL + Duration::from_secs(1)).await;
+    let calls = harness.scripted.calls();
+    assert_eq!(
+        calls.len(),
+        2,
+        "the overdue account did not refresh after resume"
+    );
+    assert!(
+        calls[1] - resumed_at <= crate::daemon::CLOCK_CHECK_INTERVAL + Duration::from_secs(1),
+        "refreshed {:?} after resume",
+        calls[1] - resumed_at
+    );
+    assert_eq!(harness.read(), harness.scripted.last_token());
+    harness.stop().await;
+}

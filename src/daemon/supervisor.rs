@@ -1,0 +1,550 @@
+//! The supervisor: one task per account, started after the output and state directories are
+//! checked, restarted when a reload's plan says so, revived when one dies, stopped on request.
+//!
+//! Invariants: nothing starts until every check passed and every login was built, so a failed
+//! start or reload changes nothing; a stopped account's files are removed only where the new
+//! config does not write; a stuck task never stops a reload for longer than [`STOP_WAIT`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use super::account::{self, AccountStatus, AccountTask, Authenticator, Shared};
+use super::clock::Clock;
+use super::limiter::Limiter;
+use super::reload::{self, Change};
+use super::state::{CredentialsDigest, Keys, StateDir};
+use crate::config::{self, Account, Config};
+use crate::login::Login;
+use crate::output::OutputDir;
+
+/// A gap between the two clocks that grew by more than this means the machine was suspended.
+const SUSPEND_THRESHOLD: Duration = Duration::from_secs(2);
+
+/// Why the daemon could not start, or a reload could not be applied (nothing changed then).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The state directory cannot be created, opened or trusted.
+    #[error("{0}")]
+    StateDir(String),
+    /// Output directories that are missing, not directories, not writable, or the state
+    /// directory: one line each, naming the directory.
+    #[error("{}", .0.join("\n"))]
+    OutputDirs(Vec<String>),
+    /// A login that cannot be set up (a bad CA bundle or proxy), naming the account.
+    #[error("{0}")]
+    Login(String),
+}
+
+/// How long a reload waits for a stopped account's task to be gone.
+pub const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// An account with its login built, ready to start.
+struct Prepared {
+    account: Account,
+    auth: Arc<dyn Authenticator>,
+    /// The CA bundle's digest, taken before the login's client was built: a rotation after this
+    /// moment shows as a change and restarts the account.
+    ca_digest: Option<u64>,
+}
+
+impl Prepared {
+    fn new(factory: &AuthFactory, account: &Account) -> Result<Prepared, SetupError> {
+        let ca_digest = crate::input::may_block(|| crate::login::http::ca_digest(&account.http));
+        Ok(Prepared {
+            account: account.clone(),
+            auth: factory.login_for(account).map_err(SetupError::Login)?,
+            ca_digest,
+        })
+    }
+}
+
+/// Builds the logins of accounts. The daemon uses [`HttpLogins`]; tests substitute fakes (any
+/// closure from an account to a login is one).
+pub trait Logins: Send + Sync {
+    /// The login of an account.
+    ///
+    /// # Errors
+    /// A login that cannot be set up (a bad CA bundle or proxy), naming the account.
+    fn login_for(&self, account: &Account) -> Result<Arc<dyn Authenticator>, String>;
+
+    /// After a reload: what the logins keep for accounts (HTTP clients) may go when no account
+    /// uses these settings any more.
+    fn retain(&self, _in_use: &[&crate::login::spec::HttpSettings]) {}
+}
+
+impl<F> Logins for F
+where
+    F: Fn(&Account) -> Result<Arc<dyn Authenticator>, String> + Send + Sync,
+{
+    fn login_for(&self, account: &Account) -> Result<Arc<dyn Authenticator>, String> {
+        self(account)
+    }
+}
+
+/// The logins the daemon builds for its accounts.
+pub type AuthFactory = Arc<dyn Logins>;
+
+/// HTTP logins, sharing one client between accounts with the same settings.
+#[derive(Default)]
+pub struct HttpLogins {
+    clients: crate::login::http::Clients,
+}
+
+impl Logins for HttpLogins {
+    fn login_for(&self, account: &Account) -> Result<Arc<dyn Authenticator>, String> {
+        Login::for_account(account, &self.clients)
+            .map(|login| Arc::new(login) as Arc<dyn Authenticator>)
+            .map_err(|error| format!("account {}: {error}", account.name))
+    }
+
+    fn retain(&self, in_use: &[&crate::login::spec::HttpSettings]) {
+        self.clients.retain(in_use);
+    }
+}
+
+/// The real factory: an HTTP [`Login`] per account.
+pub fn http_logins() -> AuthFactory {
+    Arc::new(HttpLogins::default())
+}
+
+struct Running {
+    account: Account,
+    task: JoinHandle<()>,
+    /// A keyed digest of the account's secret values, to notice rotation without keeping
+    /// secrets; the task watches it.
+    credentials: tokio::sync::watch::Sender<CredentialsDigest>,
+    /// What the task reports about itself; read by tests for now, by status views later.
+    #[cfg(test)]
+    status: Arc<Mutex<AccountStatus>>,
+    /// A digest of the CA bundle's contents when the task's HTTP client was built: a rotated
+    /// bundle restarts the account, so that its client trusts the new one.
+    ca_digest: Option<u64>,
+}
+
+/// Owns the account tasks.
+pub struct Supervisor {
+    config: Config,
+    running: BTreeMap<String, Running>,
+    clock: Arc<dyn Clock>,
+    factory: AuthFactory,
+    limiter: Arc<Limiter>,
+    time_jump: tokio::sync::watch::Sender<u64>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    /// The state directory, when state files are on.
+    state: Option<Arc<StateDir>>,
+    /// Keys digests of secrets when there is no state directory (its own key serves otherwise).
+    ephemeral_keys: Keys,
+    /// Accounts warned about too-short lifetimes, across restarts of their tasks.
+    warned_short: Arc<Mutex<BTreeSet<String>>>,
+    last_clock_offset: Duration,
+}
+
+impl Supervisor {
+    /// Checks every output directory, then starts a task per account.
+    ///
+    /// # Errors
+    /// An output directory that is missing, not a directory, or not writable (named in the
+    /// message), or a login that cannot be set up.
+    pub fn start(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        factory: AuthFactory,
+    ) -> Result<Supervisor, SetupError> {
+        let state = open_state_dir(&config.daemon)?;
+        preflight(config.accounts.values(), state.as_deref(), Cleanup::AtStart)?;
+        // Build every login before starting any task, so a failure leaves nothing running.
+        let mut logins = Vec::with_capacity(config.accounts.len());
+        for account in config.accounts.values() {
+            logins.push(Prepared::new(&factory, account)?);
+        }
+        let (time_jump, _) = tokio::sync::watch::channel(0);
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        let limiter = Limiter::new(config.daemon.max_concurrent_logins);
+        let last_clock_offset = clock.boot().saturating_sub(clock.timer());
+        let mut supervisor = Supervisor {
+            config,
+            running: BTreeMap::new(),
+            clock,
+            factory,
+            limiter,
+            time_jump,
+            shutdown,
+            state,
+            ephemeral_keys: Keys::ephemeral(),
+            warned_short: Arc::default(),
+            last_clock_offset,
+        };
+        let count = logins.len();
+        for prepared in logins {
+            supervisor.spawn_with(prepared, count);
+        }
+        Ok(supervisor)
+    }
+
+    fn spawn(&mut self, account: &Account, startup_accounts: usize) -> Result<(), SetupError> {
+        let prepared = Prepared::new(&self.factory, account)?;
+        self.spawn_with(prepared, startup_accounts);
+        Ok(())
+    }
+
+    fn spawn_with(&mut self, prepared: Prepared, startup_accounts: usize) {
+        let Prepared {
+            account,
+            auth,
+            ca_digest,
+        } = prepared;
+        let digest = crate::input::may_block(|| self.credentials_digest(&account));
+        let (credentials, watched) = tokio::sync::watch::channel(digest);
+        let status = Arc::new(Mutex::new(AccountStatus::default()));
+        let shared = Shared {
+            clock: Arc::clone(&self.clock),
+            settings: self.config.daemon.clone(),
+            limiter: Arc::clone(&self.limiter),
+            time_jump: self.time_jump.subscribe(),
+            shutdown: self.shutdown.subscribe(),
+            startup_accounts,
+            warned_short: Arc::clone(&self.warned_short),
+        };
+        let state = self.state.as_ref().map(|dir| dir.file(&account));
+        let task = AccountTask::new(
+            account.clone(),
+            auth,
+            shared,
+            watched,
+            Arc::clone(&status),
+            state,
+        );
+        let handle = tokio::spawn(task.run());
+        self.running.insert(
+            account.name.clone(),
+            Running {
+                account,
+                task: handle,
+                credentials,
+                #[cfg(test)]
+                status,
+                ca_digest,
+            },
+        );
+    }
+
+    /// Applies a new, already validated config: checks the output directories of added and
+    /// changed accounts first, then stops removed and changed accounts (and deletes the files they
+    /// no longer own), then starts added and changed ones. Unchanged accounts are untouched.
+    ///
+    /// # Errors
+    /// An output directory or login setup problem; nothing was changed then.
+    pub async fn reload(&mut self, new: Config) -> Result<Vec<Change>, SetupError> {
+        let ca_changed = crate::input::may_block(|| self.ca_changed());
+        let plan = reload::plan(&self.config, &new, &ca_changed);
+        for name in &plan.ca_restarts {
+            tracing::info!(account = %name, "the CA bundle changed: restarting the account with a client that trusts it");
+        }
+        // A new state directory is opened (and checked) before anything changes.
+        let state = if plan.state_dir_changed {
+            open_state_dir(&new.daemon)?
+        } else {
+            self.state.clone()
+        };
+        // Other tasks are publishing in these directories: no stale-file cleanup here.
+        crate::input::may_block(|| preflight(plan.started(&new), state.as_deref(), Cleanup::Skip))?;
+        // Build every new login before touching anything, so a failure changes nothing.
+        let mut logins: BTreeMap<String, Prepared> = BTreeMap::new();
+        for account in plan.started(&new) {
+            logins.insert(account.name.clone(), Prepared::new(&self.factory, account)?);
+        }
+        self.resize_limiter(new.daemon.max_concurrent_logins);
+        if let Some(level) = &plan.log_level {
+            crate::apply_log_level(level.as_deref().unwrap_or("info"));
+        }
+        self.config.daemon = new.daemon.clone();
+        let old_state = std::mem::replace(&mut self.state, state);
+        for name in plan.stopped() {
+            let Some(running) = self.running.remove(name) else {
+                continue;
+            };
+            running.task.abort();
+            // Wait for the task to be gone, so no write of its lands after the clean-up; but not
+            // for ever: a task stuck in a file operation on a hung mount must not stop every
+            // later reload (moving the output elsewhere is the operator's fix).
+            if tokio::time::timeout(STOP_WAIT, running.task).await.is_err() {
+                tracing::warn!(
+                    account = %name,
+                    "the account's task is stuck in a file operation; going on without it"
+                );
+            }
+            let mut dropped = running.account.clone();
+            dropped
+                .outputs
+                .retain(|output| !plan.kept.contains(&output.path));
+            crate::input::may_block(|| account::remove_outputs(&dropped));
+        }
+        if let Some(state) = &old_state {
+            for name in &plan.forgotten {
+                state.remove(name);
+            }
+        }
+        let changes = plan.changes;
+        let count = changes.len();
+        for change in &changes {
+            if let Change::Add(name) | Change::Restart(name) = change
+                && let Some(prepared) = logins.remove(name)
+            {
+                self.spawn_with(prepared, count);
+            }
+        }
+        self.config = new;
+        let in_use: Vec<&crate::login::spec::HttpSettings> = self
+            .config
+            .accounts
+            .values()
+            .map(|account| &account.http)
+            .collect();
+        self.factory.retain(&in_use);
+        Ok(changes)
+    }
+
+    /// The accounts whose CA bundle's contents changed since their client was built.
+    pub fn ca_changed(&self) -> Vec<String> {
+        let mut digests: HashMap<&Path, Option<u64>> = HashMap::new();
+        self.running
+            .iter()
+            .filter(|(_, running)| {
+                let Some(path) = running.account.http.ca_file.as_deref() else {
+                    return false;
+                };
+                let now = *digests
+                    .entry(path)
+                    .or_insert_with(|| crate::login::http::ca_digest(&running.account.http));
+                now != running.ca_digest
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Changes the number of logins allowed at once. Running logins finish; when the limit
+    /// shrinks below them, the permits they return are retired first.
+    fn resize_limiter(&mut self, wanted: usize) {
+        self.limiter
+            .resize(self.config.daemon.max_concurrent_logins, wanted);
+    }
+
+    /// Restarts account tasks that ended on their own (a panic): logged, and started again.
+    /// Called on the supervisor's periodic tick, which spaces out restarts of a task that keeps
+    /// failing.
+    pub fn revive(&mut self) {
+        let finished: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(_, running)| running.task.is_finished())
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in finished {
+            if *self.shutdown.borrow() {
+                return;
+            }
+            let Some(running) = self.running.remove(&name) else {
+                continue;
+            };
+            tracing::error!(account = %name, "the account's task stopped unexpectedly; restarting it");
+            let count = self.running.len() + 1;
+            if let Err(error) = self.spawn(&running.account, count) {
+                tracing::error!(account = %name, "cannot restart: {error}");
+            }
+        }
+    }
+
+    /// The keyed digest of an account's secret values now. Reading the secret files is bounded:
+    /// each is a regular file of at most 64 KiB, opened without blocking.
+    fn credentials_digest(&self, account: &Account) -> CredentialsDigest {
+        let keys = self
+            .state
+            .as_deref()
+            .map_or(&self.ephemeral_keys, StateDir::keys);
+        keys.credentials(&account.login)
+    }
+
+    /// Re-reads every account's secret files and wakes the accounts whose secrets changed.
+    /// Returns their names.
+    pub fn wake_changed_secrets(&mut self) -> Vec<String> {
+        let mut woken = Vec::new();
+        for (name, running) in &self.running {
+            let digest = self.credentials_digest(&running.account);
+            // Waiting tasks see the new value; a parked one retries at once.
+            if running.credentials.send_if_modified(|current| {
+                let changed = *current != digest;
+                *current = digest;
+                changed
+            }) {
+                woken.push(name.clone());
+            }
+        }
+        woken
+    }
+
+    /// Compares boot time with the timer clock; if they drifted apart (a suspend), every task
+    /// re-checks its deadlines at once. Returns whether that happened.
+    pub fn check_clock(&mut self) -> bool {
+        let offset = self.clock.boot().saturating_sub(self.clock.timer());
+        let jumped = crate::schedule::suspended(self.last_clock_offset, offset, SUSPEND_THRESHOLD);
+        // The reference moves only when a jump is reported, so short suspends add up until they
+        // are noticed instead of each slipping under the threshold.
+        if jumped || offset < self.last_clock_offset {
+            self.last_clock_offset = offset;
+        }
+        if jumped {
+            tracing::info!("the clock jumped (suspend and resume?): re-checking every account");
+            self.time_jump.send_modify(|count| *count += 1);
+        }
+        jumped
+    }
+
+    /// Every account's status, by name (the status views of the next issue read these; for
+    /// now only tests do).
+    #[cfg(test)]
+    pub fn statuses(&self) -> Vec<(String, AccountStatus)> {
+        self.running
+            .iter()
+            .map(|(name, running)| {
+                let status = running
+                    .status
+                    .lock()
+                    .unwrap_or_else(|poison| poison.into_inner())
+                    .clone();
+                (name.clone(), status)
+            })
+            .collect()
+    }
+
+    /// The files whose changes matter: the config, every secret file and every CA bundle.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let mut files = BTreeSet::from([self.config.path.clone()]);
+        for running in self.running.values() {
+            for (_, source) in running.account.login.secret_sources() {
+                files.extend(source.watched_path());
+            }
+            files.extend(running.account.http.ca_file.clone());
+        }
+        files.into_iter().collect()
+    }
+
+    /// The running config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Stops every task, waiting at most `grace` for them to finish.
+    pub async fn stop(self, grace: Duration) {
+        let _ = self.shutdown.send(true);
+        let now = tokio::time::Instant::now();
+        let deadline = now.checked_add(grace).unwrap_or(now);
+        for (name, running) in self.running {
+            let abort = running.task.abort_handle();
+            if tokio::time::timeout_at(deadline, running.task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(account = %name, "did not stop within the grace period; aborting");
+                abort.abort();
+            }
+        }
+    }
+}
+
+/// Opens the state directory the settings name, if state files are on.
+fn open_state_dir(settings: &config::DaemonSettings) -> Result<Option<Arc<StateDir>>, SetupError> {
+    if settings.state_files {
+        StateDir::open(&settings.state_dir)
+            .map(Some)
+            .map_err(SetupError::StateDir)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Whether [`preflight`] cleans up: only at start, when nothing else of ours is writing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cleanup {
+    /// Remove stale temporary files and the state files older versions kept beside outputs,
+    /// and warn about output directories others can write.
+    AtStart,
+    Skip,
+}
+
+/// Start-up checks of every output directory the accounts use: it exists, is a directory (not a
+/// symlink), is not the state directory, and takes a file. At start, an output directory that
+/// others can write without the sticky bit (a Kubernetes `emptyDir` root, say) is warned about
+/// once: publishing there stays safe (exclusive, no-follow temp files and a rename), but others
+/// can delete or replace the token files. Then stale temporary files of ours and state files of
+/// older versions are removed.
+fn preflight<'a>(
+    accounts: impl Iterator<Item = &'a Account>,
+    state: Option<&StateDir>,
+    cleanup: Cleanup,
+) -> Result<(), SetupError> {
+    let mut dirs: BTreeMap<PathBuf, Vec<&str>> = BTreeMap::new();
+    for account in accounts {
+        for output in &account.outputs {
+            if let Some(dir) = output.path.parent() {
+                dirs.entry(dir.to_path_buf())
+                    .or_default()
+                    .push(account.name.as_str());
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    for (dir, names) in &dirs {
+        let checked = OutputDir::open(dir).and_then(|opened| {
+            if state.is_some_and(|state| state.is(&opened)) {
+                return Err(crate::output::OutputError::UntrustedDir {
+                    path: dir.clone(),
+                    reason: "it is the state directory, which only the daemon may read".to_string(),
+                });
+            }
+            opened.write_check()?;
+            if cleanup == Cleanup::AtStart {
+                if let Err(error) = opened.check_trusted() {
+                    tracing::warn!("{error}; tokens are still published safely, but others can delete or replace them: give the daemon a directory of its own (a subdirectory, mode 0750)");
+                }
+                let removed = opened.remove_stale_temps()?;
+                if removed > 0 {
+                    tracing::info!(dir = %dir.display(), removed, "removed stale temporary files");
+                }
+                remove_legacy_state_files(&opened, names);
+            }
+            Ok(())
+        });
+        if let Err(error) = checked {
+            problems.push(format!("output directory {}: {error}", dir.display()));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(SetupError::OutputDirs(problems))
+    }
+}
+
+/// Versions before the state directory kept `.tokenkeeper-<account>.state` beside the first
+/// output; such a file holds a token in a directory consumers share. Regular files of ours with
+/// that name are removed (their tokens are never read again).
+fn remove_legacy_state_files(dir: &OutputDir, accounts: &[&str]) {
+    let ours = rustix::process::geteuid().as_raw();
+    for account in accounts {
+        let name = std::ffi::OsString::from(format!(".tokenkeeper-{account}.state"));
+        let Ok(stat) = rustix::fs::statat(dir.fd(), &name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+        else {
+            continue;
+        };
+        if rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::RegularFile
+            && stat.st_uid == ours
+            && dir.remove(&name).unwrap_or(false)
+        {
+            tracing::info!(account = %account, dir = %dir.path().display(), "removed the state file an older version kept beside the outputs");
+        }
+    }
+}
