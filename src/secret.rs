@@ -47,6 +47,52 @@ impl fmt::Display for Secret {
     }
 }
 
+/// A parsed JSON document that may hold secrets or tokens (a login reply, a state file): every
+/// string in it is zeroized when it is dropped, so the tree serde_json builds leaves no copy of a
+/// token behind. (Object keys are not; they are names, not values.)
+pub struct ZeroizingJson(serde_json::Value);
+
+impl ZeroizingJson {
+    pub fn new(value: serde_json::Value) -> ZeroizingJson {
+        ZeroizingJson(value)
+    }
+
+    /// Parses bytes into a document.
+    ///
+    /// # Errors
+    /// serde_json's error (which quotes no part of the input).
+    pub fn parse(bytes: &[u8]) -> Result<ZeroizingJson, serde_json::Error> {
+        serde_json::from_slice(bytes).map(ZeroizingJson)
+    }
+}
+
+impl std::ops::Deref for ZeroizingJson {
+    type Target = serde_json::Value;
+    fn deref(&self) -> &serde_json::Value {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ZeroizingJson {
+    fn deref_mut(&mut self) -> &mut serde_json::Value {
+        &mut self.0
+    }
+}
+
+impl Drop for ZeroizingJson {
+    fn drop(&mut self) {
+        fn wipe(value: &mut serde_json::Value) {
+            match value {
+                serde_json::Value::String(text) => zeroize::Zeroize::zeroize(text),
+                serde_json::Value::Array(items) => items.iter_mut().for_each(wipe),
+                serde_json::Value::Object(members) => members.values_mut().for_each(wipe),
+                _ => {}
+            }
+        }
+        wipe(&mut self.0);
+    }
+}
+
 /// Where a secret is read from. Read again at every login, so that a rotated file or credential is
 /// picked up without a restart.
 #[derive(Clone, Debug)]

@@ -363,7 +363,7 @@ impl StateFile {
             ignore("its check does not match: it was not written by this daemon");
             return None;
         }
-        let value: serde_json::Value = serde_json::from_slice(text).ok()?;
+        let value = crate::secret::ZeroizingJson::parse(text).ok()?;
         let field = |name: &str| value.get(name).and_then(|field| field.as_str());
         let time = |name: &str| field(name).and_then(|text| text.parse::<Timestamp>().ok());
         if value.get("version").and_then(serde_json::Value::as_u64) != Some(VERSION)
@@ -409,13 +409,13 @@ impl StateFile {
     /// # Errors
     /// The output writer's error, naming the path.
     pub fn save(&self, saved: &Saved) -> Result<(), crate::output::OutputError> {
-        let mut document = serde_json::json!({
+        let mut document = crate::secret::ZeroizingJson::new(serde_json::json!({
             "version": VERSION,
             "account": self.account,
             "login": self.fingerprint,
             "saved_at": saved.saved_at.to_string(),
             "parked": saved.parked,
-        });
+        }));
         if let Some(token) = &saved.token {
             document["obtained_at"] = token.obtained_at.to_string().into();
             document["expires_at"] = token.expires_at.to_string().into();
@@ -427,8 +427,12 @@ impl StateFile {
         if let Some(credentials) = saved.credentials {
             document["credentials"] = credentials.hex().into();
         }
-        let mut bytes = Zeroizing::new(document.to_string().into_bytes());
-        // serde_json's Value holds the token in its own String; it is dropped here.
+        // Sized up front, so that no reallocation leaves a copy of the token behind: serde_json
+        // escapes a byte into at most six, and the rest of the document is short.
+        let token_bytes = saved.token.as_ref().map_or(0, |token| token.expose().len());
+        let mut bytes = Zeroizing::new(Vec::with_capacity(6 * token_bytes + 1024));
+        // Writing into a Vec never fails, and a document of strings has no keys JSON refuses.
+        serde_json::to_writer(&mut *bytes, &*document).expect("serializing strings into a Vec");
         drop(document);
         let tag = hex(self.dir.keys.sign(&bytes).as_ref());
         bytes.push(b'\n');

@@ -194,7 +194,7 @@ impl Login {
             method,
             url,
             headers,
-            body,
+            mut body,
             sent_secrets,
         } = built;
         let host = url.host_str().unwrap_or("?").to_string();
@@ -205,7 +205,9 @@ impl Login {
             .client
             .request(method, url)
             .headers(headers)
-            .body(body.to_vec())
+            // Moved, not copied: what reqwest and hyper do with it from here (their buffers, the
+            // TLS layer) is not zeroized.
+            .body(std::mem::take(&mut *body))
             .send()
             .await
             .map_err(|error| self.transport_error(&host, error))?;
@@ -366,7 +368,7 @@ impl Login {
         if reply.body.iter().all(u8::is_ascii_whitespace) {
             return Err(protocol("the reply body is empty".to_string()));
         }
-        let json: serde_json::Value = match serde_json::from_slice(reply.body) {
+        let json = match crate::secret::ZeroizingJson::parse(reply.body) {
             Ok(json) => json,
             Err(_) if reply.looks_like_html() => {
                 return Err(protocol(format!(
@@ -496,7 +498,7 @@ impl Reply<'_> {
 
     /// The reason a non-success reply gives, from the usual JSON error members, else an excerpt.
     fn error_detail(&self) -> String {
-        if let Ok(json) = serde_json::from_slice::<serde_json::Value>(self.body) {
+        if let Ok(json) = crate::secret::ZeroizingJson::parse(self.body) {
             let mut parts = Vec::new();
             for pointer in ["/error", "/error/message", "/error_description", "/message"] {
                 if let Some(text) = json.pointer(pointer).and_then(|value| value.as_str()) {
