@@ -148,6 +148,36 @@ pub fn publish_all(
     }
 }
 
+/// What the output tests share: one token with a fractional expiry and one spec per format.
+#[cfg(test)]
+mod test_support {
+    use std::path::PathBuf;
+
+    use jiff::Timestamp;
+
+    use super::{Format, OutputSpec};
+    use crate::secret::Secret;
+    use crate::token::Token;
+
+    pub(super) fn token(value: &str) -> Token {
+        let obtained = Timestamp::from_second(1_795_363_200 - 3_600).unwrap();
+        // 2026-11-22T16:00:00.75Z: the fraction must not reach the JSON.
+        let expires = Timestamp::new(1_795_363_200, 750_000_000).unwrap();
+        Token::new(Secret::new(value.to_string()), obtained, expires).unwrap()
+    }
+
+    pub(super) fn spec(format: Format) -> OutputSpec {
+        OutputSpec {
+            path: PathBuf::from("/run/tokenkeeper/demo.token"),
+            format,
+            mode: 0o600,
+            owner: None,
+            group: None,
+            env_name: "DEMO_TOKEN".to_string(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -99,29 +99,7 @@ fn json_capacity(account: &str, token: &str, scheme: Option<&str>, expires_at: &
 mod tests {
     use super::*;
 
-    use std::path::PathBuf;
-
-    use jiff::Timestamp;
-
-    use crate::secret::Secret;
-
-    fn token(value: &str) -> Token {
-        let obtained = Timestamp::from_second(1_795_363_200 - 3_600).unwrap();
-        // 2026-11-22T16:00:00.75Z: the fraction must not reach the JSON.
-        let expires = Timestamp::new(1_795_363_200, 750_000_000).unwrap();
-        Token::new(Secret::new(value.to_string()), obtained, expires).unwrap()
-    }
-
-    fn spec(format: Format) -> OutputSpec {
-        OutputSpec {
-            path: PathBuf::from("/run/tokenkeeper/demo.token"),
-            format,
-            mode: 0o600,
-            owner: None,
-            group: None,
-            env_name: "DEMO_TOKEN".to_string(),
-        }
-    }
+    use crate::output::test_support::{spec, token};
 
     #[test]
     fn env_safety() {

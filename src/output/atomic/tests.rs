@@ -7,11 +7,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use jiff::Timestamp;
-
+use crate::output::test_support::{spec, token};
 use crate::output::{Format, render};
-use crate::secret::Secret;
-use crate::token::Token;
 
 const CANARY: &str = "canary-token-7c41e9";
 
@@ -22,24 +19,6 @@ fn lock() -> MutexGuard<'static, ()> {
     FILES
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn token(value: &str) -> Token {
-    let obtained = Timestamp::from_second(1_795_363_200 - 3_600).unwrap();
-    // 2026-11-22T16:00:00.75Z: the fraction must not reach the JSON.
-    let expires = Timestamp::new(1_795_363_200, 750_000_000).unwrap();
-    Token::new(Secret::new(value.to_string()), obtained, expires).unwrap()
-}
-
-fn spec(format: Format) -> OutputSpec {
-    OutputSpec {
-        path: PathBuf::from("/run/tokenkeeper/demo.token"),
-        format,
-        mode: 0o600,
-        owner: None,
-        group: None,
-        env_name: "DEMO_TOKEN".to_string(),
-    }
 }
 
 fn name(text: &str) -> &OsStr {
