@@ -33,6 +33,15 @@ pub fn may_block<T>(work: impl FnOnce() -> T) -> T {
     }
 }
 
+/// The SHA-256 of an input's bytes: how the daemon tells that a config or CA bundle changed
+/// without keeping its contents.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
 /// Whether the last component of an input path may be a symlink.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Symlinks {

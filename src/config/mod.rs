@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jiff::SignedDuration;
+use zeroize::Zeroizing;
 
 pub use problem::{ConfigError, Problem};
 pub use values::{check_output_path, check_url, default_env_name, parse_duration, parse_mode};
@@ -114,7 +115,7 @@ impl Default for DaemonSettings {
             max_concurrent_logins: 16,
             startup_spread: Duration::from_secs(30),
             on_expiry: OnExpiry::Remove,
-            shutdown_grace: Duration::from_secs(10),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             log_level: None,
             watch: true,
             state_files: true,
@@ -148,19 +149,31 @@ pub enum SecretCheck {
     Resolve,
 }
 
+/// How long a stop waits for logins and writes in flight, unless `shutdown_grace` says otherwise.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// The largest config file read. Ten thousand accounts take about 4 MiB.
 pub const MAX_CONFIG_BYTES: usize = 32 * 1024 * 1024;
 
-/// A config file's text, read once: the daemon compares it with the running config's text and
-/// validates the same bytes it compared.
+/// A config file's text, read once: the daemon compares its digest with the running config's
+/// and validates the same bytes it compared. Zeroized on drop (it may hold literal secrets).
 pub struct ConfigText {
     pub path: PathBuf,
-    pub text: String,
+    text: Zeroizing<String>,
     /// Whether group or others may read the file (literal secrets in it are warned about).
     readable_by_others: bool,
 }
 
+/// A digest of a config file's text: equal digests, same text.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct TextDigest([u8; 32]);
+
 impl ConfigText {
+    /// The digest of the text, to tell whether a reload changes anything without keeping it.
+    pub fn digest(&self) -> TextDigest {
+        TextDigest(crate::input::sha256(self.text.as_bytes()))
+    }
+
     /// Validates the text.
     ///
     /// # Errors
@@ -184,11 +197,21 @@ pub fn read(path: &Path) -> Result<ConfigText, ConfigError> {
             message,
         }],
     };
-    let file = crate::input::read_file(path, MAX_CONFIG_BYTES, crate::input::Symlinks::Follow)
+    let mut file = crate::input::read_file(path, MAX_CONFIG_BYTES, crate::input::Symlinks::Follow)
         .map_err(|error| file_problem(error.to_string()))?;
-    let text = std::str::from_utf8(&file.bytes)
-        .map_err(|error| file_problem(format!("{} is not valid UTF-8: {error}", path.display())))?
-        .to_string();
+    // The bytes move into the text (no copy left behind); on error they are wiped.
+    let text = match String::from_utf8(std::mem::take(&mut *file.bytes)) {
+        Ok(text) => Zeroizing::new(text),
+        Err(error) => {
+            let message = format!(
+                "{} is not valid UTF-8: {}",
+                path.display(),
+                error.utf8_error()
+            );
+            drop(Zeroizing::new(error.into_bytes()));
+            return Err(file_problem(message));
+        }
+    };
     Ok(ConfigText {
         path: path.to_path_buf(),
         text,

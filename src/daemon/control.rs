@@ -47,7 +47,10 @@ impl Controller {
             inner: Arc::new(Inner {
                 reload: Notify::new(),
                 stop,
-                grace_ms: AtomicU64::new(10_000),
+                grace_ms: AtomicU64::new(
+                    u64::try_from(crate::config::DEFAULT_SHUTDOWN_GRACE.as_millis())
+                        .unwrap_or(u64::MAX),
+                ),
             }),
         }
     }
@@ -63,6 +66,7 @@ impl Controller {
     }
 
     /// Whether a stop was asked for.
+    #[cfg(test)]
     pub fn stopping(&self) -> bool {
         *self.inner.stop.borrow()
     }

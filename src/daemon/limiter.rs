@@ -5,14 +5,16 @@
 //! returned permits pay off (they are retired instead of handed on), so the smaller limit holds as
 //! soon as enough running logins finish, ahead of logins already queued for a permit.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// A semaphore of login permits whose size can change.
 pub struct Limiter {
     semaphore: Arc<Semaphore>,
+    /// The limit now; the lock also keeps resizes one at a time.
+    limit: Mutex<usize>,
     /// Permits to retire when they come back, because the limit shrank below what was held.
     debt: AtomicUsize,
 }
@@ -37,6 +39,7 @@ impl Limiter {
     pub fn new(limit: usize) -> Arc<Limiter> {
         Arc::new(Limiter {
             semaphore: Arc::new(Semaphore::new(limit)),
+            limit: Mutex::new(limit),
             debt: AtomicUsize::new(0),
         })
     }
@@ -51,8 +54,13 @@ impl Limiter {
         }
     }
 
-    /// Changes the limit from `current` to `wanted`.
-    pub fn resize(&self, current: usize, wanted: usize) {
+    /// Changes the limit to `wanted`.
+    pub fn resize(&self, wanted: usize) {
+        let mut limit = self
+            .limit
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let current = std::mem::replace(&mut *limit, wanted);
         if wanted > current {
             let grow = wanted - current;
             // Cancel debt first: permits that were to be retired may now stay. The closure may
@@ -84,7 +92,8 @@ impl Limiter {
             .is_ok()
     }
 
-    /// Permits free right now (for tests and status).
+    /// Permits free right now.
+    #[cfg(test)]
     pub fn available(&self) -> usize {
         self.semaphore.available_permits()
     }
@@ -102,7 +111,7 @@ mod tests {
             held.push(limiter.acquire().await);
         }
         assert_eq!(limiter.available(), 0);
-        limiter.resize(4, 2);
+        limiter.resize(2);
         // Two returned permits are retired; the next two are handed on.
         held.pop();
         held.pop();
@@ -114,14 +123,14 @@ mod tests {
         // Growing pays back debt before adding permits.
         let first = limiter.acquire().await;
         let second = limiter.acquire().await;
-        limiter.resize(2, 1);
-        limiter.resize(1, 3);
+        limiter.resize(1);
+        limiter.resize(3);
         assert_eq!(limiter.available(), 1, "debt of 1 repaid, 1 added");
         drop((first, second));
         assert_eq!(limiter.available(), 3);
-        limiter.resize(3, 0);
+        limiter.resize(0);
         assert_eq!(limiter.available(), 0);
-        limiter.resize(0, 1);
+        limiter.resize(1);
         assert_eq!(limiter.available(), 1);
     }
 
@@ -144,7 +153,7 @@ mod tests {
             });
             // Owe every permit, then return them from two threads while the limit grows back
             // one permit at a time: debt is taken and repaid at once.
-            limiter.resize(HELD, 0);
+            limiter.resize(0);
             let other_half = held.split_off(HELD / 2);
             let start = Arc::new(std::sync::Barrier::new(3));
             let droppers = [held, other_half].map(|permits| {
@@ -156,7 +165,7 @@ mod tests {
             });
             start.wait();
             for size in 0..HELD {
-                limiter.resize(size, size + 1);
+                limiter.resize(size + 1);
             }
             for dropper in droppers {
                 dropper.join().unwrap();

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 
 use clock::Clock;
 pub use control::Controller;
-pub use reload::{Change, diff};
+pub use reload::Change;
 pub use supervisor::{AuthFactory, HttpLogins, Logins, SetupError, Supervisor, http_logins};
 
 use crate::config::{self, SecretCheck};
@@ -60,32 +60,24 @@ pub async fn run(
         crate::apply_log_level(level);
     }
     controller.set_grace(config.daemon.shutdown_grace);
-    let mut last_text = text.text;
     let watch_files = config.daemon.watch;
     let count = config.accounts.len();
     let mut supervisor = Supervisor::start(config, clock, factory)?;
     tracing::info!(accounts = count, config = %config_path.display(), "tokenkeeper running");
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let mut watcher = if watch_files {
-        match watch::FileWatcher::new(&supervisor.watched_files(), events_tx.clone()) {
-            Ok(watcher) => Some(watcher),
-            Err(error) => {
-                tracing::warn!("cannot watch files, relying on SIGHUP: {error}");
-                None
-            }
-        }
-    } else {
-        None
-    };
-    let mut clock_check = tokio::time::interval(CLOCK_CHECK_INTERVAL);
-    clock_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut reloader = Reloader {
         path: config_path,
-        last_text: &mut last_text,
-        watcher: &mut watcher,
-        events: &events_tx,
-        controller: &controller,
+        last_digest: text.digest(),
+        watcher: None,
+        events: events_tx,
+        controller: controller.clone(),
     };
+    drop(text);
+    if watch_files {
+        reloader.watcher = start_watcher(&supervisor.watched_files(), &reloader.events);
+    }
+    let mut clock_check = tokio::time::interval(CLOCK_CHECK_INTERVAL);
+    clock_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
@@ -124,11 +116,12 @@ pub async fn run(
 /// What a reload needs besides the supervisor.
 struct Reloader<'a> {
     path: &'a Path,
-    /// The text of the config in force, to skip reloads that change nothing.
-    last_text: &'a mut String,
-    watcher: &'a mut Option<watch::FileWatcher>,
-    events: &'a mpsc::UnboundedSender<()>,
-    controller: &'a Controller,
+    /// The digest of the config text in force, to skip reloads that change nothing.
+    last_digest: config::TextDigest,
+    watcher: Option<watch::FileWatcher>,
+    /// Where the watcher reports file events.
+    events: mpsc::UnboundedSender<()>,
+    controller: Controller,
 }
 
 impl Reloader<'_> {
@@ -143,9 +136,9 @@ impl Reloader<'_> {
         }
     }
 
-    /// Re-reads the config once; applies it when its text changed (or when `force`d by
-    /// SIGHUP), then wakes the accounts whose secrets changed. An invalid config is logged and
-    /// the running one kept.
+    /// Re-reads the config once; applies it when its text changed, a CA bundle was rotated, or
+    /// when `force`d by SIGHUP; then wakes the accounts whose secrets changed. An invalid config
+    /// is logged and the running one kept.
     async fn reload(&mut self, supervisor: &mut Supervisor, force: bool) {
         let text = match crate::input::may_block(|| config::read(self.path)) {
             Ok(text) => text,
@@ -154,10 +147,11 @@ impl Reloader<'_> {
                 return;
             }
         };
-        let ca_changed = crate::input::may_block(|| !supervisor.ca_changed().is_empty());
-        if force || text.text != *self.last_text || ca_changed {
-            self.apply(supervisor, &text).await;
+        let ca_changed = crate::input::may_block(|| supervisor.ca_changed());
+        if force || text.digest() != self.last_digest || !ca_changed.is_empty() {
+            self.apply(supervisor, &text, &ca_changed).await;
         }
+        drop(text);
         for name in crate::input::may_block(|| supervisor.wake_changed_secrets()) {
             tracing::info!(account = %name, "secret changed");
         }
@@ -166,8 +160,14 @@ impl Reloader<'_> {
         crate::input::may_block(|| self.rewatch(supervisor));
     }
 
-    async fn apply(&mut self, supervisor: &mut Supervisor, text: &config::ConfigText) {
-        let new = match text.validate(SecretCheck::Skip) {
+    async fn apply(
+        &mut self,
+        supervisor: &mut Supervisor,
+        text: &config::ConfigText,
+        ca_changed: &[String],
+    ) {
+        // Validation opens CA bundles and looks up owner and group names.
+        let new = match crate::input::may_block(|| text.validate(SecretCheck::Skip)) {
             Ok(new) => new,
             Err(error) => {
                 tracing::error!("reload rejected, keeping the running config: {error}");
@@ -178,9 +178,9 @@ impl Reloader<'_> {
             tracing::warn!("{warning}");
         }
         let grace = new.daemon.shutdown_grace;
-        match supervisor.reload(new).await {
+        match supervisor.reload(new, ca_changed).await {
             Ok(changes) => {
-                self.last_text.clone_from(&text.text);
+                self.last_digest = text.digest();
                 self.controller.set_grace(grace);
                 let count = |wanted: fn(&Change) -> bool| {
                     changes.iter().filter(|change| wanted(change)).count()
@@ -198,18 +198,30 @@ impl Reloader<'_> {
 
     /// Watches the files of the config now in force.
     fn rewatch(&mut self, supervisor: &Supervisor) {
+        if !supervisor.config().daemon.watch {
+            self.watcher = None;
+            return;
+        }
         let files = supervisor.watched_files();
-        match (supervisor.config().daemon.watch, self.watcher.as_mut()) {
-            (true, Some(active)) => {
-                if let Err(error) = active.set_files(&files) {
-                    tracing::warn!("cannot update the file watches: {error}");
-                }
-            }
-            (true, None) => match watch::FileWatcher::new(&files, self.events.clone()) {
-                Ok(started) => *self.watcher = Some(started),
-                Err(error) => tracing::warn!("cannot watch files, relying on SIGHUP: {error}"),
-            },
-            (false, _) => *self.watcher = None,
+        match self.watcher.as_mut() {
+            Some(active) => active.set_files(&files),
+            None => self.watcher = start_watcher(&files, &self.events),
+        }
+    }
+}
+
+/// A watcher of `files`, or `None` (logged) when none can be created (inotify limits): reloads
+/// then come from SIGHUP alone. A directory that cannot be watched is logged by the watcher,
+/// which watches the others.
+fn start_watcher(
+    files: &[std::path::PathBuf],
+    events: &mpsc::UnboundedSender<()>,
+) -> Option<watch::FileWatcher> {
+    match watch::FileWatcher::new(files, events.clone()) {
+        Ok(watcher) => Some(watcher),
+        Err(error) => {
+            tracing::warn!("cannot watch files, relying on SIGHUP: {error}");
+            None
         }
     }
 }

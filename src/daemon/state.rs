@@ -235,11 +235,6 @@ impl StateDir {
         }))
     }
 
-    /// The path it was opened by.
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
     /// The key of this directory.
     pub fn keys(&self) -> &Keys {
         &self.keys
@@ -311,12 +306,7 @@ pub struct StateFile {
 
 impl StateFile {
     pub fn path(&self) -> PathBuf {
-        self.dir.path().join(&self.name)
-    }
-
-    /// The keys of the directory, for credentials digests.
-    pub fn keys(&self) -> &Keys {
-        &self.dir.keys
+        self.dir.dir.path().join(&self.name)
     }
 
     /// Reads what was saved for this account and this login. `None` for no file, anything not
@@ -391,7 +381,8 @@ impl StateFile {
     /// Says why a file without a valid signature line is ignored: an older version's file is
     /// expected after an upgrade, anything else was planted or damaged.
     fn explain_unsigned(&self, bytes: &[u8], ignore: &dyn Fn(&str)) {
-        let version = serde_json::from_slice::<serde_json::Value>(bytes)
+        // The file may hold a token: parsed into wiped strings.
+        let version = crate::secret::ZeroizingJson::parse(bytes)
             .ok()
             .and_then(|value| value.get("version").and_then(serde_json::Value::as_u64));
         match version {
@@ -445,6 +436,7 @@ impl StateFile {
     }
 
     /// Deletes the state file, if any.
+    #[cfg(test)]
     pub fn remove(&self) {
         let _ = self.dir.dir.remove(&self.name);
     }

@@ -19,6 +19,7 @@ use super::reload::{self, Change};
 use super::state::{CredentialsDigest, Keys, StateDir};
 use crate::config::{self, Account, Config};
 use crate::login::Login;
+use crate::login::http::CaDigest;
 use crate::output::OutputDir;
 
 /// A gap between the two clocks that grew by more than this means the machine was suspended.
@@ -35,8 +36,8 @@ pub enum SetupError {
     #[error("{}", .0.join("\n"))]
     OutputDirs(Vec<String>),
     /// A login that cannot be set up (a bad CA bundle or proxy), naming the account.
-    #[error("{0}")]
-    Login(String),
+    #[error(transparent)]
+    Login(#[from] crate::login::SetupError),
 }
 
 /// How long a reload waits for a stopped account's task to be gone.
@@ -45,21 +46,24 @@ pub const STOP_WAIT: Duration = Duration::from_secs(5);
 /// An account with its login built, ready to start.
 struct Prepared {
     account: Account,
-    auth: Arc<dyn Authenticator>,
-    /// The CA bundle's digest, taken before the login's client was built: a rotation after this
-    /// moment shows as a change and restarts the account.
-    ca_digest: Option<u64>,
+    login: Built,
 }
 
 impl Prepared {
     fn new(factory: &AuthFactory, account: &Account) -> Result<Prepared, SetupError> {
-        let ca_digest = crate::input::may_block(|| crate::login::http::ca_digest(&account.http));
         Ok(Prepared {
             account: account.clone(),
-            auth: factory.login_for(account).map_err(SetupError::Login)?,
-            ca_digest,
+            login: crate::input::may_block(|| factory.login_for(account))?,
         })
     }
+}
+
+/// A login built for an account.
+pub struct Built {
+    pub auth: Arc<dyn Authenticator>,
+    /// The digest of the CA bundle its HTTP client trusts: when the file's digest differs, the
+    /// bundle was rotated and the account restarts with a client that trusts the new one.
+    pub ca_digest: Option<CaDigest>,
 }
 
 /// Builds the logins of accounts. The daemon uses [`HttpLogins`]; tests substitute fakes (any
@@ -69,19 +73,23 @@ pub trait Logins: Send + Sync {
     ///
     /// # Errors
     /// A login that cannot be set up (a bad CA bundle or proxy), naming the account.
-    fn login_for(&self, account: &Account) -> Result<Arc<dyn Authenticator>, String>;
+    fn login_for(&self, account: &Account) -> Result<Built, crate::login::SetupError>;
 
     /// After a reload: what the logins keep for accounts (HTTP clients) may go when no account
     /// uses these settings any more.
     fn retain(&self, _in_use: &[&crate::login::spec::HttpSettings]) {}
 }
 
+/// A fake login trusts the bundle as it is now.
 impl<F> Logins for F
 where
-    F: Fn(&Account) -> Result<Arc<dyn Authenticator>, String> + Send + Sync,
+    F: Fn(&Account) -> Arc<dyn Authenticator> + Send + Sync,
 {
-    fn login_for(&self, account: &Account) -> Result<Arc<dyn Authenticator>, String> {
-        self(account)
+    fn login_for(&self, account: &Account) -> Result<Built, crate::login::SetupError> {
+        Ok(Built {
+            auth: self(account),
+            ca_digest: crate::login::http::ca_digest(&account.http),
+        })
     }
 }
 
@@ -95,10 +103,12 @@ pub struct HttpLogins {
 }
 
 impl Logins for HttpLogins {
-    fn login_for(&self, account: &Account) -> Result<Arc<dyn Authenticator>, String> {
-        Login::for_account(account, &self.clients)
-            .map(|login| Arc::new(login) as Arc<dyn Authenticator>)
-            .map_err(|error| format!("account {}: {error}", account.name))
+    fn login_for(&self, account: &Account) -> Result<Built, crate::login::SetupError> {
+        let login = Login::for_account(account, &self.clients)?;
+        Ok(Built {
+            ca_digest: login.ca_digest(),
+            auth: Arc::new(login),
+        })
     }
 
     fn retain(&self, in_use: &[&crate::login::spec::HttpSettings]) {
@@ -120,9 +130,9 @@ struct Running {
     /// What the task reports about itself; read by tests for now, by status views later.
     #[cfg(test)]
     status: Arc<Mutex<AccountStatus>>,
-    /// A digest of the CA bundle's contents when the task's HTTP client was built: a rotated
-    /// bundle restarts the account, so that its client trusts the new one.
-    ca_digest: Option<u64>,
+    /// The digest of the CA bundle the task's HTTP client trusts: a rotated bundle restarts the
+    /// account, so that its client trusts the new one.
+    ca_digest: Option<CaDigest>,
 }
 
 /// Owns the account tasks.
@@ -194,8 +204,7 @@ impl Supervisor {
     fn spawn_with(&mut self, prepared: Prepared, startup_accounts: usize) {
         let Prepared {
             account,
-            auth,
-            ca_digest,
+            login: Built { auth, ca_digest },
         } = prepared;
         let digest = crate::input::may_block(|| self.credentials_digest(&account));
         let (credentials, watched) = tokio::sync::watch::channel(digest);
@@ -232,15 +241,19 @@ impl Supervisor {
         );
     }
 
-    /// Applies a new, already validated config: checks the output directories of added and
+    /// Applies a new, already validated config (`ca_changed`: the accounts whose CA bundle was
+    /// rotated, from [`Supervisor::ca_changed`]): checks the output directories of added and
     /// changed accounts first, then stops removed and changed accounts (and deletes the files they
     /// no longer own), then starts added and changed ones. Unchanged accounts are untouched.
     ///
     /// # Errors
     /// An output directory or login setup problem; nothing was changed then.
-    pub async fn reload(&mut self, new: Config) -> Result<Vec<Change>, SetupError> {
-        let ca_changed = crate::input::may_block(|| self.ca_changed());
-        let plan = reload::plan(&self.config, &new, &ca_changed);
+    pub async fn reload(
+        &mut self,
+        new: Config,
+        ca_changed: &[String],
+    ) -> Result<Vec<Change>, SetupError> {
+        let plan = reload::plan(&self.config, &new, ca_changed);
         for name in &plan.ca_restarts {
             tracing::info!(account = %name, "the CA bundle changed: restarting the account with a client that trusts it");
         }
@@ -257,21 +270,30 @@ impl Supervisor {
         for account in plan.started(&new) {
             logins.insert(account.name.clone(), Prepared::new(&self.factory, account)?);
         }
-        self.resize_limiter(new.daemon.max_concurrent_logins);
+        // Running logins finish; when the limit shrinks below them, the permits they return are
+        // retired first.
+        self.limiter.resize(new.daemon.max_concurrent_logins);
         if let Some(level) = &plan.log_level {
             crate::apply_log_level(level.as_deref().unwrap_or("info"));
         }
         self.config.daemon = new.daemon.clone();
         let old_state = std::mem::replace(&mut self.state, state);
-        for name in plan.stopped() {
-            let Some(running) = self.running.remove(name) else {
-                continue;
-            };
+        let stopped: Vec<(&str, Running)> = plan
+            .stopped()
+            .filter_map(|name| Some((name, self.running.remove(name)?)))
+            .collect();
+        for (_, running) in &stopped {
             running.task.abort();
-            // Wait for the task to be gone, so no write of its lands after the clean-up; but not
-            // for ever: a task stuck in a file operation on a hung mount must not stop every
-            // later reload (moving the output elsewhere is the operator's fix).
-            if tokio::time::timeout(STOP_WAIT, running.task).await.is_err() {
+        }
+        // Wait for the tasks to be gone, so no write of theirs lands after the clean-up; but not
+        // for ever: tasks stuck in file operations on a hung mount must not stop every later
+        // reload (moving the output elsewhere is the operator's fix). One deadline for all.
+        let deadline = tokio::time::Instant::now() + STOP_WAIT;
+        for (name, running) in stopped {
+            if tokio::time::timeout_at(deadline, running.task)
+                .await
+                .is_err()
+            {
                 tracing::warn!(
                     account = %name,
                     "the account's task is stuck in a file operation; going on without it"
@@ -289,7 +311,7 @@ impl Supervisor {
             }
         }
         let changes = plan.changes;
-        let count = changes.len();
+        let count = logins.len();
         for change in &changes {
             if let Change::Add(name) | Change::Restart(name) = change
                 && let Some(prepared) = logins.remove(name)
@@ -310,7 +332,7 @@ impl Supervisor {
 
     /// The accounts whose CA bundle's contents changed since their client was built.
     pub fn ca_changed(&self) -> Vec<String> {
-        let mut digests: HashMap<&Path, Option<u64>> = HashMap::new();
+        let mut digests: HashMap<&Path, Option<CaDigest>> = HashMap::new();
         self.running
             .iter()
             .filter(|(_, running)| {
@@ -324,13 +346,6 @@ impl Supervisor {
             })
             .map(|(name, _)| name.clone())
             .collect()
-    }
-
-    /// Changes the number of logins allowed at once. Running logins finish; when the limit
-    /// shrinks below them, the permits they return are retired first.
-    fn resize_limiter(&mut self, wanted: usize) {
-        self.limiter
-            .resize(self.config.daemon.max_concurrent_logins, wanted);
     }
 
     /// Restarts account tasks that ended on their own (a panic): logged, and started again.
@@ -351,8 +366,8 @@ impl Supervisor {
                 continue;
             };
             tracing::error!(account = %name, "the account's task stopped unexpectedly; restarting it");
-            let count = self.running.len() + 1;
-            if let Err(error) = self.spawn(&running.account, count) {
+            // Revivals are spaced by the tick: no start-up spread.
+            if let Err(error) = self.spawn(&running.account, 1) {
                 tracing::error!(account = %name, "cannot restart: {error}");
             }
         }

@@ -79,6 +79,8 @@ pub struct FileWatcher {
 
 impl FileWatcher {
     /// Starts watching `files`; every event that concerns one of them sends `()` on `events`.
+    /// A directory that cannot be watched is logged and the others are watched (see
+    /// [`FileWatcher::set_files`]).
     ///
     /// # Errors
     /// The watcher could not be created (inotify limits, for example).
@@ -105,15 +107,13 @@ impl FileWatcher {
             dirs: BTreeSet::new(),
             interest,
         };
-        watcher.set_files(files)?;
+        watcher.set_files(files);
         Ok(watcher)
     }
 
-    /// Watches exactly `files` from now on.
-    ///
-    /// # Errors
-    /// A directory that cannot be watched; the others are still watched.
-    pub fn set_files(&mut self, files: &[PathBuf]) -> notify::Result<()> {
+    /// Watches exactly `files` from now on. A directory that cannot be watched (missing, say)
+    /// is logged and tried again on the next call; the others are watched.
+    pub fn set_files(&mut self, files: &[PathBuf]) {
         let interest = Interest::of(files);
         let wanted = interest.dirs();
         *self
@@ -123,7 +123,6 @@ impl FileWatcher {
         for dir in self.dirs.difference(&wanted) {
             let _ = self.watcher.unwatch(dir);
         }
-        let mut first_error = None;
         let mut watching = BTreeSet::new();
         for dir in &wanted {
             if self.dirs.contains(dir) {
@@ -134,14 +133,10 @@ impl FileWatcher {
                 Ok(()) => {
                     watching.insert(dir.clone());
                 }
-                Err(error) => {
-                    tracing::warn!(dir = %dir.display(), "cannot watch: {error}");
-                    first_error.get_or_insert(error);
-                }
+                Err(error) => tracing::warn!(dir = %dir.display(), "cannot watch: {error}"),
             }
         }
         self.dirs = watching;
-        first_error.map_or(Ok(()), Err)
     }
 
     /// The directories being watched.
@@ -350,5 +345,29 @@ mod tests {
         }
         // Writing the config is one open, one write and one close: at most a few events.
         assert!(extra <= 3, "{extra} more events after the config write");
+    }
+
+    /// A secret whose directory does not exist yet (a volume not mounted at start) must not
+    /// switch off the watching of the config and the other files.
+    #[tokio::test]
+    async fn a_directory_that_cannot_be_watched_leaves_the_others_watched() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, "one").unwrap();
+        let missing = dir.path().join("not-mounted").join("password");
+        let (sender, mut events) = tokio::sync::mpsc::unbounded_channel();
+        let mut watcher = FileWatcher::new(&[config.clone(), missing.clone()], sender).unwrap();
+        assert!(watcher.dirs().all(|watched| watched == dir.path()));
+        std::fs::write(&config, "two").unwrap();
+        let seen = tokio::time::timeout(Duration::from_secs(5), events.recv()).await;
+        assert!(matches!(seen, Ok(Some(()))), "no event for the config");
+        // Once the directory appears, the next call watches it too.
+        std::fs::create_dir(dir.path().join("not-mounted")).unwrap();
+        watcher.set_files(&[config, missing]);
+        assert!(
+            watcher
+                .dirs()
+                .any(|watched| watched == dir.path().join("not-mounted"))
+        );
     }
 }

@@ -38,10 +38,20 @@ fn install_crypto_provider() {
 /// The largest CA bundle read: a full system bundle is about 200 KiB.
 const MAX_CA_BUNDLE_BYTES: usize = 8 * 1024 * 1024;
 
+/// A digest of a CA bundle's bytes: it keys the shared clients, and a change of it (a rotated
+/// bundle) restarts the accounts that use the bundle, so their client trusts the new one.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct CaDigest([u8; 32]);
+
+impl CaDigest {
+    fn of(bytes: &[u8]) -> CaDigest {
+        CaDigest(crate::input::sha256(bytes))
+    }
+}
+
 /// A CA bundle read and parsed once. Config validation and client building both load bundles
-/// through [`CaBundle::load`], so what `check` accepts is exactly what a client trusts.
+/// through here, so what `check` accepts is exactly what a client trusts.
 pub struct CaBundle {
-    bytes: Vec<u8>,
     certificates: Vec<reqwest::Certificate>,
 }
 
@@ -52,31 +62,29 @@ impl CaBundle {
     /// # Errors
     /// An unreadable or special file, or one holding no certificate.
     pub fn load(path: &Path) -> Result<CaBundle, ClientError> {
-        let bytes = read_ca_file(path)?;
+        CaBundle::parse(path, &read_ca_file(path)?)
+    }
+
+    fn parse(path: &Path, bytes: &[u8]) -> Result<CaBundle, ClientError> {
         let ca_error = |message: String| ClientError::CaFile {
             path: path.display().to_string(),
             message,
         };
-        let certificates = reqwest::Certificate::from_pem_bundle(&bytes)
+        let certificates = reqwest::Certificate::from_pem_bundle(bytes)
             .map_err(|error| ca_error(error.to_string()))?;
         if certificates.is_empty() {
             return Err(ca_error("no PEM certificate in the file".to_string()));
         }
-        Ok(CaBundle {
-            bytes,
-            certificates,
-        })
+        Ok(CaBundle { certificates })
     }
 }
 
-/// A digest of the CA bundle's current contents (`None` without a bundle, or when it cannot be
-/// read): when it changes, accounts using the bundle restart to get a client that trusts it.
-pub fn ca_digest(settings: &HttpSettings) -> Option<u64> {
-    use std::hash::{Hash as _, Hasher as _};
-    let bytes = read_ca_file(settings.ca_file.as_deref()?).ok()?;
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut hasher);
-    Some(hasher.finish())
+/// The digest of the CA bundle's current contents (`None` without a bundle, or when it cannot
+/// be read), to compare with the one a client was built with.
+pub fn ca_digest(settings: &HttpSettings) -> Option<CaDigest> {
+    read_ca_file(settings.ca_file.as_deref()?)
+        .ok()
+        .map(|bytes| CaDigest::of(&bytes))
 }
 
 fn read_ca_file(path: &Path) -> Result<Vec<u8>, ClientError> {
@@ -88,9 +96,15 @@ fn read_ca_file(path: &Path) -> Result<Vec<u8>, ClientError> {
         })
 }
 
-/// Which client serves a login: the settings and the CA bundle's bytes (so a rotated bundle
-/// gets a new client).
-type ClientKey = (HttpSettings, Option<Vec<u8>>);
+/// Which client serves a login: the settings and the digest of the CA bundle's bytes (so a
+/// rotated bundle gets a new client).
+type ClientKey = (HttpSettings, Option<CaDigest>);
+
+/// A client handed out by [`Clients`], with the digest of the CA bundle it trusts.
+pub struct SharedClient {
+    pub client: reqwest::Client,
+    pub ca_digest: Option<CaDigest>,
+}
 
 /// The HTTP clients of a set of accounts: one per distinct set of settings and CA bundle
 /// contents, shared by every account that has them (a client holds the parsed trust store, so one
@@ -108,26 +122,31 @@ impl Clients {
         Clients::default()
     }
 
-    /// The client for `settings`, built on first use.
+    /// The client for `settings`, built on first use. The CA bundle, if any, is read each time
+    /// (a rotation gets a new client) but parsed only when a client is built.
     ///
     /// # Errors
     /// A bad CA bundle or proxy URL.
-    pub fn client_for(&self, settings: &HttpSettings) -> Result<reqwest::Client, ClientError> {
-        let bundle = settings
-            .ca_file
-            .as_deref()
-            .map(CaBundle::load)
-            .transpose()?;
-        let key = (settings.clone(), bundle.as_ref().map(|ca| ca.bytes.clone()));
+    pub fn client_for(&self, settings: &HttpSettings) -> Result<SharedClient, ClientError> {
+        let bytes = settings.ca_file.as_deref().map(read_ca_file).transpose()?;
+        let key = (settings.clone(), bytes.as_deref().map(CaDigest::of));
+        let shared = |client: &reqwest::Client| SharedClient {
+            client: client.clone(),
+            ca_digest: key.1,
+        };
         if let Some(client) = self.lock().get(&key) {
-            return Ok(client.clone());
+            return Ok(shared(client));
         }
+        let bundle = match (&settings.ca_file, &bytes) {
+            (Some(path), Some(bytes)) => Some(CaBundle::parse(path, bytes)?),
+            _ => None,
+        };
         let client = build_client(settings, bundle.as_ref())?;
         let mut built = self.lock();
-        // A client for the same settings with other CA bytes is for a bundle that has since been
+        // A client for the same settings with another bundle is for one that has since been
         // rotated: the file now holds these bytes, so that client will not be handed out again.
-        built.retain(|(other, bytes), _| other != settings || *bytes == key.1);
-        Ok(built.entry(key).or_insert(client).clone())
+        built.retain(|(other, digest), _| other != settings || *digest == key.1);
+        Ok(shared(built.entry(key.clone()).or_insert(client)))
     }
 
     /// Drops the clients of settings no account uses any more (after a reload). Logins already

@@ -96,8 +96,18 @@ pub struct Login {
     account: String,
     spec: LoginSpec,
     client: reqwest::Client,
+    ca_digest: Option<http::CaDigest>,
     max_reply_bytes: usize,
     max_lifetime: SignedDuration,
+}
+
+/// An account whose login cannot be set up: a bad CA bundle or proxy.
+#[derive(Debug, thiserror::Error)]
+#[error("account {account}: {source}")]
+pub struct SetupError {
+    pub account: String,
+    #[source]
+    pub source: http::ClientError,
 }
 
 impl fmt::Debug for Login {
@@ -118,14 +128,27 @@ impl Login {
     pub fn for_account(
         account: &crate::config::Account,
         clients: &http::Clients,
-    ) -> Result<Login, http::ClientError> {
+    ) -> Result<Login, SetupError> {
+        let shared = clients
+            .client_for(&account.http)
+            .map_err(|source| SetupError {
+                account: account.name.clone(),
+                source,
+            })?;
         Ok(Login {
             account: account.name.clone(),
-            client: clients.client_for(&account.http)?,
+            client: shared.client,
+            ca_digest: shared.ca_digest,
             spec: account.login.clone(),
             max_reply_bytes: account.http.max_reply_bytes,
             max_lifetime: account.max_lifetime,
         })
+    }
+
+    /// The digest of the CA bundle this login's client trusts (`None` without one): when the
+    /// file's digest differs, the bundle was rotated after the client was built.
+    pub fn ca_digest(&self) -> Option<http::CaDigest> {
+        self.ca_digest
     }
 
     /// Logs in once. With a `refresh_token` from an earlier OAuth2 login, the refresh grant is

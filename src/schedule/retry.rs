@@ -132,11 +132,20 @@ impl Backoff {
             .min(self.cap.max(self.floor))
     }
 
+    /// The earliest a retry may come after a failure: the server's `Retry-After` (cut to
+    /// [`MAX_RETRY_AFTER`]), never sooner than the floor.
+    pub fn not_before(&self, retry_after: Option<Duration>) -> Duration {
+        retry_after
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_RETRY_AFTER)
+            .max(self.floor)
+    }
+
     /// The wait before the next retry after a failure: [`Backoff::delay`]; or, after a server's
     /// `Retry-After` (itself cut to [`MAX_RETRY_AFTER`]: a server asking for a day is not obeyed
     /// while the old token runs out), a uniform draw from the window that follows it, unless the
-    /// backoff already waits longer than the whole window. The window is half the `Retry-After`, at least 4 s and at most 5 min, so that
-    /// accounts told to come back together do not (RFC 9110 §10.2.3 sets the earliest moment,
+    /// backoff already waits longer than the whole window. The window is half the
+    /// `Retry-After`, at least 4 s and at most 5 min, so that accounts told to come back together do not (RFC 9110 §10.2.3 sets the earliest moment,
     /// not a deadline).
     pub fn retry_delay(
         &self,
@@ -145,7 +154,7 @@ impl Backoff {
         rng: &mut impl Rng,
     ) -> Duration {
         let backoff = self.delay(attempt, rng);
-        let Some(asked) = retry_after.map(|wait| wait.min(MAX_RETRY_AFTER).max(self.floor)) else {
+        let Some(asked) = retry_after.map(|wait| self.not_before(Some(wait))) else {
             return backoff;
         };
         let window = (asked / 2).clamp(RETRY_AFTER_WINDOW_MIN, RETRY_AFTER_WINDOW_MAX);

@@ -49,6 +49,7 @@ pub(super) fn validate(
         readable_by_others,
         output_paths: HashMap::new(),
         state_dir: None,
+        ca_files: HashMap::new(),
     };
     let defaults = validator.defaults(&raw.defaults);
     let daemon = validator.daemon(&raw.daemon);
@@ -107,6 +108,9 @@ struct Validator {
     output_paths: HashMap<PathBuf, String>,
     /// The state directory in use, if state files are: outputs may not live in it.
     state_dir: Option<PathBuf>,
+    /// CA bundles checked so far, with the problem found in each (`None`: it is good), so a
+    /// bundle many accounts name is read and parsed once.
+    ca_files: HashMap<PathBuf, Option<String>>,
 }
 
 impl Validator {
@@ -338,10 +342,19 @@ impl Validator {
 
     fn ca_file(&mut self, value: &Spanned<String>, key: &str) -> Option<PathBuf> {
         let path = PathBuf::from(value.get_ref());
-        match crate::login::http::CaBundle::load(&path) {
-            Ok(_) => Some(path),
-            Err(error) => {
-                self.problem(Some(value.span()), key, error.to_string());
+        let problem = self
+            .ca_files
+            .entry(path.clone())
+            .or_insert_with(|| {
+                crate::login::http::CaBundle::load(&path)
+                    .err()
+                    .map(|error| error.to_string())
+            })
+            .clone();
+        match problem {
+            None => Some(path),
+            Some(message) => {
+                self.problem(Some(value.span()), key, message);
                 None
             }
         }

@@ -276,9 +276,9 @@ impl AccountTask {
     }
 
     /// Logs a failed login, updates the status, and returns when to try again: backoff (never
-    /// before a `Retry-After`), or the long parking delay for rejected credentials. A retry
-    /// without `Retry-After` is pulled in so that one more attempt happens before the current
-    /// token expires.
+    /// before a `Retry-After`), or the long parking delay for rejected credentials. While a
+    /// token is held, a retry is pulled in so that more attempts happen before it expires, but
+    /// never before the `Retry-After`.
     fn after_failure(
         &mut self,
         error: &LoginError,
@@ -299,11 +299,7 @@ impl AccountTask {
                     error.retry_after,
                     &mut self.rng,
                 );
-                let not_before = error
-                    .retry_after
-                    .unwrap_or(Duration::ZERO)
-                    .min(schedule::MAX_RETRY_AFTER)
-                    .max(settings.backoff.floor());
+                let not_before = settings.backoff.not_before(error.retry_after);
                 // While a token is held, retry early enough for more attempts before it expires
                 // (but never before a Retry-After).
                 schedule::retry_at(now, delay, not_before, expires, &mut self.rng)

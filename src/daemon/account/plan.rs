@@ -9,8 +9,7 @@
 
 use std::time::Duration;
 
-/// An instant on the boot clock (see [`crate::schedule::Boot`]).
-pub type Boot = Duration;
+pub use crate::schedule::Boot;
 
 /// The instants of the token the account holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -55,7 +55,7 @@ fn saves_and_loads_only_a_matching_state() {
     let account = test_account(scratch.path(), "https://idp.example/token");
     let state = state_dir.file(&account);
     assert!(state.load().is_none(), "no file yet");
-    let digest = state.keys().credentials(&account.login);
+    let digest = state_dir.keys().credentials(&account.login);
     state
         .save(&Saved {
             credentials: Some(digest),

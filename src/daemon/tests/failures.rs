@@ -234,7 +234,7 @@ async fn the_supervisor_keeps_each_accounts_status_without_secrets() {
     let factory: AuthFactory = {
         let scripted = Arc::clone(&scripted);
         Arc::new(move |_account: &crate::config::Account| {
-            Ok(Arc::clone(&scripted) as Arc<dyn Authenticator>)
+            Arc::clone(&scripted) as Arc<dyn Authenticator>
         })
     };
     let supervisor =

@@ -144,7 +144,7 @@ fn unwritable_refresh(clock: &Arc<TestClock>) -> Arc<Scripted> {
 
 /// A factory that hands every account the same login.
 fn same_login(login: Arc<dyn Authenticator>) -> AuthFactory {
-    Arc::new(move |_account: &crate::config::Account| Ok(Arc::clone(&login)))
+    Arc::new(move |_account: &crate::config::Account| Arc::clone(&login))
 }
 
 /// Starts `run` on the config at `path`; the controller that steers it and its task.
@@ -288,7 +288,7 @@ impl Fleet {
         let factory: AuthFactory = {
             let logins = logins.clone();
             Arc::new(move |account: &crate::config::Account| {
-                Ok(Arc::clone(&logins[&account.name]) as Arc<dyn Authenticator>)
+                Arc::clone(&logins[&account.name]) as Arc<dyn Authenticator>
             })
         };
         let (control, daemon) = spawn_run(dir.path().join("config.toml"), &clock, factory);
