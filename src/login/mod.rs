@@ -152,7 +152,8 @@ impl Login {
     }
 
     /// Logs in once. With a `refresh_token` from an earlier OAuth2 login, the refresh grant is
-    /// tried first and the client-credentials grant is used if the server refuses it.
+    /// tried first and the client-credentials grant is used if the server refuses it. The
+    /// outcome carries the refresh token to present next time: a new one, or the one presented.
     ///
     /// # Errors
     /// A [`LoginError`] of one of the three classes. Cancel-safe: dropping the future abandons
@@ -162,6 +163,9 @@ impl Login {
             match self.exchange(&self.refresh_request(refresh)).await {
                 Ok(mut outcome) => {
                     outcome.refreshed = true;
+                    // A reply without a new refresh token leaves the one presented in force
+                    // (RFC 6749 §6).
+                    outcome.refresh_token.get_or_insert_with(|| refresh.clone());
                     return Ok(outcome);
                 }
                 Err(error) if error.class == ErrorClass::Rejected => {

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokenkeeper::config::{self, SecretCheck};
-use tokenkeeper::demo::endpoint::{Credentials, EndpointOptions, Route, TokenEndpoint};
+use tokenkeeper::demo::endpoint::{Credentials, EndpointOptions, Fault, Route, TokenEndpoint};
 use tokenkeeper::login::Login;
 
 use crate::support::{apinizer_config, tokenkeeper, trap, write_config, write_secret};
@@ -84,6 +84,46 @@ async fn oauth2_uses_the_refresh_token_grant_and_falls_back_when_it_is_refused()
         !format!("{first:?}").contains(refresh.expose()),
         "Debug shows the refresh token"
     );
+    endpoint.shutdown().await;
+}
+
+/// RFC 6749 §6: a refresh reply may leave out `refresh_token`; the one presented then stays in
+/// use, instead of every other login falling back to the client-credentials grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_reply_without_a_refresh_token_keeps_the_one_presented() {
+    let endpoint = TokenEndpoint::start(EndpointOptions {
+        issue_refresh_tokens: true,
+        ..EndpointOptions::default()
+    })
+    .await
+    .unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let secret = write_secret(
+        scratch.path(),
+        "secret",
+        &Credentials::demo().oauth2_client_secret,
+    );
+    let login = oauth2_login(&endpoint.base_url(), &secret, scratch.path());
+    let first = login.login(None).await.expect("client credentials");
+    let refresh = first.refresh_token.clone().expect("a refresh token");
+    endpoint.push_fault(Fault::Status {
+        status: 200,
+        content_type: "application/json".to_string(),
+        body: r#"{"access_token":"refreshed-without-rotation-0123","token_type":"Bearer","expires_in":3600}"#.to_string(),
+        headers: Vec::new(),
+    });
+    let second = login.login(Some(&refresh)).await.expect("refresh grant");
+    assert!(second.refreshed);
+    assert_eq!(second.token.expose(), "refreshed-without-rotation-0123");
+    let kept = second
+        .refresh_token
+        .clone()
+        .expect("the presented one is kept");
+    assert_eq!(kept.expose(), refresh.expose());
+    // The endpoint never saw that refresh token spent, so the kept one works.
+    let third = login.login(Some(&kept)).await.expect("refresh grant again");
+    assert!(third.refreshed, "fell back to client credentials");
+    assert!(endpoint.is_live(third.token.expose()));
     endpoint.shutdown().await;
 }
 
