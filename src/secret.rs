@@ -236,6 +236,62 @@ fn read_secret_file(path: &Path) -> Result<Secret, SecretError> {
     }
 }
 
+/// Visitor methods refusing a number or a boolean without repeating it: serde's default error
+/// ("invalid type: integer `98765432`, expected …") would print a secret written unquoted.
+macro_rules! refuse_scalars_quietly {
+    () => {
+        fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Err(E::invalid_type(
+                serde::de::Unexpected::Other("a boolean"),
+                &self,
+            ))
+        }
+        fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Err(E::invalid_type(
+                serde::de::Unexpected::Other("a number"),
+                &self,
+            ))
+        }
+        fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Err(E::invalid_type(
+                serde::de::Unexpected::Other("a number"),
+                &self,
+            ))
+        }
+        fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Err(E::invalid_type(
+                serde::de::Unexpected::Other("a number"),
+                &self,
+            ))
+        }
+    };
+}
+pub(crate) use refuse_scalars_quietly;
+
+/// A string in a secret table (`file`, `env`, `credential`, `value`), refused quietly when it
+/// is not one.
+struct SourceText(String);
+
+impl<'de> serde::Deserialize<'de> for SourceText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl Visitor<'_> for TextVisitor {
+            type Value = SourceText;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<SourceText, E> {
+                Ok(SourceText(value.to_string()))
+            }
+            fn visit_string<E: de::Error>(self, value: String) -> Result<SourceText, E> {
+                Ok(SourceText(value))
+            }
+            refuse_scalars_quietly!();
+        }
+        deserializer.deserialize_any(TextVisitor)
+    }
+}
+
 /// In the config a secret is either a string (a literal) or a table with exactly one of `file`,
 /// `env`, `credential` or `value`.
 impl<'de> serde::Deserialize<'de> for SecretSource {
@@ -254,10 +310,11 @@ impl<'de> serde::Deserialize<'de> for SecretSource {
             fn visit_string<E: de::Error>(self, value: String) -> Result<SecretSource, E> {
                 Ok(SecretSource::Literal(Secret::new(value)))
             }
+            refuse_scalars_quietly!();
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<SecretSource, M::Error> {
                 let mut found: Option<SecretSource> = None;
                 while let Some(key) = map.next_key::<String>()? {
-                    let value: String = map.next_value()?;
+                    let SourceText(value) = map.next_value()?;
                     let source = match key.as_str() {
                         "file" => SecretSource::File(PathBuf::from(value)),
                         "env" => SecretSource::Env(value),

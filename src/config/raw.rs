@@ -194,6 +194,7 @@ impl<'de> Deserialize<'de> for RawField {
             fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<RawField, E> {
                 Ok(RawField::Plain(value.to_string()))
             }
+            crate::secret::refuse_scalars_quietly!();
             fn visit_map<M: serde::de::MapAccess<'de>>(self, map: M) -> Result<RawField, M::Error> {
                 SecretSource::deserialize(serde::de::value::MapAccessDeserializer::new(map))
                     .map(RawField::Secret)

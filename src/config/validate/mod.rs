@@ -451,4 +451,41 @@ path = "/run/tk/g"
         // The config is readable by others: every literal secret is warned about.
         assert!(config.warnings.len() >= 4, "{:?}", config.warnings);
     }
+
+    /// A secret written without quotes is a number (or a boolean) to TOML; the error refusing it
+    /// must not repeat it, wherever a secret may stand.
+    #[test]
+    fn an_unquoted_secret_is_refused_without_being_repeated() {
+        let generic = |request: &str| {
+            format!(
+                "[accounts.g]\nlifetime = \"1h\"\n[accounts.g.request]\nurl = \"https://api.example/login\"\n{request}\n[accounts.g.reply]\ntoken = \"/token\"\n[[accounts.g.outputs]]\npath = \"/run/tk/g\"\n"
+            )
+        };
+        let preset = |line: &str| {
+            format!(
+                "[accounts.a]\npreset = \"apinizer\"\nbase_url = \"https://api.example\"\nclient_id = \"ops\"\n{line}\n[[accounts.a.outputs]]\npath = \"/run/tk/a\"\n"
+            )
+        };
+        let cases = [
+            (preset("client_secret = 98765432"), "98765432"),
+            (preset("client_secret = -98765432"), "98765432"),
+            (preset("client_secret = 9876.5432"), "9876"),
+            (preset("client_secret = { value = 13371337 }"), "13371337"),
+            (preset("client_secret = { file = 13371337 }"), "13371337"),
+            (generic("fields = { pin = 4242424 }"), "4242424"),
+            (generic("headers = { X-Pin = 4242424 }"), "4242424"),
+            (
+                generic("basic_auth = { user = \"ops\", password = 4242424 }"),
+                "4242424",
+            ),
+        ];
+        for (text, canary) in cases {
+            let error = parse(&text, Path::new("t.toml"), SecretCheck::Skip, false)
+                .err()
+                .unwrap_or_else(|| panic!("accepted: {text}"));
+            let shown = format!("{error} {error:?}");
+            assert!(!shown.contains(canary), "{canary} is shown: {shown}");
+            assert!(shown.contains("a number"), "{shown}");
+        }
+    }
 }
