@@ -28,10 +28,13 @@ pub struct Cli {
 pub const EXIT_CODES: &str = "Exit codes:
   0  success
   1  a login or a write failed (once, token, demo), run could not start
-     (an output or state directory is missing, not writable or not trusted),
-     or a stop had to be forced (a second signal, or blocked past the grace)
+     (an output or state directory is missing, not writable or not trusted;
+     a login cannot be set up, e.g. a bad CA bundle or proxy; the signal
+     handlers cannot be installed), or a stop had to be forced (a second
+     signal, or blocked past the grace)
   2  bad command line
-  3  invalid config (every problem is listed on stderr)";
+  3  invalid config (every problem is listed on stderr), or token names no
+     such account";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

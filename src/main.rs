@@ -42,17 +42,21 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-/// The log filter for `directives` (RUST_LOG syntax). The file watcher's own crate logs every
-/// inotify event at trace level; with the log written into a watched directory each line would
-/// cause another event, so its logging is capped at warnings unless the directives name it.
-fn log_filter(directives: &str) -> tracing_subscriber::EnvFilter {
-    let filter = tracing_subscriber::EnvFilter::new(directives);
-    if directives.contains("notify") {
-        return filter;
-    }
-    match "notify=warn".parse() {
-        Ok(cap) => filter.add_directive(cap),
-        Err(_) => filter,
+/// The log filter for `directives` (RUST_LOG syntax), or for `info` when they do not parse
+/// (then `false`). The file watcher's own crate logs every inotify event at trace level; with
+/// the log written into a watched directory each line would cause another event, so its logging
+/// is capped at warnings unless the directives name it.
+fn log_filter(directives: &str) -> (tracing_subscriber::EnvFilter, bool) {
+    let capped = |directives: &str| {
+        if directives.contains("notify") {
+            directives.to_string()
+        } else {
+            format!("{directives},notify=warn")
+        }
+    };
+    match tracing_subscriber::EnvFilter::try_new(capped(directives)) {
+        Ok(filter) => (filter, true),
+        Err(_) => (tracing_subscriber::EnvFilter::new(capped("info")), false),
     }
 }
 
@@ -60,12 +64,14 @@ fn init_logging(format: LogFormat) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     let from_environment = std::env::var_os("RUST_LOG").is_some();
-    let filter = log_filter(&std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string()));
+    let (filter, valid) =
+        log_filter(&std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string()));
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     // RUST_LOG wins over the config's log_level: an operator debugging sets it on purpose.
     if !from_environment {
         tokenkeeper::set_log_level_hook(Box::new(move |level| {
-            let _ = handle.modify(|filter| *filter = log_filter(level));
+            // The config's log_level was validated: it parses.
+            let _ = handle.modify(|filter| *filter = log_filter(level).0);
         }));
     }
     let text = (format == LogFormat::Text).then(|| {
@@ -83,4 +89,7 @@ fn init_logging(format: LogFormat) {
         .with(text)
         .with(json)
         .init();
+    if !valid {
+        tracing::warn!("RUST_LOG does not parse as log directives; logging at info");
+    }
 }

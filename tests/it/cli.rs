@@ -111,6 +111,34 @@ async fn once_fails_clearly_when_the_output_directory_is_missing() {
     endpoint.shutdown().await;
 }
 
+/// A RUST_LOG that does not parse (a typo'd level) logs at info, not at errors only, and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unparsable_rust_log_falls_back_to_info() {
+    let ApinizerSetup {
+        endpoint,
+        config,
+        scratch: _scratch,
+        ..
+    } = apinizer_setup("apinizer.token", "").await;
+    let run = tokenkeeper(
+        &["once", "--config", &config],
+        &[("RUST_LOG", "tokenkeeper=verbose")],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains("RUST_LOG does not parse"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains(" INFO "), "{}", run.stderr);
+    // A valid one is obeyed: warnings only, so no info line.
+    let run = tokenkeeper(&["once", "--config", &config], &[("RUST_LOG", "warn")]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.stderr.contains(" INFO "), "{}", run.stderr);
+    endpoint.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_help_and_usage_errors() {
     let run = tokenkeeper(&["--version"], &[]).await;
