@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use super::account::{self, AccountStatus, AccountTask, Authenticator, Shared};
+use super::account::{AccountStatus, AccountTask, Authenticator, Shared};
 use super::clock::Clock;
 use super::limiter::Limiter;
 use super::reload::{self, Change};
@@ -303,7 +303,7 @@ impl Supervisor {
             dropped
                 .outputs
                 .retain(|output| !plan.kept.contains(&output.path));
-            crate::input::may_block(|| account::remove_outputs(&dropped));
+            crate::input::may_block(|| crate::output::remove_all(&dropped));
         }
         if let Some(state) = &old_state {
             for name in &plan.forgotten {

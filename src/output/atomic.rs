@@ -206,8 +206,9 @@ impl OutputDir {
     /// `contents`, with exactly the permission bits `mode` (independent of the umask) and, when
     /// given, the owner and group.
     ///
-    /// Returns [`Publish::Unchanged`] without touching anything when the target is already a
-    /// regular file with these bytes, these permission bits and (where given) these ids. A
+    /// Returns [`Publish::Unchanged`] without writing anything (the directory is synced) when the
+    /// target is already a regular file with these bytes, these permission bits and (where
+    /// given) these ids. A
     /// symlink, FIFO or other non-regular file at the target is replaced, never written through.
     ///
     /// # Errors
@@ -256,6 +257,10 @@ impl OutputDir {
         }
 
         if self.holds_already(file_name, contents, mode, owner, group) {
+            // The file may be one an earlier publish renamed into place before its directory
+            // sync failed: sync now, so "unchanged" also means durable (cheap when clean).
+            rustix::fs::fsync(&self.fd)
+                .map_err(|errno| io_error("sync the directory of", &target, errno))?;
             return Ok(Publish::Unchanged);
         }
 

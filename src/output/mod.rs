@@ -13,8 +13,9 @@ mod render;
 
 use std::path::PathBuf;
 
-pub use atomic::{OutputDir, OutputError, Publish, publish};
-pub use render::{env_safe, render};
+use atomic::publish;
+pub use atomic::{OutputDir, OutputError, Publish};
+use render::{env_safe, render};
 
 use crate::config::Account;
 use crate::token::Token;
@@ -72,16 +73,23 @@ pub struct OutputSpec {
 /// Why a token was not published to every output of an account.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    #[error(
-        "account {account}: {path}: the token holds characters a shell would interpret, so it is not written to any output"
-    )]
-    UnsafeForEnv { account: String, path: String },
+    #[error("account {account}: {refused}")]
+    Refused { account: String, refused: Refused },
     #[error("account {account}: {}", describe_write_failures(.failures))]
     Write {
         account: String,
         /// Every output that could not be written; the others hold the new token.
         failures: Vec<WriteFailure>,
     },
+}
+
+/// An output whose format cannot take the token: nothing is written then.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{path}: the token holds characters a shell would interpret, so it is not written to any output"
+)]
+pub struct Refused {
+    pub path: String,
 }
 
 /// One output that could not be written.
@@ -99,6 +107,26 @@ fn describe_write_failures(failures: &[WriteFailure]) -> String {
     described.join("; ")
 }
 
+/// Whether every output of the account can take the token: the `env` format refuses one a
+/// shell would interpret. The daemon checks a new token with this as soon as it arrives, so a
+/// refused one counts as an unusable reply (and is retried as a login), not as a write that
+/// can never succeed.
+///
+/// # Errors
+/// The first output that refuses the token.
+pub fn check_token(account: &Account, token: &Token) -> Result<(), Refused> {
+    match account
+        .outputs
+        .iter()
+        .find(|output| output.format == Format::Env && !env_safe(token.expose()))
+    {
+        Some(output) => Err(Refused {
+            path: output.path.display().to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Writes a token to every output of an account: `once` and the daemon both publish through
 /// here. The token is checked against every output's format first, so that either all outputs
 /// can take it or none is written; then each output is written, and one that fails (a full disk,
@@ -111,16 +139,10 @@ pub fn publish_all(
     account: &Account,
     token: &Token,
 ) -> Result<Vec<(PathBuf, Publish)>, PublishError> {
-    if let Some(output) = account
-        .outputs
-        .iter()
-        .find(|output| output.format == Format::Env && !env_safe(token.expose()))
-    {
-        return Err(PublishError::UnsafeForEnv {
-            account: account.name.clone(),
-            path: output.path.display().to_string(),
-        });
-    }
+    check_token(account, token).map_err(|refused| PublishError::Refused {
+        account: account.name.clone(),
+        refused,
+    })?;
     let mut written = Vec::with_capacity(account.outputs.len());
     let mut failures = Vec::new();
     for output in &account.outputs {
@@ -145,6 +167,26 @@ pub fn publish_all(
             account: account.name.clone(),
             failures,
         })
+    }
+}
+
+/// Deletes every output file of an account: when its token expired with no replacement
+/// (`on_expiry = "remove"`), and when the account is removed. Failures are logged; a file
+/// already gone is not one.
+pub fn remove_all(account: &Account) {
+    for output in &account.outputs {
+        let (Some(dir), Some(name)) = (output.path.parent(), output.path.file_name()) else {
+            continue;
+        };
+        match OutputDir::open(dir).and_then(|dir| dir.remove(name)) {
+            Ok(true) => {
+                tracing::info!(account = %account.name, path = %output.path.display(), "removed");
+            }
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(account = %account.name, "cannot remove {}: {error}", output.path.display());
+            }
+        }
     }
 }
 

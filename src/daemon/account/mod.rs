@@ -192,6 +192,21 @@ impl AccountTask {
                     let Some(result) = self.login(refresh_token.as_ref()).await else {
                         return;
                     };
+                    // A token an output cannot take (an `env` file and a token a shell would
+                    // interpret) is an unusable reply: retried as a login, with backoff, while
+                    // the files keep the token they hold.
+                    let result = result.and_then(|outcome| {
+                        match crate::output::check_token(&self.account, &outcome.token) {
+                            Ok(()) => Ok(outcome),
+                            Err(refused) => Err(LoginError {
+                                account: self.account.name.clone(),
+                                class: ErrorClass::Protocol,
+                                status: None,
+                                retry_after: None,
+                                message: refused.to_string(),
+                            }),
+                        }
+                    });
                     match result {
                         Ok(outcome) => {
                             let (fresh, times) = self.accept(outcome);
@@ -543,30 +558,12 @@ impl AccountTask {
             "the token on disk expired and no new one could be written"
         );
         if self.shared.settings.on_expiry == OnExpiry::Remove {
-            crate::input::may_block(|| remove_outputs(&self.account));
+            crate::input::may_block(|| crate::output::remove_all(&self.account));
             self.save_state(None, Some(next_login), parked);
         }
         self.update(|status| {
             status.health = Health::Unhealthy;
             status.written = false;
         });
-    }
-}
-
-/// Deletes every output file of an account (used on expiry and when an account is removed).
-pub fn remove_outputs(account: &Account) {
-    for output in &account.outputs {
-        let (Some(dir), Some(name)) = (output.path.parent(), output.path.file_name()) else {
-            continue;
-        };
-        match crate::output::OutputDir::open(dir).and_then(|dir| dir.remove(name)) {
-            Ok(true) => {
-                tracing::info!(account = %account.name, path = %output.path.display(), "removed")
-            }
-            Ok(false) => {}
-            Err(error) => {
-                tracing::warn!(account = %account.name, "cannot remove {}: {error}", output.path.display())
-            }
-        }
     }
 }

@@ -64,3 +64,42 @@ async fn a_token_one_output_cannot_take_is_written_to_none() {
     );
     harness.stop().await;
 }
+
+/// A token an output refuses counts as an unusable reply: the account logs in again after a
+/// short backoff, instead of retrying a write that can never succeed while its old token runs
+/// out.
+#[tokio::test(start_paused = true)]
+async fn a_refused_token_is_retried_as_a_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = test_clock();
+    let scripted = Scripted::new(
+        &clock,
+        vec![
+            Answer::Named("first-token", Duration::from_secs(300)),
+            Answer::Named("second$token", Duration::from_secs(3600)),
+        ],
+        Answer::Named("third-token", Duration::from_secs(3600)),
+    );
+    let env_output = format!(
+        "[[accounts.a.outputs]]\npath = \"{}/out/a.env\"\nformat = \"env\"\n",
+        dir.path().display()
+    );
+    let harness = Harness::start_with_output(dir, clock, scripted, "", &env_output).await;
+    let env_file = harness.dir.path().join("out/a.env");
+    // The refresh of the five-minute token comes well before it expires; the refused token is
+    // followed by a login seconds later, and both files take its successor.
+    pass(Duration::from_secs(290)).await;
+    let calls = harness.scripted.calls();
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert!(
+        calls[2] - calls[1] <= Duration::from_secs(10),
+        "the login after the refused token came {:?} later",
+        calls[2] - calls[1]
+    );
+    assert_eq!(harness.read().as_deref(), Some("third-token"));
+    assert_eq!(
+        std::fs::read_to_string(&env_file).unwrap(),
+        "A_TOKEN=third-token\n"
+    );
+    harness.stop().await;
+}
