@@ -165,7 +165,7 @@ pub fn parse_http_date(text: &str) -> Option<Timestamp> {
 }
 
 /// Reads a `Retry-After` header value: delta-seconds or an HTTP date, the latter measured from
-/// `now`. A date in the past means "retry now" (zero). The result is clamped to `max`, so a server
+/// `now` (the reply's own `Date`, when it has one: both are on the server's clock). A date in the past means "retry now" (zero). The result is clamped to `max`, so a server
 /// cannot park an account for a year.
 ///
 /// Returns `None` for garbage (including a negative or fractional number of seconds); the caller

@@ -367,12 +367,15 @@ impl Login {
         };
         let mut error = self.error(class, Some(code), text);
         if class == ErrorClass::Transient {
+            // A date is on the server's clock: measured from the reply's `Date` when it has one,
+            // so a server whose clock is an hour ahead does not park the account for an hour.
+            let server_now = reply.server_date().unwrap_or(now);
             error.retry_after = reply
                 .headers
                 .get(RETRY_AFTER)
                 .and_then(|value| value.to_str().ok())
                 .and_then(|value| {
-                    expiry::parse_retry_after(value, now, crate::schedule::MAX_RETRY_AFTER)
+                    expiry::parse_retry_after(value, server_now, crate::schedule::MAX_RETRY_AFTER)
                 });
         }
         error
@@ -451,11 +454,7 @@ impl Login {
         };
         let mut signals = expiry::Signals {
             fixed_lifetime: reply_spec.fixed_lifetime,
-            server_date: reply
-                .headers
-                .get(DATE)
-                .and_then(|value| value.to_str().ok())
-                .and_then(expiry::parse_http_date),
+            server_date: reply.server_date(),
             ..expiry::Signals::default()
         };
         if let Some(field) = &reply_spec.expires_in
@@ -509,6 +508,14 @@ struct Reply<'a> {
 }
 
 impl Reply<'_> {
+    /// The reply's `Date`: the server's clock when it answered.
+    fn server_date(&self) -> Option<Timestamp> {
+        self.headers
+            .get(DATE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(expiry::parse_http_date)
+    }
+
     fn looks_like_html(&self) -> bool {
         let content_type_html = self
             .headers

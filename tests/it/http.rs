@@ -213,3 +213,49 @@ async fn proxy_variables_are_ignored_unless_the_config_asks_for_a_proxy() {
     );
     endpoint.shutdown().await;
 }
+
+/// A `Retry-After` date is on the server's clock: measured from the reply's `Date`, a server ten
+/// minutes ahead that asks for a minute gets a minute, not eleven.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_date_is_measured_from_the_servers_date() {
+    let endpoint = TokenEndpoint::start(EndpointOptions::default())
+        .await
+        .unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let secret = write_secret(
+        scratch.path(),
+        "secret",
+        &Credentials::demo().oauth2_client_secret,
+    );
+    let login = oauth2_login(&endpoint.base_url(), &secret, scratch.path());
+    let printer = jiff::fmt::rfc2822::DateTimePrinter::new();
+    let http_date = |at: jiff::Timestamp| printer.timestamp_to_rfc9110_string(&at).unwrap();
+    let server_now = jiff::Timestamp::now() + jiff::SignedDuration::from_mins(10);
+    for (server_date, expected) in [
+        // Ten minutes ahead, asking for 60 s.
+        (Some(server_now), 60..=61),
+        // No Date: the date is taken as on our clock, eleven minutes away.
+        (None, 655..=660),
+    ] {
+        let mut headers = vec![(
+            "retry-after".to_string(),
+            http_date(server_now + jiff::SignedDuration::from_secs(60)),
+        )];
+        if let Some(date) = server_date {
+            headers.push(("date".to_string(), http_date(date)));
+        }
+        endpoint.push_fault(Fault::Status {
+            status: 503,
+            content_type: "text/plain".to_string(),
+            body: "busy".to_string(),
+            headers,
+        });
+        let error = login.login(None).await.expect_err("a 503");
+        let wait = error.retry_after.expect("a Retry-After").as_secs();
+        assert!(
+            expected.contains(&wait),
+            "Date {server_date:?}: waits {wait} s, expected {expected:?}"
+        );
+    }
+    endpoint.shutdown().await;
+}
