@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
+use zeroize::Zeroizing;
 
 /// The largest secret accepted from a file, an environment variable or a credential.
 pub const MAX_SECRET_BYTES: usize = 64 * 1024;
@@ -91,6 +92,21 @@ impl Drop for ZeroizingJson {
         }
         wipe(&mut self.0);
     }
+}
+
+/// Appends `bytes` to a buffer that may hold a secret or a token without leaving a copy behind:
+/// when the buffer must grow, its contents move into a new, larger buffer and the old one is
+/// wiped as it drops (`Vec::extend` would free it unwiped).
+pub fn extend_zeroizing(buffer: &mut Zeroizing<Vec<u8>>, bytes: &[u8]) {
+    let needed = buffer.len().saturating_add(bytes.len());
+    if needed > buffer.capacity() {
+        let mut bigger = Zeroizing::new(Vec::with_capacity(
+            needed.max(buffer.capacity().saturating_mul(2)),
+        ));
+        bigger.extend_from_slice(buffer);
+        *buffer = bigger;
+    }
+    buffer.extend_from_slice(bytes);
 }
 
 /// Where a secret is read from. Read again at every login, so that a rotated file or credential is
@@ -357,6 +373,23 @@ mod tests {
     use super::*;
 
     const CANARY: &str = "canary-secret-5f1d2c";
+
+    #[test]
+    fn a_zeroizing_buffer_grows_by_moving_into_a_new_one() {
+        let mut buffer = Zeroizing::new(Vec::with_capacity(4));
+        let mut expected = Vec::new();
+        for chunk in [&b"abc"[..], b"defgh", b"", b"ijklmnopqrstuvwxyz0123456789"] {
+            extend_zeroizing(&mut buffer, chunk);
+            expected.extend_from_slice(chunk);
+            assert_eq!(&buffer[..], &expected[..]);
+            assert!(buffer.capacity() >= buffer.len());
+        }
+        // Growth at least doubles, so appending n bytes moves them O(log n) times.
+        let before = buffer.capacity();
+        let overflow = vec![b'x'; before - buffer.len() + 1];
+        extend_zeroizing(&mut buffer, &overflow);
+        assert!(buffer.capacity() >= 2 * before);
+    }
 
     #[test]
     fn debug_and_display_redact() {

@@ -261,7 +261,7 @@ pub(super) fn truncate_fraction(text: &str) -> Cow<'_, str> {
 }
 
 /// The claims of a JWT, or `None` when the token is not one.
-pub(super) fn jwt_claims(token: &str) -> Option<serde_json::Map<String, Value>> {
+pub(super) fn jwt_claims(token: &str) -> Option<crate::secret::ZeroizingJson> {
     let mut parts = token.split('.');
     let (Some(header), Some(payload), Some(signature), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -279,11 +279,10 @@ pub(super) fn jwt_claims(token: &str) -> Option<serde_json::Map<String, Value>> 
     {
         return None;
     }
-    let decoded = BASE64URL_ANY_PADDING.decode(payload).ok()?;
-    match serde_json::from_slice(&decoded).ok()? {
-        Value::Object(claims) => Some(claims),
-        _ => None,
-    }
+    // The payload is part of the token: decoded and parsed into buffers wiped on drop.
+    let decoded = zeroize::Zeroizing::new(BASE64URL_ANY_PADDING.decode(payload).ok()?);
+    let claims = crate::secret::ZeroizingJson::parse(&decoded).ok()?;
+    claims.is_object().then_some(claims)
 }
 
 /// Rewrites `Sunday, 06-Nov-94 08:49:37 GMT` as `06 Nov 1994 08:49:37 GMT`.

@@ -254,7 +254,7 @@ impl Login {
             status,
             headers: &reply_headers,
             body: &reply_body,
-            sent_secrets: &sent_secrets,
+            scrubber: scrub::Scrubber::new(&sent_secrets),
         };
         if !status.is_success() {
             return Err(self.status_error(&reply, received_at));
@@ -300,14 +300,18 @@ impl Login {
         {
             return Err(self.oversized(status_code));
         }
-        let mut body = Zeroizing::new(Vec::new());
+        // Sized for the announced length when there is one; growing wipes what it leaves.
+        let expected = response
+            .content_length()
+            .map_or(8 * 1024, |length| usize::try_from(length).unwrap_or(0));
+        let mut body = Zeroizing::new(Vec::with_capacity(expected.min(self.max_reply_bytes)));
         loop {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
                     if body.len() + chunk.len() > self.max_reply_bytes {
                         return Err(self.oversized(status_code));
                     }
-                    body.extend_from_slice(&chunk);
+                    crate::secret::extend_zeroizing(&mut body, &chunk);
                 }
                 Ok(None) => return Ok(body),
                 Err(error) => {
@@ -340,7 +344,8 @@ impl Login {
 
     fn status_error(&self, reply: &Reply<'_>, now: Timestamp) -> LoginError {
         let code = reply.status.as_u16();
-        let detail = reply.error_detail();
+        // Only the arms that show it pay for examining the body.
+        let detail = || reply.error_detail();
         let (class, text) = match code {
             300..=399 => {
                 let target = reply
@@ -358,12 +363,12 @@ impl Login {
                     ),
                 )
             }
-            401 | 403 => (ErrorClass::Rejected, format!("HTTP {code}: {detail}")),
-            400 => (ErrorClass::Rejected, format!("HTTP {code}: {detail}")),
+            401 | 403 => (ErrorClass::Rejected, format!("HTTP {code}: {}", detail())),
+            400 => (ErrorClass::Rejected, format!("HTTP {code}: {}", detail())),
             408 | 425 | 429 | 500..=599 => {
-                (ErrorClass::Transient, format!("HTTP {code}: {detail}"))
+                (ErrorClass::Transient, format!("HTTP {code}: {}", detail()))
             }
-            _ => (ErrorClass::Protocol, format!("HTTP {code}: {detail}")),
+            _ => (ErrorClass::Protocol, format!("HTTP {code}: {}", detail())),
         };
         let mut error = self.error(class, Some(code), text);
         if class == ErrorClass::Transient {
@@ -504,7 +509,8 @@ struct Reply<'a> {
     status: StatusCode,
     headers: &'a HeaderMap,
     body: &'a [u8],
-    sent_secrets: &'a [Secret],
+    /// Built once per reply from the secrets the request sent.
+    scrubber: scrub::Scrubber,
 }
 
 impl Reply<'_> {
@@ -555,7 +561,7 @@ impl Reply<'_> {
 
     /// Any text taken from the reply, made safe to quote (see [`scrub::quote`]).
     fn quote(&self, text: &str) -> String {
-        scrub::quote(text, self.sent_secrets)
+        self.scrubber.quote(text)
     }
 }
 

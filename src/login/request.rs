@@ -142,18 +142,27 @@ fn basic_header_value(
 /// `Basic base64(urlencode(user) ":" urlencode(password))`: RFC 6749 §2.3.1 requires the
 /// form-urlencoding before Base64, so a `:`, `%` or `+` in a secret survives the trip.
 pub fn basic_credentials(user: &str, password: &str) -> Zeroizing<String> {
-    let mut joined = Zeroizing::new(String::new());
+    // Sized up front (percent-encoding at most triples a byte, Base64 takes 4 per 3), so that
+    // no reallocation leaves an unwiped copy of the secret.
+    let joined_bound = 3 * (user.len() + password.len()) + 1;
+    let mut joined = Zeroizing::new(String::with_capacity(joined_bound));
     joined.extend(url::form_urlencoded::byte_serialize(user.as_bytes()));
     joined.push(':');
     joined.extend(url::form_urlencoded::byte_serialize(password.as_bytes()));
-    let mut header = Zeroizing::new(String::from("Basic "));
+    let mut header = Zeroizing::new(String::with_capacity(6 + 4 * joined.len().div_ceil(3)));
+    header.push_str("Basic ");
     base64::engine::general_purpose::STANDARD.encode_string(joined.as_bytes(), &mut header);
     header
 }
 
 /// `application/x-www-form-urlencoded` body in field order.
 pub fn form_body(fields: &[(&str, Secret)]) -> Zeroizing<Vec<u8>> {
-    let mut body = Zeroizing::new(String::new());
+    // Sized up front (percent-encoding at most triples a byte): no reallocation leaves a copy.
+    let bound: usize = fields
+        .iter()
+        .map(|(name, value)| 3 * (name.len() + value.expose().len()) + 2)
+        .sum();
+    let mut body = Zeroizing::new(String::with_capacity(bound));
     for (index, (name, value)) in fields.iter().enumerate() {
         if index > 0 {
             body.push('&');
@@ -169,7 +178,15 @@ pub fn form_body(fields: &[(&str, Secret)]) -> Zeroizing<Vec<u8>> {
 
 /// A JSON object of string members in field order.
 pub fn json_body(fields: &[(&str, Secret)]) -> Zeroizing<Vec<u8>> {
-    let mut body = Zeroizing::new(Vec::from(&b"{"[..]));
+    // Sized up front (an escape is at most 6 bytes per input byte, `\u00XX`): no reallocation
+    // leaves a copy.
+    let bound: usize = fields
+        .iter()
+        .map(|(name, value)| 6 * (name.len() + value.expose().len()) + 6)
+        .sum::<usize>()
+        + 2;
+    let mut body = Zeroizing::new(Vec::with_capacity(bound));
+    body.push(b'{');
     for (index, (name, value)) in fields.iter().enumerate() {
         if index > 0 {
             body.push(b',');

@@ -5,9 +5,9 @@
 //! password, the Base64 of an HTTP Basic pair), and not necessarily verbatim: JSON-escaped,
 //! percent-encoded with either case of hex digits, with `+` for space, HTML-escaped, Base64
 //! encoded, or two of these stacked. Replacing the known spellings of a secret cannot keep up with
-//! every encoding, so this module does not redact: [`echoes_secret`] decodes the text every
-//! plausible way and looks for each secret, and for each distinctive fragment of it, in every
-//! decoding; [`quote`] withholds the whole text when anything is found.
+//! every encoding, so this module does not redact: [`quote`] decodes the text every plausible way,
+//! looks for each secret, and for each distinctive fragment of it, in every decoding (the rules
+//! are on `echoes_secret`), and withholds the whole text when anything is found.
 //!
 //! Invariant: no text that decodes, in any encoding a server plausibly uses, to a secret or a
 //! fragment of one is ever returned by [`quote`].
@@ -19,7 +19,7 @@
 mod decode;
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use zeroize::Zeroizing;
 
@@ -59,28 +59,47 @@ const FILTER_WORDS: usize = 1024;
 /// Returns the flattened, shortened text (control characters and runs of white space become one
 /// space, the result is trimmed and cut to [`EXCERPT_CHARS`] characters plus `…` when longer, and
 /// runs of at least 20 RFC 6750 token characters are blanked as `[…]` before the cut), or
-/// [`WITHHELD`] when the text carries a secret in any encoding (see [`echoes_secret`]); the whole
+/// [`WITHHELD`] when the text carries a secret in any encoding (see `echoes_secret`); the whole
 /// text is examined, not only the part that would be shown.
 ///
 /// Text longer than 256 KiB is quoted and examined only up to there, and its excerpt ends in `…`.
 pub fn quote(text: &str, sent_secrets: &[Secret]) -> String {
-    let needles = Needles::new(sent_secrets);
-    // The excerpt comes from the examined part only, so an unexamined tail can never reach it.
-    let examined = prefix(text, MAX_SCAN_BYTES);
-    if needles.in_text_or_decodings(examined) {
-        return WITHHELD.to_string();
+    Scrubber::new(sent_secrets).quote(text)
+}
+
+/// [`quote`] for many pieces of one reply: what is looked for is worked out once.
+pub struct Scrubber {
+    needles: Needles,
+}
+
+impl Scrubber {
+    pub fn new(sent_secrets: &[Secret]) -> Scrubber {
+        Scrubber {
+            needles: Needles::new(sent_secrets),
+        }
     }
-    let blanked = blank_token_runs(examined);
-    let mut quoted = shorten(flatten_spaces(&blanked).trim());
-    if examined.len() < text.len() && !quoted.ends_with('…') {
-        quoted.push('…');
+
+    /// See [`quote`].
+    pub fn quote(&self, text: &str) -> String {
+        // The excerpt comes from the examined part only, so an unexamined tail can never reach
+        // it.
+        let examined = prefix(text, MAX_SCAN_BYTES);
+        if self.needles.in_text_or_decodings(examined) {
+            return WITHHELD.to_string();
+        }
+        let blanked = blank_token_runs(examined);
+        let mut quoted = shorten(flatten_spaces(&blanked).trim());
+        if examined.len() < text.len() && !quoted.ends_with('…') {
+            quoted.push('…');
+        }
+        // What leaves is the excerpt, so it is examined too: cheap, as it is short, and it keeps
+        // the invariant even if blanking, flattening or the cut ever made what the text alone
+        // did not.
+        if self.needles.in_text_or_decodings(&quoted) {
+            return WITHHELD.to_string();
+        }
+        quoted
     }
-    // What leaves is the excerpt, so it is examined too: cheap, as it is short, and it keeps the
-    // invariant even if blanking, flattening or the cut ever made what the text alone did not.
-    if needles.in_text_or_decodings(&quoted) {
-        return WITHHELD.to_string();
-    }
-    quoted
 }
 
 /// Whether `text` carries one of the secrets (or a distinctive fragment of one) in any encoding.
@@ -102,6 +121,10 @@ pub fn quote(text: &str, sent_secrets: &[Secret]) -> String {
 ///
 /// Text longer than 256 KiB cannot be examined with bounded work: when there is a secret to look
 /// for, it counts as echoing, since it cannot be shown not to.
+///
+/// The detector [`quote`] applies, on its own for the tests (`quote` examines only the part of a
+/// long text that it may show).
+#[cfg(test)]
 pub fn echoes_secret(text: &str, sent_secrets: &[Secret]) -> bool {
     let needles = Needles::new(sent_secrets);
     if needles.is_empty() {
@@ -126,8 +149,9 @@ fn prefix(text: &str, bytes: usize) -> &str {
 /// first four bytes so that a haystack is scanned once however many needles there are.
 struct Needles {
     needles: Vec<Zeroizing<Vec<u8>>>,
-    /// Needle indexes by the first four bytes of the needle, big-endian.
-    by_head: HashMap<u32, Vec<usize>>,
+    /// `head << 32 | index` for each needle, sorted: the needles by their first four bytes
+    /// (big-endian). Wiped on drop, as the heads are bytes of the secrets.
+    by_head: Zeroizing<Vec<u64>>,
     /// One bit per [`head_bit`] of a needle's head: it turns most positions of a haystack away
     /// without a map look-up.
     filter: Vec<u64>,
@@ -154,16 +178,18 @@ impl Needles {
         }
         needles.sort_unstable_by(|left, right| left.as_slice().cmp(right.as_slice()));
         needles.dedup_by(|left, right| left.as_slice() == right.as_slice());
-        let mut by_head: HashMap<u32, Vec<usize>> = HashMap::new();
+        let mut by_head = Zeroizing::new(Vec::with_capacity(needles.len()));
         let mut filter = vec![0u64; FILTER_WORDS];
         for (index, needle) in needles.iter().enumerate() {
-            if let Some(&[a, b, c, d]) = needle.get(..4) {
+            // Far fewer needles than u32::MAX: a secret is at most 64 KiB.
+            if let (Some(&[a, b, c, d]), Ok(index)) = (needle.get(..4), u32::try_from(index)) {
                 let head = u32::from_be_bytes([a, b, c, d]);
                 let bit = head_bit(head);
                 filter[bit / 64] |= 1 << (bit % 64);
-                by_head.entry(head).or_default().push(index);
+                by_head.push(u64::from(head) << 32 | u64::from(index));
             }
         }
+        by_head.sort_unstable();
         Needles {
             needles,
             by_head,
@@ -187,11 +213,15 @@ impl Needles {
             if self.filter[bit / 64] & (1 << (bit % 64)) == 0 {
                 continue;
             }
-            let Some(candidates) = self.by_head.get(&head) else {
-                continue;
-            };
-            for &candidate in candidates {
-                let needle = self.needles[candidate].as_slice();
+            let first = self
+                .by_head
+                .partition_point(|entry| entry >> 32 < u64::from(head));
+            let candidates = self.by_head[first..]
+                .iter()
+                .take_while(|entry| *entry >> 32 == u64::from(head));
+            for entry in candidates {
+                // The low half is an index into `needles`.
+                let needle = self.needles[(entry & 0xffff_ffff) as usize].as_slice();
                 if let Some(window) = haystack.get(start..start + needle.len())
                     && window.eq_ignore_ascii_case(needle)
                 {
