@@ -1,8 +1,9 @@
 //! When to refresh a token: the band of refresh points for a lifetime, shifted to end a reserve
 //! before expiry, and the spacing of refreshes whose band has passed.
 //!
-//! Invariants: pure; the band keeps its width for every lifetime and never ends after expiry
-//! minus the reserve; no refresh comes sooner than [`MIN_REFRESH_GAP`] after another.
+//! Invariants: pure; the band never ends after expiry minus the reserve, and keeps its width for
+//! every lifetime unless [`RefreshPolicy::band_may_be_cut`] (the config warns then); no refresh
+//! comes sooner than [`MIN_REFRESH_GAP`] after another.
 
 use std::ops::RangeInclusive;
 use std::time::Duration;
@@ -30,8 +31,10 @@ pub struct RefreshPolicy {
     /// Never refresh later than this long before expiry (default 30 s), so readers do not see a
     /// token in its last seconds.
     margin: Duration,
-    /// Never refresh sooner than this after now (default 10 s): a token shorter than the margin,
-    /// or an IdP handing back a cached token with a shrinking lifetime, must not cause a hot loop.
+    /// The least time between a login and the renewal after it (default 10 s), unless the
+    /// lifetime is too short for it (the band then starts sooner, and [`too_short`] says so); and
+    /// the spacing of refreshes whose band has already passed (a token restored late, an IdP
+    /// handing back a cached token with a shrinking lifetime), so neither causes a hot loop.
     min_interval: Duration,
 }
 
@@ -100,6 +103,14 @@ impl RefreshPolicy {
     pub fn min_interval(&self) -> Duration {
         self.min_interval
     }
+
+    /// Whether the band is too wide to keep its width for every lifetime: it spans
+    /// `2·jitter·fraction` of the lifetime and must end at least [`reserve`] (up to half the
+    /// lifetime) before expiry, so above a quarter it is cut off at the moment of login for some
+    /// lifetimes, and a renewal may then come right after a login.
+    pub fn band_may_be_cut(&self) -> bool {
+        2.0 * self.jitter * self.fraction > 1.0 - MAX_RESERVE_SHARE
+    }
 }
 
 /// No refresh comes sooner than this after the last one, whatever the lifetime: the hot-loop
@@ -129,7 +140,8 @@ pub fn reserve(policy: &RefreshPolicy, lifetime: Duration) -> Duration {
 
 /// The band refresh points of a token of lifetime `lifetime` are drawn from, as offsets from the
 /// moment it was obtained: centred on `fraction·L`, `jitter·fraction·L` wide on either side, and
-/// shifted earlier (never squeezed) so that it ends [`reserve`] before expiry.
+/// shifted earlier (never squeezed) so that it ends [`reserve`] before expiry; cut at 0 when it
+/// is wider than that leaves room for ([`RefreshPolicy::band_may_be_cut`]).
 pub fn band(policy: &RefreshPolicy, lifetime: Duration) -> (Duration, Duration) {
     let half = scale(lifetime, policy.jitter * policy.fraction);
     let top = scale(lifetime, policy.fraction)

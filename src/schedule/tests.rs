@@ -774,3 +774,27 @@ fn suspended_table() {
         );
     }
 }
+
+/// A band wider than a quarter of the lifetime on either side cannot keep its width once shifted
+/// to end a reserve before expiry: it is cut at the moment of login, which the policy reports
+/// (and the config check warns about). At or below that it keeps its width for every lifetime.
+#[test]
+fn only_a_band_wider_than_fits_is_cut() {
+    let lifetimes = [1, 5, 10, 60, 300, 3600, 86_400].map(secs);
+    for (fraction, jitter, cut) in [
+        (0.75, 0.10, false),
+        (0.5, 0.5, false),
+        (0.95, 0.25, false),
+        (0.95, 0.5, true),
+        (0.75, 0.5, true),
+    ] {
+        let policy = RefreshPolicy::new(fraction, jitter, secs(30), secs(10)).unwrap();
+        assert_eq!(policy.band_may_be_cut(), cut, "{fraction} × {jitter}");
+        let width_kept = lifetimes.iter().all(|&lifetime| {
+            let (low, top) = band(&policy, lifetime);
+            let wanted = 2.0 * jitter * fraction * lifetime.as_secs_f64();
+            ((top - low).as_secs_f64() - wanted).abs() < 1e-6
+        });
+        assert_eq!(width_kept, !cut, "{fraction} × {jitter}");
+    }
+}

@@ -221,7 +221,15 @@ impl Validator {
             }
         };
         match RefreshPolicy::new(fraction, jitter, margin, min_interval) {
-            Ok(policy) => settings.refresh = policy,
+            Ok(policy) => {
+                if policy.band_may_be_cut() {
+                    self.warnings.push(format!(
+                        "daemon.refresh_jitter: {jitter} with refresh_at = {fraction} spreads renewals over {:.0} % of a lifetime, more than fits before the reserve kept at expiry: for short lifetimes renewals may come right after a login (keep refresh_jitter × refresh_at at most 0.25)",
+                        200.0 * jitter * fraction
+                    ));
+                }
+                settings.refresh = policy;
+            }
             Err(error) => {
                 let key = error.config_key();
                 self.problem(span_of(key), &format!("daemon.{key}"), error.to_string());
@@ -450,6 +458,24 @@ path = "/run/tk/g"
         );
         // The config is readable by others: every literal secret is warned about.
         assert!(config.warnings.len() >= 4, "{:?}", config.warnings);
+    }
+
+    #[test]
+    fn a_band_too_wide_to_keep_is_warned_about() {
+        let text = |jitter: f64| {
+            format!(
+                "[daemon]\nrefresh_at = 0.95\nrefresh_jitter = {jitter}\n[accounts.a]\npreset = \"apinizer\"\nbase_url = \"https://api.example\"\nclient_id = \"ops\"\nclient_secret = {{ env = \"S\" }}\n[[accounts.a.outputs]]\npath = \"/run/tk/a\"\n"
+            )
+        };
+        let warned = |jitter| {
+            parse(&text(jitter), Path::new("t.toml"), SecretCheck::Skip, false)
+                .unwrap()
+                .warnings
+                .iter()
+                .any(|warning| warning.contains("daemon.refresh_jitter"))
+        };
+        assert!(warned(0.5));
+        assert!(!warned(0.2));
     }
 
     /// A secret written without quotes is a number (or a boolean) to TOML; the error refusing it
