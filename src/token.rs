@@ -47,7 +47,7 @@ pub enum TokenError {
 ///
 /// # Errors
 /// Empty, longer than [`MAX_TOKEN_BYTES`], or holding anything but visible ASCII (`!`..=`~`).
-pub fn validate_token_value(value: &str) -> Result<(), TokenError> {
+fn validate_token_value(value: &str) -> Result<(), TokenError> {
     if value.is_empty() {
         return Err(TokenError::Empty);
     }

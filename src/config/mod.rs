@@ -21,7 +21,6 @@ use jiff::SignedDuration;
 use zeroize::Zeroizing;
 
 pub use problem::{ConfigError, Problem};
-pub use values::{check_output_path, check_url, default_env_name, parse_duration, parse_mode};
 
 use crate::login::preset::Preset;
 use crate::login::spec::{HttpSettings, LoginSpec};
@@ -127,7 +126,7 @@ impl Default for DaemonSettings {
 /// Where state lives when the config does not say: the first directory systemd's
 /// `StateDirectory=` gave (`$STATE_DIRECTORY`, colon-separated when it names several), else
 /// [`DEFAULT_STATE_DIR`].
-pub fn default_state_dir() -> PathBuf {
+fn default_state_dir() -> PathBuf {
     std::env::var_os("STATE_DIRECTORY")
         .and_then(|dirs| {
             dirs.to_str()
@@ -139,7 +138,7 @@ pub fn default_state_dir() -> PathBuf {
 }
 
 /// The state directory of a daemon not started by systemd with `StateDirectory=`.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/tokenkeeper";
+const DEFAULT_STATE_DIR: &str = "/var/lib/tokenkeeper";
 
 /// Whether loading also reads every secret source (the `check` command does, to report missing or
 /// empty secrets; the daemon does not, so one missing secret cannot stop the other accounts).
@@ -153,7 +152,7 @@ pub enum SecretCheck {
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// The largest config file read. Ten thousand accounts take about 4 MiB.
-pub const MAX_CONFIG_BYTES: usize = 32 * 1024 * 1024;
+const MAX_CONFIG_BYTES: usize = 32 * 1024 * 1024;
 
 /// A config file's text, read once: the daemon compares its digest with the running config's
 /// and validates the same bytes it compared. Zeroized on drop (it may hold literal secrets).

@@ -68,7 +68,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// No setting needs more than a year, and bounding them keeps every later sum far from overflow.
-pub(super) fn check_duration_limit(text: &str, duration: Duration) -> Result<Duration, String> {
+fn check_duration_limit(text: &str, duration: Duration) -> Result<Duration, String> {
     if duration > MAX_SETTING_DURATION {
         return Err(format!(
             "`{text}` is longer than the 366d any setting allows"
@@ -135,7 +135,7 @@ pub fn check_url(text: &str, allow_http: bool, base: bool) -> Result<Url, String
 }
 
 /// Loopback IP literals and `localhost` itself; `localhost.example.com` is not loopback.
-pub(super) fn is_loopback_host(host: &str) -> bool {
+fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || host
@@ -154,7 +154,7 @@ pub(super) fn check_state_dir(text: &str) -> Result<PathBuf, String> {
 
 /// An absolute path with `.` and repeated slashes removed; `..` is refused rather than resolved,
 /// since resolving it lexically can name another place than the kernel would through a symlink.
-pub(super) fn normalise_absolute(text: &str) -> Result<PathBuf, String> {
+fn normalise_absolute(text: &str) -> Result<PathBuf, String> {
     let path = Path::new(text);
     if !path.is_absolute() {
         return Err(format!("`{text}` is not absolute"));

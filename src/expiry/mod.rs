@@ -15,7 +15,8 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 
 pub use parse::{
-    jwt_exp, parse_absolute, parse_expires_in, parse_http_date, parse_retry_after, parse_timestamp,
+    json_type, jwt_exp, parse_absolute, parse_expires_in, parse_http_date, parse_retry_after,
+    parse_timestamp,
 };
 
 /// A server clock this close to ours is trusted as it is: a `Date` header has one-second resolution

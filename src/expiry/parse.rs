@@ -356,7 +356,7 @@ pub(super) fn describe(value: &Value) -> String {
 }
 
 /// The name of a JSON value's type, for messages that must not quote the value.
-pub(super) fn json_type(value: &Value) -> &'static str {
+pub fn json_type(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -444,7 +444,7 @@ impl Login {
         let Some(text) = value.as_str() else {
             return Err(protocol(format!(
                 "the token at {pointer} is {}, not a string",
-                json_kind(value)
+                expiry::json_type(value)
             )));
         };
         let value = crate::token::TokenValue::new(Secret::new(text.to_string()))
@@ -592,18 +592,7 @@ fn describe_keys(json: &serde_json::Value) -> String {
                 .collect();
             format!("keys: {}", keys.join(", "))
         }
-        None => format!("the reply is {}", json_kind(json)),
-    }
-}
-
-fn json_kind(value: &serde_json::Value) -> &'static str {
-    match value {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
+        None => format!("the reply is {}", expiry::json_type(json)),
     }
 }
 

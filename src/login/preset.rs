@@ -56,6 +56,12 @@ impl Preset {
         }
     }
 
+    /// Every preset's name, for messages: `panaya, papaya, …`.
+    pub fn names() -> String {
+        let names: Vec<&str> = Preset::ALL.iter().map(|preset| preset.name()).collect();
+        names.join(", ")
+    }
+
     pub fn from_name(name: &str) -> Option<Preset> {
         Preset::ALL.into_iter().find(|preset| preset.name() == name)
     }

@@ -156,7 +156,7 @@ pub fn basic_credentials(user: &str, password: &str) -> Zeroizing<String> {
 }
 
 /// `application/x-www-form-urlencoded` body in field order.
-pub fn form_body(fields: &[(&str, Secret)]) -> Zeroizing<Vec<u8>> {
+fn form_body(fields: &[(&str, Secret)]) -> Zeroizing<Vec<u8>> {
     // Sized up front (percent-encoding at most triples a byte): no reallocation leaves a copy.
     let bound: usize = fields
         .iter()
@@ -177,7 +177,7 @@ pub fn form_body(fields: &[(&str, Secret)]) -> Zeroizing<Vec<u8>> {
 }
 
 /// A JSON object of string members in field order.
-pub fn json_body(fields: &[(&str, Secret)]) -> Zeroizing<Vec<u8>> {
+fn json_body(fields: &[(&str, Secret)]) -> Zeroizing<Vec<u8>> {
     // Sized up front (an escape is at most 6 bytes per input byte, `\u00XX`): no reallocation
     // leaves a copy.
     let bound: usize = fields

@@ -142,7 +142,7 @@ pub fn reserve(policy: &RefreshPolicy, lifetime: Duration) -> Duration {
 /// moment it was obtained: centred on `fraction·L`, `jitter·fraction·L` wide on either side, and
 /// shifted earlier (never squeezed) so that it ends [`reserve`] before expiry; cut at 0 when it
 /// is wider than that leaves room for ([`RefreshPolicy::band_may_be_cut`]).
-pub fn band(policy: &RefreshPolicy, lifetime: Duration) -> (Duration, Duration) {
+pub(super) fn band(policy: &RefreshPolicy, lifetime: Duration) -> (Duration, Duration) {
     let half = scale(lifetime, policy.jitter * policy.fraction);
     let top = scale(lifetime, policy.fraction)
         .saturating_add(half)

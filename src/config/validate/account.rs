@@ -62,17 +62,20 @@ impl Validator {
                 );
                 None
             }
-            (Some(preset), None) => {
-                self.preset_login(&prefix, account, preset, allow_http, lifetime)
-            }
-            (None, Some(request)) => {
-                self.generic_login(&prefix, account, request, allow_http, lifetime, &span)
-            }
+            (Some(preset), None) => self
+                .preset_login(&prefix, account, preset, allow_http, lifetime)
+                .map(|(preset, spec)| (Some(preset), spec)),
+            (None, Some(request)) => self
+                .generic_login(&prefix, account, request, allow_http, lifetime, &span)
+                .map(|spec| (None, spec)),
             (None, None) => {
                 self.problem(
                     Some(span.clone()),
                     &prefix,
-                    "needs `preset` (one of panaya, papaya, apinizer, patchworks, onlyoffice, oauth2) or a `request` table",
+                    format!(
+                        "needs `preset` (one of {}) or a `request` table",
+                        Preset::names()
+                    ),
                 );
                 None
             }
@@ -111,19 +114,17 @@ impl Validator {
 
         let outputs = self.outputs(name, &prefix, &account.outputs, &span, defaults.mode);
 
-        if let Some(login) = &login {
+        if let Some((_, login)) = &login {
             self.secret_hygiene(&prefix, account, login);
         }
         if self.problems.len() > before {
             return None;
         }
+        let (preset, login) = login?;
         Some(Account {
             name: name.to_string(),
-            preset: account
-                .preset
-                .as_ref()
-                .and_then(|preset| Preset::from_name(preset.get_ref())),
-            login: login?,
+            preset,
+            login,
             http,
             max_lifetime,
             outputs,
@@ -160,17 +161,16 @@ impl Validator {
         preset_name: &Spanned<String>,
         allow_http: bool,
         lifetime: Option<SignedDuration>,
-    ) -> Option<LoginSpec> {
+    ) -> Option<(Preset, LoginSpec)> {
         let key = |suffix: &str| format!("{prefix}.{suffix}");
         let Some(preset) = Preset::from_name(preset_name.get_ref()) else {
-            let names: Vec<&str> = Preset::ALL.iter().map(|preset| preset.name()).collect();
             self.problem(
                 Some(preset_name.span()),
                 &key("preset"),
                 format!(
                     "unknown preset `{}`, expected one of {}",
                     preset_name.get_ref(),
-                    names.join(", ")
+                    Preset::names()
                 ),
             );
             return None;
@@ -250,7 +250,7 @@ impl Validator {
             return None;
         }
         match preset.build(&input) {
-            Ok(spec) => Some(spec),
+            Ok(spec) => Some((preset, spec)),
             Err(message) => {
                 self.problem(Some(preset_name.span()), &key("preset"), message);
                 None
@@ -460,7 +460,7 @@ impl Validator {
 
 /// A generic field's value. A plain string stays plain (shown in plans) unless `secret` says the
 /// place it goes carries credentials, in which case it is held as a literal secret.
-pub(super) fn field_value(field: &RawField, secret: bool) -> FieldValue {
+fn field_value(field: &RawField, secret: bool) -> FieldValue {
     match field {
         RawField::Plain(text) if secret => FieldValue::Secret(SecretSource::Literal(
             crate::secret::Secret::new(text.clone()),
@@ -472,7 +472,7 @@ pub(super) fn field_value(field: &RawField, secret: bool) -> FieldValue {
 
 /// Whether a body field's name says it carries a credential (`password`, `client_secret`,
 /// `api_key`, `token` …): its literal value is then treated as a secret.
-pub(super) fn secret_field_name(name: &str) -> bool {
+fn secret_field_name(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
     [
         "secret",

@@ -132,7 +132,7 @@ impl Validator {
     }
 
     /// A user or group id: a number as written, or a name looked up through NSS.
-    pub(super) fn account_id(
+    fn account_id(
         &mut self,
         value: &Spanned<RawId>,
         key: &str,

@@ -36,7 +36,7 @@ impl Validator {
         }
     }
 
-    pub(super) fn check_source(
+    fn check_source(
         &mut self,
         prefix: &str,
         name: &str,
