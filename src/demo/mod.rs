@@ -114,15 +114,13 @@ pub fn prepare(dir: &Path, base_url: &str, credentials: &Credentials) -> std::io
 pub fn demo_config(dir: &Path, base_url: &str, credentials: &Credentials) -> String {
     let secrets = dir.join("secrets");
     let tokens = dir.join("tokens");
-    let secret = |name: &str| {
-        format!(
-            "{{ file = {:?} }}",
-            secrets.join(name).display().to_string()
-        )
-    };
-    let output = |name: &str| format!("{:?}", tokens.join(name).display().to_string());
-    let quote = |text: &str| format!("{text:?}");
-    let state_dir = format!("{:?}", dir.join("state").display().to_string());
+    // A JSON string is a TOML basic string (Rust's `{:?}` is not: `\u{1}`).
+    // Serializing a str cannot fail.
+    let quote = |text: &str| serde_json::to_string(text).unwrap_or_default();
+    let path = |path: PathBuf| quote(&path.display().to_string());
+    let secret = |name: &str| format!("{{ file = {} }}", path(secrets.join(name)));
+    let output = |name: &str| path(tokens.join(name));
+    let state_dir = path(dir.join("state"));
     format!(
         r#"# Written by `tokenkeeper demo`: every preset, against the built-in endpoint at {base_url}.
 
@@ -249,4 +247,32 @@ fn summary(dir: &Path) -> String {
         tokens.join("apinizer.header").display()
     );
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The demo directory may be anywhere (`--dir`, `$TMPDIR`): quotes, backslashes, control
+    /// and combining characters in its path still make a valid config that names it exactly.
+    #[test]
+    fn the_demo_config_is_valid_wherever_the_directory_is() {
+        let dir = PathBuf::from("/tmp/odd \"dir\" \\ \u{1} e\u{301}/demo");
+        let text = demo_config(&dir, "http://127.0.0.1:9", &Credentials::demo());
+        let config = crate::config::parse(
+            &text,
+            Path::new("demo.toml"),
+            crate::config::SecretCheck::Skip,
+            false,
+        )
+        .unwrap_or_else(|error| panic!("{error}\n{text}"));
+        assert_eq!(config.daemon.state_dir, dir.join("state"));
+        assert!(
+            config
+                .accounts
+                .values()
+                .flat_map(|account| &account.outputs)
+                .all(|output| output.path.starts_with(dir.join("tokens")))
+        );
+    }
 }

@@ -5,6 +5,15 @@
 use super::wire::*;
 use super::*;
 
+use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, PRAGMA, WWW_AUTHENTICATE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jiff::Timestamp;
+use jiff::tz::Offset;
+use serde_json::Value;
+
 /// Panaya: form `username` + `token` → 200 `{"token"}`. The seed shows only the `token` field.
 pub(super) fn panaya(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
     if !has_media_type(headers, "application/x-www-form-urlencoded") {
@@ -338,17 +347,10 @@ pub(super) fn oauth2(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Respo
                     Some("refresh_token is required"),
                 );
             };
-            let bound_here = inner
-                .refresh_tokens
-                .get(presented)
-                .is_some_and(|grant| grant.client_id == client_id);
-            if !bound_here {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", None);
-            }
-            let granted = inner
-                .refresh_tokens
-                .get(presented)
-                .and_then(|grant| grant.scope.clone());
+            let granted = match inner.refresh_tokens.get(presented) {
+                Some(grant) if grant.client_id == client_id => grant.scope.clone(),
+                _ => return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", None),
+            };
             // §6: a narrower scope may be asked for, never a wider one.
             let scope = match form.first("scope") {
                 None => granted,

@@ -2,6 +2,12 @@
 
 use super::wire::*;
 use super::*;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use jiff::Timestamp;
+use serde_json::Value;
 
 const FORM: &str = "application/x-www-form-urlencoded";
 const JSON: &str = "application/json";
@@ -749,8 +755,7 @@ async fn shutdown_stops_the_server() {
 
 #[test]
 fn basic_decoding_is_strict_form_urldecoding() {
-    let value =
-        |id: &str, secret: &str| format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")));
+    let value = raw_basic;
     assert_eq!(
         decode_basic(value("a%3Ab", "x+y%25%C3%A9").as_bytes()),
         Some(("a:b".to_owned(), "x y%é".to_owned()))

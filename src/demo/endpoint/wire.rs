@@ -1,7 +1,13 @@
 //! The endpoint's wire helpers: strict form and Basic decoding, media types, JSON bodies and
 //! replies in a fixed key order.
 
-use super::*;
+use axum::body::Body;
+use axum::http::header::{ACCEPT, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::Value;
 
 /// Decodes an RFC 6749 §2.3.1 Basic credential: base64, split at the first ':', then each half
 /// form-urldecoded. `None` for any other scheme or a malformed value.
