@@ -1,6 +1,6 @@
 //! A token obtained from a login, validated before anything may write it.
 //!
-//! Invariant: a [`Token`] value always passed [`validate_token_value`]: non-empty, at most
+//! Invariant: a [`Token`] value always passed `validate_token_value`: non-empty, at most
 //! [`MAX_TOKEN_BYTES`], and only visible ASCII, so it is safe in an HTTP header and in every output
 //! format. Its expiry is always after the moment the request was sent.
 
@@ -64,14 +64,14 @@ fn validate_token_value(value: &str) -> Result<(), TokenError> {
     Ok(())
 }
 
-/// A token value that passed [`validate_token_value`], before its expiry is known.
+/// A token value that passed `validate_token_value`, before its expiry is known.
 pub struct TokenValue(Secret);
 
 impl TokenValue {
     /// Checks a value once; a [`Token`] built from it is not checked again.
     ///
     /// # Errors
-    /// See [`validate_token_value`].
+    /// See `validate_token_value`.
     pub fn new(value: Secret) -> Result<TokenValue, TokenError> {
         validate_token_value(value.expose())?;
         Ok(TokenValue(value))
@@ -87,7 +87,7 @@ impl Token {
     /// Builds a validated token.
     ///
     /// # Errors
-    /// See [`validate_token_value`]; also an expiry not after `obtained_at`.
+    /// See `validate_token_value`; also an expiry not after `obtained_at`.
     pub fn new(
         value: Secret,
         obtained_at: Timestamp,

@@ -182,7 +182,7 @@ impl ConfigText {
     }
 }
 
-/// Reads a config file: a regular file of at most [`MAX_CONFIG_BYTES`] (a FIFO or device given
+/// Reads a config file: a regular file of at most 32 MiB (a FIFO or device given
 /// as the config is refused at once), in UTF-8.
 ///
 /// # Errors

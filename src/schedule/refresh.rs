@@ -153,7 +153,7 @@ pub(super) fn band(policy: &RefreshPolicy, lifetime: Duration) -> (Duration, Dur
 /// When to refresh a token obtained at `obtained` (the boot time its request was sent) that expires
 /// at `expires`, seen at `now`.
 ///
-/// The point is drawn uniformly from the [`band`] of its lifetime `L`. With the defaults that is
+/// The point is drawn uniformly from the refresh band of its lifetime `L`. With the defaults that is
 /// 67.5 %..82.5 % of `L` for lifetimes of about 3 min and more; shorter ones keep the band's width
 /// (±7.5 % of `L`) but shift it so that it ends [`reserve`] before expiry: 60 %..75 % for
 /// lifetimes between 12 s and 2 min, 55 %..70 % for 10 s. No margin or floor ever cancels the

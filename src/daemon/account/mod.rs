@@ -166,7 +166,7 @@ impl AccountTask {
     /// await: a login is abandoned, and writes never span an await.
     pub async fn run(mut self) {
         let clock = Arc::clone(&self.shared.clock);
-        let (mut holding, start) = self.restore();
+        let start = self.restore();
         let first_login_delay = schedule::startup_delay(
             self.shared.startup_accounts,
             Duration::from_millis(20),
@@ -179,15 +179,11 @@ impl AccountTask {
                 return;
             }
             let now = clock.boot();
-            let step = plan.next(now);
-            if plan.held().is_none() {
-                holding = None;
-            }
-            match step {
+            match plan.next(now) {
                 Step::ExpireOnDisk => self.expire_on_disk(plan.next_login(), plan.parked()),
                 Step::Login => {
-                    let refresh_token = holding
-                        .as_ref()
+                    let refresh_token = plan
+                        .token()
                         .and_then(|current| current.refresh_token.clone());
                     let Some(result) = self.login(refresh_token.as_ref()).await else {
                         return;
@@ -210,22 +206,20 @@ impl AccountTask {
                     match result {
                         Ok(outcome) => {
                             let (fresh, times) = self.accept(outcome);
-                            plan.logged_in(clock.boot(), times);
-                            holding = Some(fresh);
+                            plan.logged_in(clock.boot(), fresh, times);
                         }
                         Err(error) => {
                             let failures = plan.failures().saturating_add(1);
                             let expires = plan.held().map(|held| held.expires);
                             let retry_at = self.after_failure(&error, failures, expires);
                             plan.login_failed(retry_at, error.class == ErrorClass::Rejected);
-                            self.save_state(holding.as_ref(), Some(retry_at), plan.parked());
+                            self.save_state(plan.token(), Some(retry_at), plan.parked());
                         }
                     }
                 }
                 Step::Write => {
-                    // The plan writes only while it holds a token, and so does this task.
-                    let Some(current) = holding.as_ref() else {
-                        plan.wrote();
+                    // The plan asks for a write only while it holds a token.
+                    let Some(current) = plan.token() else {
                         continue;
                     };
                     match self.write(&current.token) {
@@ -433,14 +427,14 @@ impl AccountTask {
     /// expiry), when the token in the output files expires, and a backoff or parking still in
     /// force (moot when the secret values changed since it was saved: a rotated file, a corrected
     /// literal or environment variable).
-    fn restore(&mut self) -> (Option<Holding>, Start) {
+    fn restore(&mut self) -> Start<Holding> {
         let mut restored = Start::default();
         let Some(saved) = self
             .state
             .as_ref()
             .and_then(|state| crate::input::may_block(|| state.load()))
         else {
-            return (None, restored);
+            return restored;
         };
         let clock = &self.shared.clock;
         let (wall_now, boot_now) = (clock.wall(), clock.boot());
@@ -454,7 +448,7 @@ impl AccountTask {
         });
         if saved.saved_at > latest_sane || !token_fits {
             tracing::warn!(account = %self.account.name, "ignoring the state file: its times do not fit the clock");
-            return (None, restored);
+            return restored;
         }
         let same_credentials = saved.credentials == Some(*self.credentials.borrow());
         if saved.not_before.is_some_and(|at| at > wall_now) && !same_credentials {
@@ -484,13 +478,13 @@ impl AccountTask {
             );
         }
         let Some(token) = saved.token else {
-            return (None, restored);
+            return restored;
         };
         let expires_boot = wall_to_boot(token.expires_at, wall_now, boot_now);
         if token.expires_at <= wall_now {
             // The files may still hold it: they go at once (unless on_expiry = keep).
             restored.disk_expires = Some(boot_now);
-            return (None, restored);
+            return restored;
         }
         restored.disk_expires = Some(expires_boot);
         let policy = self.shared.settings.refresh;
@@ -520,15 +514,18 @@ impl AccountTask {
             status.health = Health::Healthy;
             status.expires_at = Some(expires_at);
         });
-        restored.held = Some(Held {
-            expires: expires_boot,
-            refresh: refresh_boot,
-        });
         let holding = Holding {
             token,
             refresh_token: None,
         };
-        (Some(holding), restored)
+        restored.held = Some((
+            holding,
+            Held {
+                expires: expires_boot,
+                refresh: refresh_boot,
+            },
+        ));
+        restored
     }
 
     fn write(&self, token: &Token) -> Result<(), String> {

@@ -19,11 +19,12 @@ pub struct Held {
     pub refresh: Boot,
 }
 
-/// What a task starts from: what the state file said, in boot time.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Start {
-    /// A still-valid token to reuse (written to the outputs at once).
-    pub held: Option<Held>,
+/// What a task starts from: what the state file said, in boot time. `T` is the token itself
+/// (the plan keeps it with its instants, so the two cannot disagree; tests use `()`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Start<T = ()> {
+    /// A still-valid token to reuse (written to the outputs at once), with its instants.
+    pub held: Option<(T, Held)>,
     /// When the token the outputs may still hold expires.
     pub disk_expires: Option<Boot>,
     /// No login before this: a backoff or parking kept across the restart.
@@ -45,10 +46,21 @@ pub enum Step {
     Sleep { until: Boot },
 }
 
-/// The state of one account's loop.
+impl<T> Default for Start<T> {
+    fn default() -> Self {
+        Start {
+            held: None,
+            disk_expires: None,
+            not_before: None,
+            parked: false,
+        }
+    }
+}
+
+/// The state of one account's loop, holding the token `T` it decides about.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Plan {
-    held: Option<Held>,
+pub struct Plan<T = ()> {
+    held: Option<(T, Held)>,
     /// When the token in the output files expires (then removed, by default), unless a newer
     /// token is written first.
     disk_expires: Option<Boot>,
@@ -64,33 +76,32 @@ pub struct Plan {
     parked: bool,
 }
 
-impl Plan {
+impl<T> Plan<T> {
     /// The plan of a task started at `now`: with a restored token, write it at once and log in at
     /// its refresh point; without one, log in after `first_login_delay` (the start-up spread);
     /// never before a retry delay kept across the restart.
-    pub fn start(now: Boot, start: Start, first_login_delay: Duration) -> Plan {
-        let mut next_login = match start.held {
-            Some(held) => held.refresh,
+    pub fn start(now: Boot, start: Start<T>, first_login_delay: Duration) -> Plan<T> {
+        let mut next_login = match &start.held {
+            Some((_, held)) => held.refresh,
             None => now.saturating_add(first_login_delay),
         };
         if let Some(not_before) = start.not_before {
             next_login = next_login.max(not_before);
         }
         Plan {
+            next_write: start.held.as_ref().map(|_| now),
             held: start.held,
             disk_expires: start.disk_expires,
             next_login,
-            next_write: start.held.map(|_| now),
             failures: 0,
             write_failures: 0,
             parked: start.parked,
         }
     }
 
-    /// What to do at `now`. A held token that expired is dropped first (the task drops its copy
-    /// when [`Plan::held`] says so).
+    /// What to do at `now`. A held token that expired is dropped first.
     pub fn next(&mut self, now: Boot) -> Step {
-        if self.held.is_some_and(|held| now >= held.expires) {
+        if self.held().is_some_and(|held| now >= held.expires) {
             self.held = None;
             self.next_write = None;
         }
@@ -107,7 +118,7 @@ impl Plan {
         let until = [
             self.next_write,
             self.disk_expires,
-            self.held.map(|held| held.expires),
+            self.held().map(|held| held.expires),
         ]
         .into_iter()
         .flatten()
@@ -115,10 +126,10 @@ impl Plan {
         Step::Sleep { until }
     }
 
-    /// A login at `now` brought a token: hold it, write it at once, log in again at its refresh
+    /// A login at `now` brought `token`: hold it, write it at once, log in again at its refresh
     /// point.
-    pub fn logged_in(&mut self, now: Boot, held: Held) {
-        self.held = Some(held);
+    pub fn logged_in(&mut self, now: Boot, token: T, held: Held) {
+        self.held = Some((token, held));
         self.next_login = held.refresh;
         self.next_write = Some(now);
         self.failures = 0;
@@ -137,7 +148,7 @@ impl Plan {
     pub fn wrote(&mut self) {
         self.write_failures = 0;
         self.next_write = None;
-        if let Some(held) = self.held {
+        if let Some(held) = self.held() {
             self.disk_expires = Some(held.expires);
         }
     }
@@ -160,9 +171,14 @@ impl Plan {
         }
     }
 
-    /// The token held, if any.
+    /// The instants of the token held, if any.
     pub fn held(&self) -> Option<Held> {
-        self.held
+        self.held.as_ref().map(|(_, held)| *held)
+    }
+
+    /// The token held, if any.
+    pub fn token(&self) -> Option<&T> {
+        self.held.as_ref().map(|(token, _)| token)
     }
 
     pub fn next_login(&self) -> Boot {
@@ -199,6 +215,11 @@ mod tests {
         }
     }
 
+    /// A restored token (the tests hold `()` for it) with these instants.
+    fn kept(expires: u64, refresh: u64) -> Option<((), Held)> {
+        Some(((), held(expires, refresh)))
+    }
+
     /// What the test does between two looks at the plan.
     #[derive(Clone, Copy, Debug)]
     enum Event {
@@ -224,7 +245,7 @@ mod tests {
                 Expect(now, step) => {
                     assert_eq!(plan.next(s(now)), step, "{case}, event {index}: {plan:?}")
                 }
-                LoggedIn(now, token) => plan.logged_in(s(now), token),
+                LoggedIn(now, token) => plan.logged_in(s(now), (), token),
                 Failed(retry_at, rejected) => plan.login_failed(s(retry_at), rejected),
                 Wrote => plan.wrote(),
                 WriteFailed(retry_at) => plan.write_failed(s(retry_at)),
@@ -242,7 +263,7 @@ mod tests {
         let restored = Plan::start(
             s(100),
             Start {
-                held: Some(held(1000, 700)),
+                held: kept(1000, 700),
                 disk_expires: Some(s(1000)),
                 not_before: None,
                 parked: false,
@@ -362,7 +383,7 @@ mod tests {
                 Plan::start(
                     s(100),
                     Start {
-                        held: Some(held(5000, 150)),
+                        held: kept(5000, 150),
                         disk_expires: Some(s(5000)),
                         not_before: Some(s(400)),
                         parked: true,
@@ -389,7 +410,7 @@ mod tests {
         let mut plan = Plan::start(
             s(100),
             Start {
-                held: Some(held(200, 150)),
+                held: kept(200, 150),
                 disk_expires: Some(s(120)),
                 not_before: None,
                 parked: false,
@@ -409,7 +430,7 @@ mod tests {
         plan.login_failed(s(260), false);
         assert_eq!(plan.failures(), 1);
         assert_eq!(plan.next(s(250)), sleep(260));
-        plan.logged_in(s(260), held(400, 300));
+        plan.logged_in(s(260), (), held(400, 300));
         assert_eq!((plan.failures(), plan.parked()), (0, false));
         plan.write_failed(s(270));
         plan.write_failed(s(280));
