@@ -34,12 +34,15 @@ pub const EXIT_CODES: &str = "Exit codes:
      signal, or blocked past the grace)
   2  bad command line
   3  invalid config (every problem is listed on stderr), or token names no
-     such account";
+     such account
+  status, refresh and probe exit 1 when no daemon answers (or a probe
+  fails), 3 for an invalid config or an unknown account";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: keep every account's token fresh until SIGTERM or SIGINT; SIGHUP or a
-    /// change to the config, a secret file or a CA bundle reloads. State (the last tokens, for
+    /// change to the config, a secret file or a CA bundle reloads; SIGUSR1 refreshes every
+    /// account. State (the last tokens, for
     /// restarts) goes to the daemon table's state_dir, by default $STATE_DIRECTORY or
     /// /var/lib/tokenkeeper.
     Run,
@@ -52,6 +55,28 @@ pub enum Command {
         /// The account name, as in `[accounts.NAME]`.
         account: String,
     },
+    /// Show the running daemon's view of every account (asked on its control socket, by default
+    /// control.sock in the state directory): health, expiry, next refresh, last error.
+    Status {
+        /// Print the daemon's JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the running daemon to log in again now (after a revocation): one account, or every
+    /// one. Logins still wait for the login limit and the daemon table's
+    /// refresh_request_interval since the account's last login.
+    Refresh {
+        /// The account name; every account when left out.
+        account: Option<String>,
+    },
+    /// Exit 0 or 1, for Kubernetes exec probes in an image without a shell: `live` (the daemon's
+    /// loop is making progress) and `ready` (every account holds an unexpired published token)
+    /// ask the daemon on its control socket; `files` needs no daemon: every account's outputs
+    /// exist and hold a token that has not expired.
+    Probe {
+        #[arg(value_enum)]
+        what: ProbeKind,
+    },
     /// Start a built-in loopback token endpoint speaking the seed systems' logins, write an
     /// example config for it in a new temporary directory, and run the daemon against it (real
     /// token files, rotating every two minutes) until Ctrl-C.
@@ -63,6 +88,17 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProbeKind {
+    /// The daemon answers and its supervisor loop is making progress.
+    Live,
+    /// Every account holds an unexpired token in all its outputs, as the daemon sees it.
+    Ready,
+    /// Every account's output files exist and hold a token that has not expired (read from
+    /// the files and the state directory; no daemon needed).
+    Files,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

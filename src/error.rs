@@ -47,6 +47,20 @@ pub enum Error {
     /// The demo could not start its endpoint or write its directory.
     #[error("{0}")]
     Demo(String),
+    /// `status`, `refresh` or `probe` found no control socket in the config.
+    #[error(
+        "this config has no control socket: state_files is off and [daemon] control_socket is not set"
+    )]
+    NoControlSocket,
+    /// No daemon answered on the control socket.
+    #[error(transparent)]
+    Daemon(crate::daemon::socket::AskError),
+    /// The daemon refused a request.
+    #[error("the daemon says: {0}")]
+    DaemonSaid(String),
+    /// A probe failed: why, one line each.
+    #[error("{0}")]
+    Probe(String),
 }
 
 impl Error {
@@ -60,7 +74,11 @@ impl Error {
             | Error::Setup { .. }
             | Error::Login(_)
             | Error::Stdout(_)
-            | Error::Demo(_) => EXIT_FAILURE,
+            | Error::Demo(_)
+            | Error::NoControlSocket
+            | Error::Daemon(_)
+            | Error::DaemonSaid(_)
+            | Error::Probe(_) => EXIT_FAILURE,
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod daemon;
 pub mod demo;
 pub mod error;
 pub mod expiry;
+pub mod hook;
 pub mod input;
 pub mod login;
 pub mod output;
@@ -91,6 +92,29 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             print_token(&config, &account).await
         }
         Command::Run => daemon::run_with_signals(&cli.config).await,
+        Command::Status { json } => {
+            let config = config::load(&cli.config, SecretCheck::Skip)?;
+            let text = commands::remote::status(&config, json, jiff::Timestamp::now())?;
+            print!("{text}");
+            Ok(())
+        }
+        Command::Refresh { account } => {
+            let config = config::load(&cli.config, SecretCheck::Skip)?;
+            print!(
+                "{}",
+                commands::remote::refresh(&config, account.as_deref())?
+            );
+            Ok(())
+        }
+        Command::Probe { what } => {
+            let config = config::load(&cli.config, SecretCheck::Skip)?;
+            match what {
+                cli::ProbeKind::Live => commands::remote::probe(&config, false),
+                cli::ProbeKind::Ready => commands::remote::probe(&config, true),
+                cli::ProbeKind::Files => commands::probe::files(&config, jiff::Timestamp::now())
+                    .map_err(|problems| Error::Probe(problems.join("\n"))),
+            }
+        }
         Command::Demo { once, dir } => demo::run(dir, once).await,
     }
 }
@@ -98,7 +122,14 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
 /// Whether a command's errors are shown as plain `error: …` lines (the interactive commands)
 /// rather than through the log.
 pub fn reports_plainly(command: &Command) -> bool {
-    matches!(command, Command::Check | Command::Demo { .. })
+    matches!(
+        command,
+        Command::Check
+            | Command::Demo { .. }
+            | Command::Status { .. }
+            | Command::Refresh { .. }
+            | Command::Probe { .. }
+    )
 }
 
 fn load_for_run(path: &std::path::Path) -> Result<config::Config, Error> {

@@ -67,6 +67,8 @@ pub struct Account {
     /// Longer lifetimes reported by a server are cut to this.
     pub max_lifetime: SignedDuration,
     pub outputs: Vec<OutputSpec>,
+    /// What to tell the account's consumer after its files change.
+    pub on_change: Option<crate::hook::HookSpec>,
 }
 
 /// What to do with an account's files when its token expires and no new one could be had.
@@ -103,6 +105,14 @@ pub struct DaemonSettings {
     /// Where the state files live: a directory only the daemon can write (never one that
     /// consumers share), `$STATE_DIRECTORY` under systemd, else `/var/lib/tokenkeeper`.
     pub state_dir: PathBuf,
+    /// The status listener (`/livez`, `/readyz`, `/metrics`, `/status`), off when `None`.
+    pub listen: Option<std::net::SocketAddr>,
+    /// The control socket `status`, `probe` and `refresh` talk to: `control.sock` in the state
+    /// directory unless set; `None` with state files off and no explicit path.
+    pub control_socket: Option<PathBuf>,
+    /// A requested refresh (SIGUSR1, `tokenkeeper refresh`) logs an account in at most this
+    /// often: a loop of requests cannot hammer the token endpoint.
+    pub refresh_request_interval: Duration,
 }
 
 impl Default for DaemonSettings {
@@ -119,6 +129,9 @@ impl Default for DaemonSettings {
             watch: true,
             state_files: true,
             state_dir: default_state_dir(),
+            listen: None,
+            control_socket: Some(default_state_dir().join(CONTROL_SOCKET_NAME)),
+            refresh_request_interval: DEFAULT_REFRESH_REQUEST_INTERVAL,
         }
     }
 }
@@ -150,6 +163,12 @@ pub enum SecretCheck {
 
 /// How long a stop waits for logins and writes in flight, unless `shutdown_grace` says otherwise.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The file name of the control socket in the state directory.
+pub const CONTROL_SOCKET_NAME: &str = "control.sock";
+/// How often a requested refresh may log an account in, unless configured.
+pub const DEFAULT_REFRESH_REQUEST_INTERVAL: Duration = Duration::from_secs(10);
+/// The floor of `refresh_request_interval`: no setting makes requests hammer an endpoint.
+pub const MIN_REFRESH_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The largest config file read. Ten thousand accounts take about 4 MiB.
 const MAX_CONFIG_BYTES: usize = 32 * 1024 * 1024;

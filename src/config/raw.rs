@@ -39,6 +39,9 @@ pub(super) struct RawDaemon {
     pub(super) watch: Option<bool>,
     pub(super) state_files: Option<bool>,
     pub(super) state_dir: Option<Spanned<String>>,
+    pub(super) listen: Option<Spanned<String>>,
+    pub(super) control_socket: Option<Spanned<String>>,
+    pub(super) refresh_request_interval: Option<Spanned<String>>,
 }
 
 /// Settings every account inherits unless it sets its own.
@@ -125,6 +128,18 @@ raw_account! {
     reply: Option<Spanned<RawReply>>,
     #[serde(default)]
     outputs: Vec<Spanned<RawOutput>>,
+    on_change: Option<Spanned<RawHook>>,
+}
+
+/// `[accounts.NAME.on_change]`: a command or a signal to a pid file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHook {
+    pub(super) command: Option<Spanned<Vec<String>>>,
+    pub(super) pid_file: Option<Spanned<String>>,
+    pub(super) signal: Option<Spanned<String>>,
+    pub(super) timeout: Option<Spanned<String>>,
+    pub(super) debounce: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -152,6 +152,23 @@ pub(super) fn check_state_dir(text: &str) -> Result<PathBuf, String> {
     Ok(clean)
 }
 
+/// The control socket's path: absolute, and short enough for a Unix socket address (107 bytes).
+pub(super) fn check_control_socket(text: &str) -> Result<PathBuf, String> {
+    let clean = normalise_absolute(text)?;
+    if clean.as_os_str().len() > MAX_SOCKET_PATH {
+        return Err(format!(
+            "`{text}` is longer than {MAX_SOCKET_PATH} bytes, the most a Unix socket path may have"
+        ));
+    }
+    if clean.file_name().is_none() {
+        return Err(format!("`{text}` has no file name"));
+    }
+    Ok(clean)
+}
+
+/// The longest path a Unix socket address holds (`sun_path` is 108 bytes with its NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
 /// An absolute path with `.` and repeated slashes removed; `..` is refused rather than resolved,
 /// since resolving it lexically can name another place than the kernel would through a symlink.
 fn normalise_absolute(text: &str) -> Result<PathBuf, String> {

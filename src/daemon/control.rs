@@ -1,4 +1,5 @@
-//! Steering a running daemon: reload and stop requests, and the signals that make them.
+//! Steering a running daemon: reload, refresh and stop requests, and the signals that make them
+//! (SIGHUP reloads, SIGUSR1 refreshes every account, SIGTERM and SIGINT stop).
 //!
 //! Invariants: reload requests coalesce (however many arrive while one reload runs, exactly one
 //! more follows it); a stop request is seen even while a reload runs, and never waits behind
@@ -29,6 +30,8 @@ pub struct Controller {
 struct Inner {
     /// One stored permit at most: requests made while a reload runs collapse into one.
     reload: Notify,
+    /// Refresh requests coalesce the same way.
+    refresh: Notify,
     stop: watch::Sender<bool>,
     /// The grace period of the running config, in milliseconds, for the forced exit.
     grace_ms: AtomicU64,
@@ -46,6 +49,7 @@ impl Controller {
         Controller {
             inner: Arc::new(Inner {
                 reload: Notify::new(),
+                refresh: Notify::new(),
                 stop,
                 grace_ms: AtomicU64::new(
                     u64::try_from(crate::config::DEFAULT_SHUTDOWN_GRACE.as_millis())
@@ -58,6 +62,17 @@ impl Controller {
     /// Asks for a reload of the config and secrets (SIGHUP).
     pub fn reload(&self) {
         self.inner.reload.notify_one();
+    }
+
+    /// Asks every account to log in again soon (SIGUSR1), within the login limit and each
+    /// account's minimum interval between requested refreshes.
+    pub fn refresh(&self) {
+        self.inner.refresh.notify_one();
+    }
+
+    /// Resolves when a refresh is pending, and takes it. Cancel-safe.
+    pub async fn refresh_requested(&self) {
+        self.inner.refresh.notified().await;
     }
 
     /// Asks the daemon to stop (SIGTERM, SIGINT).
@@ -94,15 +109,16 @@ impl Controller {
         Duration::from_millis(self.inner.grace_ms.load(Ordering::Relaxed))
     }
 
-    /// Turns SIGHUP into reloads and SIGTERM/SIGINT into a stop, on a thread of its own. After
+    /// Turns SIGHUP into reloads, SIGUSR1 into refreshes and SIGTERM/SIGINT into a stop, on a
+    /// thread of its own. After
     /// the first SIGTERM or SIGINT the process exits with [`EXIT_FORCED`] if it is still running
     /// the grace period plus one second later, or at once on a second one.
     ///
     /// # Errors
     /// The signal handlers could not be installed.
     pub fn listen_for_signals(&self) -> std::io::Result<()> {
-        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-        let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])?;
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+        let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGUSR1, SIGTERM, SIGINT])?;
         let controller = self.clone();
         std::thread::Builder::new()
             .name("tokenkeeper-signals".to_string())
@@ -111,6 +127,8 @@ impl Controller {
                 for signal in signals.forever() {
                     if signal == SIGHUP {
                         controller.reload();
+                    } else if signal == SIGUSR1 {
+                        controller.refresh();
                     } else if stopping {
                         exit_now("second stop signal: exiting now");
                     } else {

@@ -11,8 +11,13 @@ pub mod account;
 pub mod clock;
 pub mod control;
 pub mod limiter;
+pub mod listen;
+pub mod metrics;
+pub mod notify;
 pub mod reload;
+pub mod socket;
 pub mod state;
+pub mod status;
 pub mod supervisor;
 pub mod watch;
 
@@ -62,7 +67,28 @@ pub async fn run(
     controller.set_grace(config.daemon.shutdown_grace);
     let watch_files = config.daemon.watch;
     let count = config.accounts.len();
-    let mut supervisor = Supervisor::start(config, clock, factory)?;
+    // Bound before anything starts: an address the operator asked for and cannot have is an
+    // error at start, not a silent absence.
+    let listener = match config.daemon.listen {
+        Some(address) => Some(listen::bind(address).map_err(SetupError::Listen)?),
+        None => None,
+    };
+    let control_socket = config.daemon.control_socket.clone();
+    let mut supervisor = Supervisor::start(config, Arc::clone(&clock), factory)?;
+    let board = supervisor.board();
+    let _listener = listener.map(|listener| {
+        tracing::info!(address = %listener.local_addr().map_or_else(|_| "?".to_string(), |a| a.to_string()), "status listener up");
+        Background(tokio::spawn(listen::serve(listener, Arc::clone(&board))))
+    });
+    let _control = control_socket.and_then(|path| {
+        match crate::input::may_block(|| socket::ControlSocket::bind(&path)) {
+            Ok(socket) => Some(Background(tokio::spawn(socket.serve(Arc::clone(&board))))),
+            Err(error) => {
+                tracing::warn!("{error}; `tokenkeeper status`, `probe` and `refresh` will not reach this daemon");
+                None
+            }
+        }
+    });
     tracing::info!(accounts = count, config = %config_path.display(), "tokenkeeper running");
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let mut reloader = Reloader {
@@ -71,6 +97,9 @@ pub async fn run(
         watcher: None,
         events: events_tx,
         controller: controller.clone(),
+        notifier: notify::Notifier::from_env(),
+        board: Arc::clone(&board),
+        clock: Arc::clone(&clock),
     };
     drop(text);
     if watch_files {
@@ -78,15 +107,34 @@ pub async fn run(
     }
     let mut clock_check = tokio::time::interval(CLOCK_CHECK_INTERVAL);
     clock_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut watchdog = reloader.notifier.ping_interval().map(|every| {
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval
+    });
+    let wedge = test_wedge();
+    tokio::pin!(wedge);
+    // Status changes are gathered for a moment before systemd hears of them.
+    let mut status_due: Option<tokio::time::Instant> = None;
+    reloader.notifier.update(&board.snapshot(), clock.wall());
     loop {
         tokio::select! {
             biased;
             () = controller.stop_requested() => break,
+            () = &mut wedge => std::future::pending::<()>().await,
+            _ = tick(&mut watchdog) => reloader.notifier.ping(),
+            _ = heartbeat.tick() => board.beat(),
             () = controller.reload_requested() => {
                 tracing::info!("reload requested");
                 if !reloader.reload_unless_stopped(&mut supervisor, true).await {
                     break;
                 }
+            }
+            () = controller.refresh_requested() => {
+                let accounts = board.request_refresh(None).map_or(0, |names| names.len());
+                tracing::info!(accounts, "refresh requested (SIGUSR1)");
             }
             Some(()) = events.recv() => {
                 // Let a burst of events (an editor's save, a `..data` swap) settle.
@@ -100,17 +148,72 @@ pub async fn run(
                     break;
                 }
             }
+            () = board.changed(), if status_due.is_none() => {
+                status_due = Some(tokio::time::Instant::now() + STATUS_GATHER);
+            }
+            () = sleep_until(status_due), if status_due.is_some() => {
+                status_due = None;
+                reloader.notifier.update(&board.snapshot(), clock.wall());
+            }
             _ = clock_check.tick() => {
                 supervisor.check_clock();
                 supervisor.revive();
             }
         }
     }
+    reloader.notifier.stopping();
     let grace = supervisor.config().daemon.shutdown_grace;
     tracing::info!(grace_s = grace.as_secs_f32(), "stopping");
     supervisor.stop(grace).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often the supervisor loop beats for `/livez` and `probe live`.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Status changes are gathered this long before systemd's status line is updated.
+const STATUS_GATHER: Duration = Duration::from_millis(100);
+
+/// A task that ends when this is dropped (the listener, the control socket).
+struct Background(tokio::task::JoinHandle<()>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The next tick of an optional interval; never, without one.
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// For the tests of the watchdog and `/livez` only, in debug builds only: with
+/// `TOKENKEEPER_TEST_WEDGE_AFTER_MS` set, the supervisor loop stops making progress after that
+/// long, while the runtime (and so the listener) goes on.
+async fn test_wedge() {
+    #[cfg(debug_assertions)]
+    if let Some(after) = std::env::var("TOKENKEEPER_TEST_WEDGE_AFTER_MS")
+        .ok()
+        .and_then(|value| value.parse::<u64>().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(after)).await;
+        tracing::warn!("TOKENKEEPER_TEST_WEDGE_AFTER_MS: the supervisor loop wedges now");
+        return;
+    }
+    std::future::pending::<()>().await;
 }
 
 /// What a reload needs besides the supervisor.
@@ -122,6 +225,9 @@ struct Reloader<'a> {
     /// Where the watcher reports file events.
     events: mpsc::UnboundedSender<()>,
     controller: Controller,
+    notifier: notify::Notifier,
+    board: Arc<status::Board>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Reloader<'_> {
@@ -144,6 +250,7 @@ impl Reloader<'_> {
             Ok(text) => text,
             Err(error) => {
                 tracing::error!("reload rejected, keeping the running config: {error}");
+                self.board.reloaded(false, self.clock.wall());
                 return;
             }
         };
@@ -166,18 +273,37 @@ impl Reloader<'_> {
         text: &config::ConfigText,
         ca_changed: &[String],
     ) {
+        self.notifier.reloading();
+        let applied = self.apply_new(supervisor, text, ca_changed).await;
+        self.board.reloaded(applied, self.clock.wall());
+        self.notifier.reloaded();
+    }
+
+    /// Validates and applies the new config; whether it is now in force.
+    async fn apply_new(
+        &mut self,
+        supervisor: &mut Supervisor,
+        text: &config::ConfigText,
+        ca_changed: &[String],
+    ) -> bool {
         // Validation opens CA bundles and looks up owner and group names.
         let new = match crate::input::may_block(|| text.validate(SecretCheck::Skip)) {
             Ok(new) => new,
             Err(error) => {
                 tracing::error!("reload rejected, keeping the running config: {error}");
-                return;
+                return false;
             }
         };
         for warning in &new.warnings {
             tracing::warn!("{warning}");
         }
         let grace = new.daemon.shutdown_grace;
+        let old = &supervisor.config().daemon;
+        if new.daemon.listen != old.listen || new.daemon.control_socket != old.control_socket {
+            tracing::warn!(
+                "[daemon] listen and control_socket take effect when the daemon restarts"
+            );
+        }
         match supervisor.reload(new, ca_changed).await {
             Ok(changes) => {
                 self.last_digest = text.digest();
@@ -191,8 +317,12 @@ impl Reloader<'_> {
                     restarted = count(|change| matches!(change, Change::Restart(_))),
                     "config reloaded"
                 );
+                true
             }
-            Err(error) => tracing::error!("reload rejected, keeping the running config: {error}"),
+            Err(error) => {
+                tracing::error!("reload rejected, keeping the running config: {error}");
+                false
+            }
         }
     }
 

@@ -39,13 +39,16 @@ pub fn diff(old: &BTreeMap<String, Account>, new: &BTreeMap<String, Account>) ->
 }
 
 /// Whether a settings change reaches into the account tasks (which then restart). The log level,
-/// file watching, the login limit and the grace period are applied by the supervisor itself.
+/// file watching, the login limit and the grace period are applied by the supervisor itself; the
+/// listener and the control socket change at a restart of the daemon.
 pub fn task_settings_differ(old: &config::DaemonSettings, new: &config::DaemonSettings) -> bool {
     let mut comparable = new.clone();
     comparable.log_level.clone_from(&old.log_level);
     comparable.watch = old.watch;
     comparable.max_concurrent_logins = old.max_concurrent_logins;
     comparable.shutdown_grace = old.shutdown_grace;
+    comparable.listen = old.listen;
+    comparable.control_socket.clone_from(&old.control_socket);
     comparable != *old
 }
 

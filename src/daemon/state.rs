@@ -199,24 +199,7 @@ impl StateDir {
                 )
             })?;
         }
-        let stat = rustix::fs::fstat(&fd).map_err(|errno| {
-            format!("cannot inspect state directory {}: {errno}", path.display())
-        })?;
-        let ours = rustix::process::geteuid().as_raw();
-        if stat.st_uid != ours {
-            return Err(format!(
-                "state directory {} belongs to uid {}, not to this process's uid {ours}: state files there cannot be trusted",
-                path.display(),
-                stat.st_uid
-            ));
-        }
-        if stat.st_mode & 0o022 != 0 {
-            return Err(format!(
-                "state directory {} has mode {:#o}: others could plant state files in it; make it 0700 or choose another state_dir",
-                path.display(),
-                stat.st_mode & 0o7777
-            ));
-        }
+        let stat = check_ownership(&fd, path)?;
         let dir = OutputDir::from_fd(fd, path.to_path_buf());
         // A crash between writing a state file's temp file and renaming it leaves a token behind;
         // nothing else writes here while the directory is being opened.
@@ -228,6 +211,29 @@ impl StateDir {
             Err(error) => tracing::warn!("{error}"),
         }
         let keys = load_or_create_key(&dir)?;
+        Ok(Arc::new(StateDir {
+            dir,
+            keys,
+            identity: (stat.st_dev, stat.st_ino),
+        }))
+    }
+
+    /// Opens an existing state directory to read it (`probe files`): nothing is created, cleaned
+    /// up or replaced.
+    ///
+    /// # Errors
+    /// The directory or its key is missing or cannot be trusted; the message names the path.
+    pub fn open_existing(path: &Path) -> Result<Arc<StateDir>, String> {
+        let fd: OwnedFd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|errno| format!("cannot open state directory {}: {errno}", path.display()))?;
+        let stat = check_ownership(&fd, path)?;
+        let dir = OutputDir::from_fd(fd, path.to_path_buf());
+        let keys = read_key(&dir)?
+            .ok_or_else(|| format!("state directory {} has no key yet", path.display()))?;
         Ok(Arc::new(StateDir {
             dir,
             keys,
@@ -270,19 +276,51 @@ fn state_name(account: &str) -> OsString {
 /// Reads the directory's key, or writes a new one when there is none or the one there is not a
 /// regular 0600 file of ours of the right size (then every existing state file stops verifying,
 /// which costs one login per account and nothing else).
-fn load_or_create_key(dir: &OutputDir) -> Result<Keys, String> {
-    let name = OsStr::new(KEY_FILE);
+/// Checks that the state directory open as `fd` is the daemon's own and that nobody else can
+/// write to it.
+fn check_ownership(fd: &OwnedFd, path: &Path) -> Result<rustix::fs::Stat, String> {
+    let stat = rustix::fs::fstat(fd)
+        .map_err(|errno| format!("cannot inspect state directory {}: {errno}", path.display()))?;
+    let ours = rustix::process::geteuid().as_raw();
+    if stat.st_uid != ours {
+        return Err(format!(
+            "state directory {} belongs to uid {}, not to this process's uid {ours}: state files there cannot be trusted",
+            path.display(),
+            stat.st_uid
+        ));
+    }
+    if stat.st_mode & 0o022 != 0 {
+        return Err(format!(
+            "state directory {} has mode {:#o}: others could plant state files in it; make it 0700 or choose another state_dir",
+            path.display(),
+            stat.st_mode & 0o7777
+        ));
+    }
+    Ok(stat)
+}
+
+/// Reads the key of the state directory, if it has a good one.
+fn read_key(dir: &OutputDir) -> Result<Option<Keys>, String> {
     let path = dir.path().join(KEY_FILE);
     let ours = rustix::process::geteuid().as_raw();
-    match read_file_at(dir.fd(), name, &path, 64, Symlinks::Refuse) {
+    match read_file_at(dir.fd(), OsStr::new(KEY_FILE), &path, 64, Symlinks::Refuse) {
         Ok(file) if file.uid == ours && file.mode == 0o600 && file.bytes.len() == KEY_BYTES => {
-            return Ok(Keys::from_bytes(&file.bytes));
+            Ok(Some(Keys::from_bytes(&file.bytes)))
         }
-        Ok(_) => tracing::warn!(
-            path = %path.display(),
-            "the state key is not a 0600 file of this user's with {KEY_BYTES} bytes; writing a new one (saved tokens are not reused)"
-        ),
-        Err(error) if error.is_not_found() => {}
+        Ok(_) => Err(format!(
+            "the state key {} is not a 0600 file of this user's with {KEY_BYTES} bytes",
+            path.display()
+        )),
+        Err(error) if error.is_not_found() => Ok(None),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+fn load_or_create_key(dir: &OutputDir) -> Result<Keys, String> {
+    let name = OsStr::new(KEY_FILE);
+    match read_key(dir) {
+        Ok(Some(keys)) => return Ok(keys),
+        Ok(None) => {}
         Err(error) => {
             tracing::warn!("{error}; writing a new state key (saved tokens are not reused)")
         }

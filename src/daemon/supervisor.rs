@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use super::account::{AccountStatus, AccountTask, Authenticator, Shared};
+use super::account::{AccountTask, Authenticator, Shared};
 use super::clock::Clock;
 use super::limiter::Limiter;
 use super::reload::{self, Change};
 use super::state::{CredentialsDigest, Keys, StateDir};
+use super::status::Board;
 use crate::config::{self, Account, Config};
 use crate::login::Login;
 use crate::login::http::CaDigest;
@@ -38,6 +39,9 @@ pub enum SetupError {
     /// A login that cannot be set up (a bad CA bundle or proxy), naming the account.
     #[error(transparent)]
     Login(#[from] crate::login::SetupError),
+    /// The status listener's address cannot be bound.
+    #[error("{0}")]
+    Listen(String),
 }
 
 /// How long a reload waits for a stopped account's task to be gone.
@@ -127,9 +131,6 @@ struct Running {
     /// A keyed digest of the account's secret values, to notice rotation without keeping
     /// secrets; the task watches it.
     credentials: tokio::sync::watch::Sender<CredentialsDigest>,
-    /// What the task reports about itself; read by tests for now, by status views later.
-    #[cfg(test)]
-    status: Arc<Mutex<AccountStatus>>,
     /// The digest of the CA bundle the task's HTTP client trusts: a rotated bundle restarts the
     /// account, so that its client trusts the new one.
     ca_digest: Option<CaDigest>,
@@ -151,6 +152,8 @@ pub struct Supervisor {
     /// Accounts warned about too-short lifetimes, across restarts of their tasks.
     warned_short: Arc<Mutex<BTreeSet<String>>>,
     last_clock_offset: Duration,
+    /// What the accounts report, for status views, metrics and systemd.
+    board: Arc<Board>,
 }
 
 impl Supervisor {
@@ -175,6 +178,7 @@ impl Supervisor {
         let (shutdown, _) = tokio::sync::watch::channel(false);
         let limiter = Limiter::new(config.daemon.max_concurrent_logins);
         let last_clock_offset = clock.boot().saturating_sub(clock.timer());
+        let board = Board::new(clock.wall());
         let mut supervisor = Supervisor {
             config,
             running: BTreeMap::new(),
@@ -187,6 +191,7 @@ impl Supervisor {
             ephemeral_keys: Keys::ephemeral(),
             warned_short: Arc::default(),
             last_clock_offset,
+            board,
         };
         let count = logins.len();
         for prepared in logins {
@@ -208,7 +213,7 @@ impl Supervisor {
         } = prepared;
         let digest = crate::input::may_block(|| self.credentials_digest(&account));
         let (credentials, watched) = tokio::sync::watch::channel(digest);
-        let status = Arc::new(Mutex::new(AccountStatus::default()));
+        let cell = self.board.insert(&account);
         let shared = Shared {
             clock: Arc::clone(&self.clock),
             settings: self.config.daemon.clone(),
@@ -219,14 +224,7 @@ impl Supervisor {
             warned_short: Arc::clone(&self.warned_short),
         };
         let state = self.state.as_ref().map(|dir| dir.file(&account));
-        let task = AccountTask::new(
-            account.clone(),
-            auth,
-            shared,
-            watched,
-            Arc::clone(&status),
-            state,
-        );
+        let task = AccountTask::new(account.clone(), auth, shared, watched, cell, state);
         let handle = tokio::spawn(task.run());
         self.running.insert(
             account.name.clone(),
@@ -234,8 +232,6 @@ impl Supervisor {
                 account,
                 task: handle,
                 credentials,
-                #[cfg(test)]
-                status,
                 ca_digest,
             },
         );
@@ -308,6 +304,11 @@ impl Supervisor {
         if let Some(state) = &old_state {
             for name in &plan.forgotten {
                 state.remove(name);
+            }
+        }
+        for change in &plan.changes {
+            if let Change::Remove(name) = change {
+                self.board.remove(name);
             }
         }
         let changes = plan.changes;
@@ -418,21 +419,19 @@ impl Supervisor {
         jumped
     }
 
-    /// Every account's status, by name (the status views of the next issue read these; for
-    /// now only tests do).
+    /// Every account's status, by name.
     #[cfg(test)]
-    pub fn statuses(&self) -> Vec<(String, AccountStatus)> {
-        self.running
-            .iter()
-            .map(|(name, running)| {
-                let status = running
-                    .status
-                    .lock()
-                    .unwrap_or_else(|poison| poison.into_inner())
-                    .clone();
-                (name.clone(), status)
-            })
+    pub fn statuses(&self) -> Vec<(String, super::status::AccountStatus)> {
+        self.board
+            .snapshot()
+            .into_iter()
+            .map(|view| (view.name, view.status))
             .collect()
+    }
+
+    /// The status board the accounts report to.
+    pub fn board(&self) -> Arc<Board> {
+        Arc::clone(&self.board)
     }
 
     /// The files whose changes matter: the config, every secret file and every CA bundle.

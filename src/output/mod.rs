@@ -127,6 +127,20 @@ pub fn check_token(account: &Account, token: &Token) -> Result<(), Refused> {
     }
 }
 
+/// The bytes `output` of `account` holds for `token`.
+pub fn contents(
+    account: &Account,
+    output: &OutputSpec,
+    token: &Token,
+) -> zeroize::Zeroizing<Vec<u8>> {
+    render(
+        output,
+        &account.name,
+        token,
+        account.login.scheme.as_deref(),
+    )
+}
+
 /// Writes a token to every output of an account: `once` and the daemon both publish through
 /// here. The token is checked against every output's format first, so that either all outputs
 /// can take it or none is written; then each output is written, and one that fails (a full disk,
@@ -146,12 +160,7 @@ pub fn publish_all(
     let mut written = Vec::with_capacity(account.outputs.len());
     let mut failures = Vec::new();
     for output in &account.outputs {
-        let contents = render(
-            output,
-            &account.name,
-            token,
-            account.login.scheme.as_deref(),
-        );
+        let contents = contents(account, output, token);
         match publish(output, &contents) {
             Ok(result) => written.push((output.path.clone(), result)),
             Err(source) => failures.push(WriteFailure {

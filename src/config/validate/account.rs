@@ -113,6 +113,10 @@ impl Validator {
         };
 
         let outputs = self.outputs(name, &prefix, &account.outputs, &span, defaults.mode);
+        let on_change = account
+            .on_change
+            .as_ref()
+            .and_then(|hook| self.hook(&prefix, hook));
 
         if let Some((_, login)) = &login {
             self.secret_hygiene(&prefix, account, login);
@@ -128,6 +132,7 @@ impl Validator {
             http,
             max_lifetime,
             outputs,
+            on_change,
         })
     }
 

@@ -8,6 +8,7 @@
 //! stay in [`crate::secret::Secret`]s.
 
 mod account;
+mod hook;
 mod outputs;
 mod secrets;
 
@@ -22,7 +23,7 @@ use url::Url;
 
 use super::problem::{ConfigError, LineIndex, Problem};
 use super::raw::{RawConfig, RawDaemon, RawDefaults};
-use super::values::{check_state_dir, check_url, parse_duration, parse_mode};
+use super::values::{check_control_socket, check_state_dir, check_url, parse_duration, parse_mode};
 use super::{
     Config, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_LIFETIME, DEFAULT_MAX_REPLY_BYTES, DEFAULT_MODE,
     DEFAULT_TIMEOUT, DaemonSettings, OnExpiry, SecretCheck,
@@ -319,6 +320,46 @@ impl Validator {
             }
         }
         self.state_dir = settings.state_files.then(|| settings.state_dir.clone());
+        if let Some(value) = &raw.listen {
+            match value.get_ref().parse::<std::net::SocketAddr>() {
+                Ok(address) => settings.listen = Some(address),
+                Err(_) => self.problem(
+                    Some(value.span()),
+                    "daemon.listen",
+                    format!(
+                        "`{}` is not ADDRESS:PORT (e.g. 127.0.0.1:9464, or [::]:9464 in a pod)",
+                        value.get_ref()
+                    ),
+                ),
+            }
+        }
+        settings.control_socket = match &raw.control_socket {
+            Some(value) => match check_control_socket(value.get_ref()) {
+                Ok(path) => Some(path),
+                Err(message) => {
+                    self.problem(Some(value.span()), "daemon.control_socket", message);
+                    None
+                }
+            },
+            None => settings
+                .state_files
+                .then(|| settings.state_dir.join(crate::config::CONTROL_SOCKET_NAME)),
+        };
+        settings.refresh_request_interval = duration_or(
+            self,
+            &raw.refresh_request_interval,
+            "refresh_request_interval",
+            defaults.refresh_request_interval,
+        );
+        if settings.refresh_request_interval < crate::config::MIN_REFRESH_REQUEST_INTERVAL
+            && let Some(value) = &raw.refresh_request_interval
+        {
+            self.problem(
+                Some(value.span()),
+                "daemon.refresh_request_interval",
+                "must be at least 1s: requested refreshes must not hammer the token endpoint",
+            );
+        }
         settings
     }
 

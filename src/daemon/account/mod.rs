@@ -14,6 +14,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use std::time::Instant;
 
 use jiff::Timestamp;
 use rand::SeedableRng as _;
@@ -27,6 +28,7 @@ use plan::{Held, Plan, Start, Step};
 use super::clock::{Clock, boot_to_wall, wall_to_boot};
 use super::limiter::Limiter;
 use super::state::{CredentialsDigest, Saved, StateFile};
+use super::status::{AccountCell, Health, Outcome};
 use crate::config::{Account, DaemonSettings, OnExpiry};
 use crate::login::{ErrorClass, Login, LoginError, LoginOutcome};
 use crate::schedule;
@@ -45,51 +47,6 @@ pub trait Authenticator: Send + Sync + 'static {
 impl Authenticator for Login {
     fn login<'a>(&'a self, refresh_token: Option<&'a Secret>) -> LoginFuture<'a> {
         Box::pin(Login::login(self, refresh_token))
-    }
-}
-
-/// How an account is doing, for logs, status and readiness.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Health {
-    /// No token yet, first login pending.
-    Starting,
-    /// A valid token is published.
-    Healthy,
-    /// The last attempts failed but the published token is still valid.
-    Degraded,
-    /// The credentials were rejected; retrying slowly, or at once when the secret changes.
-    Rejected,
-    /// No valid token: it expired (or never came) and no new one could be had.
-    Unhealthy,
-}
-
-/// What the supervisor and status views know about one account. Never holds a secret.
-#[derive(Clone, Debug)]
-pub struct AccountStatus {
-    pub health: Health,
-    pub expires_at: Option<Timestamp>,
-    pub next_attempt: Option<Timestamp>,
-    pub last_success: Option<Timestamp>,
-    pub last_error: Option<String>,
-    pub consecutive_failures: u32,
-    /// Logins attempted by this task (successful or not).
-    pub logins: u64,
-    /// Whether every output holds the current token.
-    pub written: bool,
-}
-
-impl Default for AccountStatus {
-    fn default() -> AccountStatus {
-        AccountStatus {
-            health: Health::Starting,
-            expires_at: None,
-            next_attempt: None,
-            last_success: None,
-            last_error: None,
-            consecutive_failures: 0,
-            logins: 0,
-            written: false,
-        }
     }
 }
 
@@ -124,8 +81,11 @@ pub struct AccountTask {
     /// file changes: a parked account retries at once, and the state file remembers which
     /// credentials a retry delay was for.
     credentials: watch::Receiver<CredentialsDigest>,
-    status: Arc<Mutex<AccountStatus>>,
+    /// The account on the status board: status, metrics, refresh requests.
+    cell: Arc<AccountCell>,
     state: Option<StateFile>,
+    /// What to tell the consumer after the files change.
+    hook: Option<crate::hook::Hook>,
     rng: StdRng,
 }
 
@@ -135,26 +95,27 @@ impl AccountTask {
         auth: Arc<dyn Authenticator>,
         shared: Shared,
         credentials: watch::Receiver<CredentialsDigest>,
-        status: Arc<Mutex<AccountStatus>>,
+        cell: Arc<AccountCell>,
         state: Option<StateFile>,
     ) -> AccountTask {
+        let hook = account.on_change.clone().map(|spec| {
+            let outputs = account.outputs.iter().map(|output| output.path.clone());
+            crate::hook::Hook::spawn(&account.name, outputs.collect(), spec)
+        });
         AccountTask {
             account,
             auth,
             shared,
             credentials,
-            status,
+            cell,
             state,
+            hook,
             rng: StdRng::from_os_rng(),
         }
     }
 
-    fn update(&self, change: impl FnOnce(&mut AccountStatus)) {
-        let mut status = self
-            .status
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        change(&mut status);
+    fn update(&self, change: impl FnOnce(&mut crate::daemon::status::AccountStatus)) {
+        self.cell.update(change);
     }
 
     fn wall_of(&self, boot: Duration) -> Timestamp {
@@ -174,6 +135,7 @@ impl AccountTask {
             &mut self.rng,
         );
         let mut plan = Plan::start(clock.boot(), start, first_login_delay);
+        let mut refresh = self.cell.refresh_requests();
         loop {
             if *self.shared.shutdown.borrow() {
                 return;
@@ -185,6 +147,7 @@ impl AccountTask {
                     let refresh_token = plan
                         .token()
                         .and_then(|current| current.refresh_token.clone());
+                    let started = Instant::now();
                     let Some(result) = self.login(refresh_token.as_ref()).await else {
                         return;
                     };
@@ -203,6 +166,15 @@ impl AccountTask {
                             }),
                         }
                     });
+                    let outcome = match &result {
+                        Ok(_) => Outcome::Ok,
+                        Err(error) => match error.class {
+                            ErrorClass::Transient => Outcome::Transient,
+                            ErrorClass::Rejected => Outcome::Rejected,
+                            ErrorClass::Protocol => Outcome::Protocol,
+                        },
+                    };
+                    self.cell.login_finished(outcome, started.elapsed());
                     match result {
                         Ok(outcome) => {
                             let (fresh, times) = self.accept(outcome);
@@ -211,8 +183,13 @@ impl AccountTask {
                         Err(error) => {
                             let failures = plan.failures().saturating_add(1);
                             let expires = plan.held().map(|held| held.expires);
-                            let retry_at = self.after_failure(&error, failures, expires);
-                            plan.login_failed(retry_at, error.class == ErrorClass::Rejected);
+                            let (retry_at, not_before) =
+                                self.after_failure(&error, failures, expires);
+                            plan.login_failed(
+                                retry_at,
+                                not_before,
+                                error.class == ErrorClass::Rejected,
+                            );
                             self.save_state(plan.token(), Some(retry_at), plan.parked());
                         }
                     }
@@ -223,8 +200,14 @@ impl AccountTask {
                         continue;
                     };
                     match self.write(&current.token) {
-                        Ok(()) => plan.wrote(),
+                        Ok(changed) => {
+                            plan.wrote();
+                            if changed && let Some(hook) = &self.hook {
+                                hook.notify(crate::hook::Event::Written);
+                            }
+                        }
                         Err(message) => {
+                            self.cell.write_failed();
                             let delay =
                                 schedule::WRITE_RETRY.delay(plan.write_failures(), &mut self.rng);
                             tracing::error!(account = %self.account.name, retry_in_s = delay.as_secs_f32(), "{message}");
@@ -246,6 +229,19 @@ impl AccountTask {
                             if plan.secrets_changed(clock.boot()) {
                                 tracing::info!(account = %self.account.name, "secret or config changed: trying again now");
                             }
+                        }
+                        changed = refresh.changed() => {
+                            if changed.is_err() {
+                                return;
+                            }
+                            let now = clock.boot();
+                            let gap = self.shared.settings.refresh_request_interval;
+                            let at = plan.refresh_requested(now, gap);
+                            tracing::info!(
+                                account = %self.account.name,
+                                in_s = at.saturating_sub(now).as_secs_f32(),
+                                "refresh requested"
+                            );
                         }
                         changed = self.shared.time_jump.changed() => {
                             if changed.is_err() {
@@ -285,7 +281,8 @@ impl AccountTask {
     }
 
     /// Logs a failed login, updates the status, and returns when to try again: backoff (never
-    /// before a `Retry-After`), or the long parking delay for rejected credentials. While a
+    /// before a `Retry-After`), or the long parking delay for rejected credentials; and the
+    /// server's `Retry-After`, which a requested refresh respects too. While a
     /// token is held, a retry is pulled in so that more attempts happen before it expires, but
     /// never before the `Retry-After`.
     fn after_failure(
@@ -293,9 +290,12 @@ impl AccountTask {
         error: &LoginError,
         failures: u32,
         expires: Option<Duration>,
-    ) -> Duration {
+    ) -> (Duration, Option<Duration>) {
         let now = self.shared.clock.boot();
         let settings = &self.shared.settings;
+        let server_not_before = error
+            .retry_after
+            .map(|wait| now.saturating_add(wait.min(schedule::MAX_RETRY_AFTER)));
         let next = match error.class {
             // Parking is long on purpose and is not pulled in by an expiring token.
             ErrorClass::Rejected => now.saturating_add(schedule::parked_delay(
@@ -333,8 +333,9 @@ impl AccountTask {
             status.health = health;
             status.consecutive_failures = failures;
             status.last_error = Some(message);
+            status.attempted = true;
         });
-        next
+        (next, server_not_before)
     }
 
     /// Waits for a permit, then logs in. `None` when the daemon stops meanwhile.
@@ -408,6 +409,7 @@ impl AccountTask {
             status.last_error = None;
             status.consecutive_failures = 0;
             status.written = false;
+            status.attempted = true;
         });
         let holding = Holding {
             token,
@@ -528,7 +530,8 @@ impl AccountTask {
         restored
     }
 
-    fn write(&self, token: &Token) -> Result<(), String> {
+    /// Writes the token to every output; whether any file changed.
+    fn write(&self, token: &Token) -> Result<bool, String> {
         match crate::input::may_block(|| crate::output::publish_all(&self.account, token)) {
             Ok(results) => {
                 let written = results
@@ -536,8 +539,11 @@ impl AccountTask {
                     .filter(|(_, publish)| *publish == crate::output::Publish::Written)
                     .count();
                 tracing::debug!(account = %self.account.name, written, unchanged = results.len() - written, "outputs up to date");
-                self.update(|status| status.written = true);
-                Ok(())
+                self.update(|status| {
+                    status.written = true;
+                    status.attempted = true;
+                });
+                Ok(written > 0)
             }
             Err(error) => {
                 self.update(|status| status.written = false);
@@ -557,6 +563,9 @@ impl AccountTask {
         if self.shared.settings.on_expiry == OnExpiry::Remove {
             crate::input::may_block(|| crate::output::remove_all(&self.account));
             self.save_state(None, Some(next_login), parked);
+            if let Some(hook) = &self.hook {
+                hook.notify(crate::hook::Event::Removed);
+            }
         }
         self.update(|status| {
             status.health = Health::Unhealthy;

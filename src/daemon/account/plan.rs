@@ -74,6 +74,10 @@ pub struct Plan<T = ()> {
     write_failures: u32,
     /// The credentials were rejected: only a change of them brings the next login forward.
     parked: bool,
+    /// When the last login started: a requested refresh waits for the minimum interval after it.
+    last_login: Option<Boot>,
+    /// A server's `Retry-After`: not even a requested refresh logs in before it.
+    retry_not_before: Option<Boot>,
 }
 
 impl<T> Plan<T> {
@@ -96,6 +100,8 @@ impl<T> Plan<T> {
             failures: 0,
             write_failures: 0,
             parked: start.parked,
+            last_login: None,
+            retry_not_before: None,
         }
     }
 
@@ -110,6 +116,7 @@ impl<T> Plan<T> {
             return Step::ExpireOnDisk;
         }
         if now >= self.next_login {
+            self.last_login = Some(now);
             return Step::Login;
         }
         if self.held.is_some() && self.next_write.is_some_and(|due| now >= due) {
@@ -135,13 +142,33 @@ impl<T> Plan<T> {
         self.failures = 0;
         self.write_failures = 0;
         self.parked = false;
+        self.retry_not_before = None;
     }
 
-    /// A login failed: try again at `retry_at` (parked when the credentials were rejected).
-    pub fn login_failed(&mut self, retry_at: Boot, rejected: bool) {
+    /// A login failed: try again at `retry_at` (parked when the credentials were rejected),
+    /// and never before `not_before` (the server's `Retry-After`), whatever is asked.
+    pub fn login_failed(&mut self, retry_at: Boot, not_before: Option<Boot>, rejected: bool) {
         self.failures = self.failures.saturating_add(1);
         self.parked = rejected;
         self.next_login = retry_at;
+        self.retry_not_before = not_before;
+    }
+
+    /// A refresh was asked for at `now` (SIGUSR1, `tokenkeeper refresh`): log in as soon as
+    /// allowed, which is not within `min_gap` of the last login's start and never before a
+    /// server's `Retry-After`; a parked account is unparked. A login planned sooner stays.
+    /// Returns when the login will be.
+    pub fn refresh_requested(&mut self, now: Boot, min_gap: Duration) -> Boot {
+        let mut earliest = now;
+        if let Some(last) = self.last_login {
+            earliest = earliest.max(last.saturating_add(min_gap));
+        }
+        if let Some(not_before) = self.retry_not_before {
+            earliest = earliest.max(not_before);
+        }
+        self.parked = false;
+        self.next_login = self.next_login.min(earliest);
+        self.next_login
     }
 
     /// The held token is in every output: the files now expire with it.
@@ -246,7 +273,7 @@ mod tests {
                     assert_eq!(plan.next(s(now)), step, "{case}, event {index}: {plan:?}")
                 }
                 LoggedIn(now, token) => plan.logged_in(s(now), (), token),
-                Failed(retry_at, rejected) => plan.login_failed(s(retry_at), rejected),
+                Failed(retry_at, rejected) => plan.login_failed(s(retry_at), None, rejected),
                 Wrote => plan.wrote(),
                 WriteFailed(retry_at) => plan.write_failed(s(retry_at)),
                 SecretsChanged(now, moved) => {
@@ -427,7 +454,7 @@ mod tests {
         assert_eq!(plan.next(s(250)), Step::ExpireOnDisk);
         assert_eq!(plan.held(), None);
         assert_eq!(plan.next(s(250)), Step::Login);
-        plan.login_failed(s(260), false);
+        plan.login_failed(s(260), None, false);
         assert_eq!(plan.failures(), 1);
         assert_eq!(plan.next(s(250)), sleep(260));
         plan.logged_in(s(260), (), held(400, 300));
@@ -437,5 +464,35 @@ mod tests {
         assert_eq!(plan.write_failures(), 2);
         plan.wrote();
         assert_eq!(plan.write_failures(), 0);
+    }
+
+    #[test]
+    fn a_requested_refresh_waits_for_the_minimum_gap_and_any_retry_after() {
+        let gap = s(10);
+        // Holding a token refreshed at 300; the last login started at 100.
+        let mut plan: Plan = Plan::start(s(0), Start::default(), s(100));
+        assert_eq!(plan.next(s(100)), Step::Login);
+        plan.logged_in(s(101), (), held(1000, 300));
+        // Asked 5 s after that login started: the login comes at the end of the gap, once.
+        assert_eq!(plan.refresh_requested(s(105), gap), s(110));
+        assert_eq!(plan.refresh_requested(s(106), gap), s(110));
+        assert_eq!(plan.next(s(106)), Step::Write);
+        plan.wrote();
+        assert_eq!(plan.next(s(106)), sleep(110));
+        assert_eq!(plan.next(s(110)), Step::Login);
+        // Asked long after the last login: at once.
+        plan.logged_in(s(111), (), held(1000, 300));
+        assert_eq!(plan.refresh_requested(s(200), gap), s(200));
+        // A login planned sooner than the request allows stays where it was.
+        let mut plan: Plan = Plan::start(s(0), Start::default(), s(100));
+        assert_eq!(plan.next(s(100)), Step::Login);
+        plan.login_failed(s(103), None, false);
+        assert_eq!(plan.refresh_requested(s(101), gap), s(103));
+        // A server's Retry-After holds even a requested refresh back; parking does not.
+        assert_eq!(plan.next(s(103)), Step::Login);
+        plan.login_failed(s(500), Some(s(400)), true);
+        assert!(plan.parked());
+        assert_eq!(plan.refresh_requested(s(120), gap), s(400));
+        assert!(!plan.parked());
     }
 }

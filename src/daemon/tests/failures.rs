@@ -214,7 +214,7 @@ async fn while_writes_fail_the_older_file_goes_when_its_token_expires() {
 #[tokio::test(start_paused = true)]
 async fn the_supervisor_keeps_each_accounts_status_without_secrets() {
     use crate::daemon::Supervisor;
-    use crate::daemon::account::Health;
+    use crate::daemon::status::Health;
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("out")).unwrap();
     let text = format!(

@@ -1,0 +1,514 @@
+//! What the running daemon knows about itself: each account's status, the last reload's outcome,
+//! and the supervisor loop's heartbeat. The status listener, the control socket, systemd
+//! notifications and the metrics all read this board; account tasks and the supervisor write it.
+//!
+//! Invariants: nothing on the board is a secret or a token (errors are the scrubbed texts that
+//! logs carry); readiness is judged from the token's expiry at the moment of asking, so a token
+//! that expired unrenewed makes the daemon unready even before its task notices; writing the board
+//! never blocks on a reader for longer than a copy of one account's status.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tokio::sync::{Notify, watch};
+
+use super::metrics::{AccountMetrics, Metrics};
+use crate::config::Account;
+
+/// How an account is doing, for logs, status and readiness.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// No token yet, first login pending.
+    Starting,
+    /// A valid token is published.
+    Healthy,
+    /// The last attempts failed but the published token is still valid.
+    Degraded,
+    /// The credentials were rejected; retrying slowly, or at once when the secret changes.
+    Rejected,
+    /// No valid token: it expired (or never came) and no new one could be had.
+    Unhealthy,
+}
+
+impl Health {
+    /// The name status views use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Health::Starting => "starting",
+            Health::Healthy => "healthy",
+            Health::Degraded => "degraded",
+            Health::Rejected => "rejected",
+            Health::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// What the supervisor and status views know about one account. Never holds a secret.
+#[derive(Clone, Debug)]
+pub struct AccountStatus {
+    pub health: Health,
+    pub expires_at: Option<Timestamp>,
+    /// When the next login is planned.
+    pub next_attempt: Option<Timestamp>,
+    pub last_success: Option<Timestamp>,
+    /// The last failure (a login or a write), scrubbed; cleared by a success.
+    pub last_error: Option<String>,
+    pub consecutive_failures: u32,
+    /// Logins attempted by this task (successful or not).
+    pub logins: u64,
+    /// Whether every output holds the current token.
+    pub written: bool,
+    /// Whether the task has had its first go: a login finished (either way), or a token kept
+    /// from before a restart was written.
+    pub attempted: bool,
+}
+
+impl Default for AccountStatus {
+    fn default() -> AccountStatus {
+        AccountStatus {
+            health: Health::Starting,
+            expires_at: None,
+            next_attempt: None,
+            last_success: None,
+            last_error: None,
+            consecutive_failures: 0,
+            logins: 0,
+            written: false,
+            attempted: false,
+        }
+    }
+}
+
+impl AccountStatus {
+    /// Why the account is not ready at `now`, or `None` when every output holds a token that has
+    /// not expired.
+    pub fn not_ready(&self, now: Timestamp) -> Option<String> {
+        let error = |what: &str| match &self.last_error {
+            Some(error) => format!("{what}: {error}"),
+            None => what.to_string(),
+        };
+        match self.expires_at {
+            Some(expires) if expires <= now => Some(error(&format!("token expired at {expires}"))),
+            Some(_) if self.written => None,
+            Some(_) => Some(error("token not written yet")),
+            None if self.health == Health::Rejected => Some(error("credentials rejected")),
+            None if self.attempted => Some(error("no token")),
+            None => Some("no token yet: first login pending".to_string()),
+        }
+    }
+}
+
+/// What a login attempt came to, for `tokenkeeper_logins_total{outcome}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Transient,
+    Rejected,
+    Protocol,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Ok,
+        Outcome::Transient,
+        Outcome::Rejected,
+        Outcome::Protocol,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Transient => "transient",
+            Outcome::Rejected => "rejected",
+            Outcome::Protocol => "protocol",
+        }
+    }
+}
+
+/// One account on the board: its status, where it writes, its metrics, and the channel through
+/// which refreshes are requested.
+pub struct AccountCell {
+    name: String,
+    outputs: Vec<PathBuf>,
+    status: Mutex<AccountStatus>,
+    refresh: watch::Sender<u64>,
+    changed: Arc<Notify>,
+    metrics: AccountMetrics,
+}
+
+impl AccountCell {
+    /// Changes the status, and tells the board's watchers (systemd's status line).
+    pub fn update(&self, change: impl FnOnce(&mut AccountStatus)) {
+        {
+            let mut status = self
+                .status
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            change(&mut status);
+        }
+        self.changed.notify_one();
+    }
+
+    pub fn snapshot(&self) -> AccountStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A login ended with `outcome` after `duration`.
+    pub fn login_finished(&self, outcome: Outcome, duration: Duration) {
+        self.metrics.login_finished(outcome, duration);
+    }
+
+    /// Writing a token to the outputs failed.
+    pub fn write_failed(&self) {
+        self.metrics.write_failed();
+    }
+
+    /// Requests for a refresh, as a counter that changes with each one.
+    pub fn refresh_requests(&self) -> watch::Receiver<u64> {
+        self.refresh.subscribe()
+    }
+
+    fn request_refresh(&self) {
+        self.refresh
+            .send_modify(|count| *count = count.wrapping_add(1));
+    }
+}
+
+/// One account as status views show it.
+#[derive(Clone, Debug)]
+pub struct AccountView {
+    pub name: String,
+    pub outputs: Vec<PathBuf>,
+    pub status: AccountStatus,
+}
+
+/// The outcome of the last config load, Prometheus's own convention for reloads.
+#[derive(Clone, Copy, Debug)]
+pub struct ReloadRecord {
+    pub successful: bool,
+    /// When the config in force was loaded.
+    pub last_success: Timestamp,
+}
+
+/// The daemon's board. Shared as an `Arc`.
+pub struct Board {
+    accounts: RwLock<BTreeMap<String, Arc<AccountCell>>>,
+    metrics: Metrics,
+    heartbeat: Mutex<tokio::time::Instant>,
+    reload: Mutex<ReloadRecord>,
+    changed: Arc<Notify>,
+}
+
+/// The supervisor loop is taken for dead when it has not beaten for this long: longer than any
+/// reload may hold it (a stuck task is waited for at most `STOP_WAIT`).
+pub const LIVENESS_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl Board {
+    pub fn new(loaded_at: Timestamp) -> Arc<Board> {
+        Arc::new(Board {
+            accounts: RwLock::default(),
+            metrics: Metrics::new(),
+            heartbeat: Mutex::new(tokio::time::Instant::now()),
+            reload: Mutex::new(ReloadRecord {
+                successful: true,
+                last_success: loaded_at,
+            }),
+            changed: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Puts an account (back) on the board with a fresh status; its counters carry on.
+    pub fn insert(&self, account: &Account) -> Arc<AccountCell> {
+        let (refresh, _) = watch::channel(0);
+        let cell = Arc::new(AccountCell {
+            name: account.name.clone(),
+            outputs: account
+                .outputs
+                .iter()
+                .map(|output| output.path.clone())
+                .collect(),
+            status: Mutex::new(AccountStatus::default()),
+            refresh,
+            changed: Arc::clone(&self.changed),
+            metrics: self.metrics.account(&account.name),
+        });
+        self.write_accounts()
+            .insert(account.name.clone(), Arc::clone(&cell));
+        self.changed.notify_one();
+        cell
+    }
+
+    /// Takes an account off the board, with its metrics.
+    pub fn remove(&self, name: &str) {
+        self.write_accounts().remove(name);
+        self.metrics.forget(name);
+        self.changed.notify_one();
+    }
+
+    pub fn cell(&self, name: &str) -> Option<Arc<AccountCell>> {
+        self.read_accounts().get(name).cloned()
+    }
+
+    /// Every account, in name order.
+    pub fn snapshot(&self) -> Vec<AccountView> {
+        let cells: Vec<Arc<AccountCell>> = self.read_accounts().values().cloned().collect();
+        cells
+            .iter()
+            .map(|cell| AccountView {
+                name: cell.name.clone(),
+                outputs: cell.outputs.clone(),
+                status: cell.snapshot(),
+            })
+            .collect()
+    }
+
+    /// Asks one account (or all) to log in again soon. Returns the accounts asked, or `None`
+    /// when there is no account of that name.
+    pub fn request_refresh(&self, account: Option<&str>) -> Option<Vec<String>> {
+        let accounts = self.read_accounts();
+        match account {
+            Some(name) => {
+                let cell = accounts.get(name)?;
+                cell.request_refresh();
+                Some(vec![name.to_string()])
+            }
+            None => {
+                for cell in accounts.values() {
+                    cell.request_refresh();
+                }
+                Some(accounts.keys().cloned().collect())
+            }
+        }
+    }
+
+    /// The supervisor loop made progress.
+    pub fn beat(&self) {
+        *self
+            .heartbeat
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = tokio::time::Instant::now();
+    }
+
+    /// Whether the supervisor loop made progress within [`LIVENESS_TIMEOUT`].
+    pub fn alive(&self) -> bool {
+        self.heartbeat
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .elapsed()
+            < LIVENESS_TIMEOUT
+    }
+
+    /// A reload was tried (`at` is now).
+    pub fn reloaded(&self, successful: bool, at: Timestamp) {
+        let mut record = self
+            .reload
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        record.successful = successful;
+        if successful {
+            record.last_success = at;
+        }
+    }
+
+    pub fn reload_record(&self) -> ReloadRecord {
+        *self
+            .reload
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Resolves after some account's status changed (or an account came or went) since the last
+    /// call. Cancel-safe.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// The Prometheus exposition of the board at `now`.
+    pub fn metrics_text(&self, now: Timestamp) -> String {
+        self.metrics
+            .encode(&self.snapshot(), self.reload_record(), now)
+    }
+
+    fn read_accounts(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<AccountCell>>> {
+        self.accounts
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn write_accounts(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<AccountCell>>> {
+        self.accounts
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+/// The readiness of every account at `now`: `Ok` when all are ready, else one line per account
+/// that is not, naming it and why.
+pub fn readiness(accounts: &[AccountView], now: Timestamp) -> Result<(), Vec<String>> {
+    let problems: Vec<String> = accounts
+        .iter()
+        .filter_map(|view| {
+            view.status
+                .not_ready(now)
+                .map(|why| format!("{}: {why}", view.name))
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+/// The one-line summary systemd shows (`STATUS=`): counts, and the first account in trouble.
+pub fn summary(accounts: &[AccountView], now: Timestamp) -> String {
+    let ready = accounts
+        .iter()
+        .filter(|view| view.status.not_ready(now).is_none())
+        .count();
+    let mut line = format!("{ready}/{} accounts ready", accounts.len());
+    let troubled = accounts.iter().find(|view| {
+        matches!(
+            view.status.health,
+            Health::Rejected | Health::Unhealthy | Health::Degraded
+        )
+    });
+    if let Some(view) = troubled {
+        let what = match view.status.health {
+            Health::Rejected => "credentials rejected",
+            Health::Unhealthy => "no valid token",
+            _ => "logins failing, token still valid",
+        };
+        line.push_str(&format!("; {}: {what}", view.name));
+    }
+    line
+}
+
+/// Whether every account has had its first go (systemd's `READY=1`).
+pub fn all_attempted(accounts: &[AccountView]) -> bool {
+    accounts.iter().all(|view| view.status.attempted)
+}
+
+/// The `/status` document: one object per account.
+pub fn status_json(accounts: &[AccountView], now: Timestamp) -> serde_json::Value {
+    let time = |at: Option<Timestamp>| at.map(|at| at.to_string());
+    let list: Vec<serde_json::Value> = accounts
+        .iter()
+        .map(|view| {
+            let status = &view.status;
+            serde_json::json!({
+                "account": view.name,
+                "health": status.health.name(),
+                "ready": status.not_ready(now).is_none(),
+                "expires_at": time(status.expires_at),
+                "next_refresh": time(status.next_attempt),
+                "last_success": time(status.last_success),
+                "last_error": status.last_error,
+                "consecutive_failures": status.consecutive_failures,
+                "outputs": view.outputs,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "ready": readiness(accounts, now).is_ok(),
+        "accounts": list,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(1_900_000_000 + seconds).expect("in range")
+    }
+
+    fn view(name: &str, change: impl FnOnce(&mut AccountStatus)) -> AccountView {
+        let mut status = AccountStatus::default();
+        change(&mut status);
+        AccountView {
+            name: name.to_string(),
+            outputs: vec![PathBuf::from(format!("/run/tk/{name}"))],
+            status,
+        }
+    }
+
+    #[test]
+    fn readiness_follows_the_expiry_at_the_moment_of_asking() {
+        let healthy = view("a", |status| {
+            status.health = Health::Healthy;
+            status.expires_at = Some(at(100));
+            status.written = true;
+            status.attempted = true;
+        });
+        assert_eq!(readiness(std::slice::from_ref(&healthy), at(99)), Ok(()));
+        let expired = readiness(std::slice::from_ref(&healthy), at(100)).unwrap_err();
+        assert_eq!(expired.len(), 1);
+        assert!(expired[0].starts_with("a: token expired at"), "{expired:?}");
+    }
+
+    #[test]
+    fn every_unready_account_is_named_with_its_reason() {
+        let accounts = [
+            view("fresh", |_| {}),
+            view("rejected", |status| {
+                status.health = Health::Rejected;
+                status.attempted = true;
+                status.last_error = Some("HTTP 401".to_string());
+            }),
+            view("unwritten", |status| {
+                status.expires_at = Some(at(500));
+                status.attempted = true;
+            }),
+            view("ok", |status| {
+                status.expires_at = Some(at(500));
+                status.written = true;
+                status.attempted = true;
+            }),
+        ];
+        let problems = readiness(&accounts, at(0)).unwrap_err();
+        assert_eq!(
+            problems,
+            [
+                "fresh: no token yet: first login pending",
+                "rejected: credentials rejected: HTTP 401",
+                "unwritten: token not written yet",
+            ]
+        );
+        assert!(!all_attempted(&accounts));
+        assert_eq!(
+            summary(&accounts, at(0)),
+            "1/4 accounts ready; rejected: credentials rejected"
+        );
+    }
+
+    #[test]
+    fn the_status_document_has_one_object_per_account() {
+        let accounts = [view("b", |status| {
+            status.expires_at = Some(at(60));
+            status.written = true;
+            status.consecutive_failures = 2;
+        })];
+        let document = status_json(&accounts, at(0));
+        assert_eq!(document["ready"], true);
+        let entry = &document["accounts"][0];
+        assert_eq!(entry["account"], "b");
+        assert_eq!(entry["health"], "starting");
+        assert_eq!(entry["expires_at"], at(60).to_string());
+        assert_eq!(entry["consecutive_failures"], 2);
+        assert_eq!(entry["outputs"][0], "/run/tk/b");
+        assert!(entry["last_error"].is_null());
+    }
+}
