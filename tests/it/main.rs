@@ -15,5 +15,6 @@ mod notify;
 mod oauth2_real;
 mod observe;
 mod presets;
+mod refresh;
 mod tls;
 mod trust;
