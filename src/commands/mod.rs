@@ -119,6 +119,19 @@ pub fn plan(config: &Config) -> String {
         config.path.display(),
         if count == 1 { "" } else { "s" }
     );
+    let daemon = &config.daemon;
+    let _ = writeln!(
+        text,
+        "status   {}; control socket {}",
+        daemon.listen.map_or_else(
+            || "no listener ([daemon] listen)".to_string(),
+            |address| format!("http://{address}/ (livez, readyz, metrics, status)")
+        ),
+        daemon
+            .control_socket
+            .as_ref()
+            .map_or_else(|| "none".to_string(), |path| path.display().to_string())
+    );
     for account in config.accounts.values() {
         text.push('\n');
         let line = config.lines.get(&account.name).copied().unwrap_or(0);
@@ -208,6 +221,20 @@ fn describe_account(text: &mut String, account: &Account, line: usize) {
             let _ = write!(line, "  group {group}");
         }
         let _ = writeln!(text, "{line}");
+    }
+    if let Some(hook) = &account.on_change {
+        let action = match &hook.action {
+            crate::hook::Action::Command(argv) => format!("run {argv:?}"),
+            crate::hook::Action::Signal { pid_file, signal } => {
+                format!("SIG{} to the pid in {}", signal.name(), pid_file.display())
+            }
+        };
+        let _ = writeln!(
+            text,
+            "  on change {action} (timeout {}s, debounce {}ms)",
+            hook.timeout.as_secs(),
+            hook.debounce.as_millis()
+        );
     }
 }
 

@@ -555,4 +555,128 @@ path = "/run/tk/g"
             assert!(shown.contains("a number"), "{shown}");
         }
     }
+
+    fn with(daemon: &str, hook: &str) -> String {
+        format!(
+            "[daemon]\n{daemon}\n[accounts.a]\npreset = \"apinizer\"\nbase_url = \"https://api.example\"\nclient_id = \"ops\"\nclient_secret = {{ env = \"S\" }}\n[[accounts.a.outputs]]\npath = \"/run/tk/a\"\n{hook}"
+        )
+    }
+
+    fn problems(text: &str) -> String {
+        match parse(text, Path::new("t.toml"), SecretCheck::Skip, false) {
+            Ok(_) => String::new(),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn status_settings_are_checked_and_named() {
+        let config = parse(
+            &with(
+                "listen = \"127.0.0.1:9464\"\nstate_dir = \"/var/lib/tk\"",
+                "",
+            ),
+            Path::new("t.toml"),
+            SecretCheck::Skip,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            config.daemon.listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        assert_eq!(
+            config.daemon.control_socket.as_deref(),
+            Some(Path::new("/var/lib/tk/control.sock"))
+        );
+        assert_eq!(
+            config.daemon.refresh_request_interval,
+            crate::config::DEFAULT_REFRESH_REQUEST_INTERVAL
+        );
+        let off = parse(
+            &with("state_files = false", ""),
+            Path::new("t.toml"),
+            SecretCheck::Skip,
+            false,
+        )
+        .unwrap();
+        assert_eq!(off.daemon.control_socket, None);
+        for (daemon, expected) in [
+            (
+                "listen = \"localhost\"",
+                "line 2: daemon.listen: `localhost` is not ADDRESS:PORT",
+            ),
+            ("control_socket = \"run/tk.sock\"", "daemon.control_socket"),
+            (
+                "refresh_request_interval = \"500ms\"",
+                "daemon.refresh_request_interval: must be at least 1s",
+            ),
+        ] {
+            let found = problems(&with(daemon, ""));
+            assert!(found.contains(expected), "{daemon}: {found}");
+        }
+        let long = format!("control_socket = \"/{}\"", "s".repeat(120));
+        assert!(problems(&with(&long, "")).contains("longer than 107 bytes"));
+    }
+
+    #[test]
+    fn hooks_take_a_command_or_a_pid_file_and_say_what_is_wrong() {
+        let hook = |body: &str| with("", &format!("[accounts.a.on_change]\n{body}\n"));
+        let config = parse(
+            &hook("command = [\"systemctl\", \"reload\", \"app\"]\ntimeout = \"5s\""),
+            Path::new("t.toml"),
+            SecretCheck::Skip,
+            false,
+        )
+        .unwrap();
+        let spec = config.accounts["a"].on_change.clone().unwrap();
+        assert_eq!(
+            spec.action,
+            crate::hook::Action::Command(vec!["systemctl".into(), "reload".into(), "app".into()])
+        );
+        assert_eq!(spec.timeout, std::time::Duration::from_secs(5));
+        assert_eq!(spec.debounce, crate::hook::DEFAULT_DEBOUNCE);
+        let config = parse(
+            &hook("pid_file = \"/run/app.pid\""),
+            Path::new("t.toml"),
+            SecretCheck::Skip,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            config.accounts["a"].on_change.as_ref().unwrap().action,
+            crate::hook::Action::Signal {
+                pid_file: "/run/app.pid".into(),
+                signal: crate::hook::Signal::Hup
+            }
+        );
+        for (body, expected) in [
+            ("", "accounts.a.on_change: give `command"),
+            (
+                "command = []",
+                "accounts.a.on_change.command: the command is empty",
+            ),
+            ("command = [\"a\"]\npid_file = \"/p\"", "not both"),
+            (
+                "pid_file = \"/p\"\nsignal = \"KILL\"",
+                "accounts.a.on_change.signal: unknown signal `KILL`",
+            ),
+            (
+                "pid_file = \"p.pid\"",
+                "accounts.a.on_change.pid_file: `p.pid` is not absolute",
+            ),
+            (
+                "command = [\"a\"]\nsignal = \"HUP\"",
+                "`signal` goes with `pid_file`",
+            ),
+            (
+                "command = [\"a\"]\ntimeout = \"2h\"",
+                "on_change.timeout: must be more than 0s and at most 1h",
+            ),
+            ("command = [\"a\"]\nshell = true", "unknown field `shell`"),
+        ] {
+            let found = problems(&hook(body));
+            assert!(found.contains(expected), "{body:?}: {found}");
+        }
+    }
 }
