@@ -118,7 +118,9 @@ pub async fn run(
     tokio::pin!(wedge);
     // Status changes are gathered for a moment before systemd hears of them.
     let mut status_due: Option<tokio::time::Instant> = None;
-    reloader.notifier.update(&board.snapshot(), clock.wall());
+    if reloader.notifier.enabled() {
+        reloader.notifier.update(&board.snapshot(), clock.wall());
+    }
     loop {
         tokio::select! {
             biased;
@@ -148,7 +150,7 @@ pub async fn run(
                     break;
                 }
             }
-            () = board.changed(), if status_due.is_none() => {
+            () = board.changed(), if status_due.is_none() && reloader.notifier.enabled() => {
                 status_due = Some(tokio::time::Instant::now() + STATUS_GATHER);
             }
             () = sleep_until(status_due), if status_due.is_some() => {
@@ -172,7 +174,7 @@ pub async fn run(
 /// How often the supervisor loop beats for `/livez` and `probe live`.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Status changes are gathered this long before systemd's status line is updated.
-const STATUS_GATHER: Duration = Duration::from_millis(100);
+const STATUS_GATHER: Duration = Duration::from_millis(200);
 
 /// A task that ends when this is dropped (the listener, the control socket).
 struct Background(tokio::task::JoinHandle<()>);

@@ -36,6 +36,11 @@ impl Notifier {
         }
     }
 
+    /// Whether a service manager listens (`NOTIFY_SOCKET` is set).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// How often the supervisor loop pings: half of `WATCHDOG_USEC`, as systemd advises.
     pub fn ping_interval(&self) -> Option<Duration> {
         self.watchdog
