@@ -1,10 +1,14 @@
 //! The Prometheus metrics: counters and the login-duration histogram kept as logins happen, and
 //! gauges read off the status board at each scrape, so that they are as fresh as the scrape.
 //!
+//! Two formats: OpenMetrics text (what prometheus-client writes, and what Prometheus asks for), and
+//! the classic text format 0.0.4 for every other client (`curl`, `promtool check metrics`), which
+//! differs only in naming a counter's family with its `_total` suffix and having no `# EOF`.
+//!
 //! Invariants: the only label values are account names and fixed words (outcomes, the version),
 //! never a secret, a token or an error text; an account taken off the board takes its series
-//! with it; names follow Prometheus's conventions (`_total`, `_seconds`, `_timestamp_seconds`), as
-//! `promtool check metrics` checks.
+//! with it, even when a scrape runs meanwhile; names follow Prometheus's conventions (`_total`,
+//! `_seconds`, `_timestamp_seconds`), as `promtool check metrics` checks.
 
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
@@ -191,8 +195,13 @@ impl Metrics {
         }
     }
 
-    /// Drops every series of an account that left the config.
+    /// Drops every series of an account that left the config. Waits for a scrape in progress,
+    /// which could otherwise set the account's gauges again after they were dropped.
     pub fn forget(&self, name: &str) {
+        let _one_at_a_time = self
+            .scrape
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         let label = AccountLabel {
             account: name.to_string(),
         };
@@ -212,15 +221,22 @@ impl Metrics {
         }
     }
 
-    /// Sets the gauges from `accounts` at `now` and encodes everything (OpenMetrics text, which
-    /// Prometheus and promtool read).
-    pub fn encode(&self, accounts: &[AccountView], reload: ReloadRecord, now: Timestamp) -> String {
+    /// Sets the gauges from the accounts `snapshot` gives (taken under the scrape lock, so an
+    /// account removed meanwhile is either in it and then forgotten, or not in it) at `now`, and
+    /// encodes everything as OpenMetrics text.
+    pub fn encode(
+        &self,
+        snapshot: impl FnOnce() -> Vec<AccountView>,
+        reload: ReloadRecord,
+        now: Timestamp,
+    ) -> String {
         let _one_at_a_time = self
             .scrape
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
+        let accounts = snapshot();
         let seconds = |at: Option<Timestamp>| at.map_or(0.0, |at| at.as_millisecond() as f64 / 1e3);
-        for view in accounts {
+        for view in &accounts {
             let label = AccountLabel {
                 account: view.name.clone(),
             };
@@ -251,10 +267,48 @@ impl Metrics {
     }
 }
 
+/// The OpenMetrics text `open` in the classic text format 0.0.4: a counter family is named with
+/// its `_total` suffix, and `# EOF` and `# UNIT` lines go. Samples are the same in both.
+pub fn classic_text(open: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(open.len() + 16 * counters.len());
+    for line in open.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(line) => text.push_str(&line),
+            None => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::daemon::status::{AccountStatus, Health};
+
+    #[test]
+    fn the_classic_format_names_counter_families_with_their_suffix() {
+        let open = "# HELP x_logins Logins.\n# TYPE x_logins counter\nx_logins_total{a=\"b\"} 1\n# HELP x_up Up.\n# TYPE x_up gauge\nx_up 1\n# EOF\n";
+        assert_eq!(
+            classic_text(open),
+            "# HELP x_logins_total Logins.\n# TYPE x_logins_total counter\nx_logins_total{a=\"b\"} 1\n# HELP x_up Up.\n# TYPE x_up gauge\nx_up 1\n"
+        );
+    }
 
     #[test]
     fn every_series_is_there_with_its_value_and_removed_accounts_go() {
@@ -289,7 +343,7 @@ mod tests {
             successful: false,
             last_success: now,
         };
-        let text = metrics.encode(&views, reload, now);
+        let text = metrics.encode(|| views.to_vec(), reload, now);
         for line in [
             "tokenkeeper_token_expiry_timestamp_seconds{account=\"alpha\"} 1900000060.0",
             "tokenkeeper_token_ready{account=\"alpha\"} 1",
@@ -310,7 +364,7 @@ mod tests {
         }
         assert!(text.contains("tokenkeeper_build_info{version=\""), "{text}");
         metrics.forget("alpha");
-        let text = metrics.encode(&views[1..], reload, now);
+        let text = metrics.encode(|| views[1..].to_vec(), reload, now);
         assert!(!text.contains("alpha"), "{text}");
         assert!(text.contains("beta"), "{text}");
     }

@@ -248,6 +248,17 @@ impl Reloader<'_> {
     /// when `force`d by SIGHUP; then wakes the accounts whose secrets changed. An invalid config
     /// is logged and the running one kept.
     async fn reload(&mut self, supervisor: &mut Supervisor, force: bool) {
+        // systemd (Type=notify-reload) waits for READY=1 after RELOADING=1, whatever comes of it.
+        if force {
+            self.notifier.reloading();
+        }
+        self.reread(supervisor, force).await;
+        if force {
+            self.notifier.reloaded();
+        }
+    }
+
+    async fn reread(&mut self, supervisor: &mut Supervisor, force: bool) {
         let text = match crate::input::may_block(|| config::read(self.path)) {
             Ok(text) => text,
             Err(error) => {
@@ -258,7 +269,19 @@ impl Reloader<'_> {
         };
         let ca_changed = crate::input::may_block(|| supervisor.ca_changed());
         if force || text.digest() != self.last_digest || !ca_changed.is_empty() {
-            self.apply(supervisor, &text, &ca_changed).await;
+            if !force {
+                self.notifier.reloading();
+            }
+            let applied = self.apply(supervisor, &text, &ca_changed).await;
+            self.board.reloaded(applied, self.clock.wall());
+            if !force {
+                self.notifier.reloaded();
+            }
+        } else if !self.board.reload_record().successful {
+            // The file is back to the config in force (an undo after a rejected edit): the
+            // config in force is the file's again.
+            tracing::info!("the config file is back to the config in force");
+            self.board.reloaded(true, self.clock.wall());
         }
         drop(text);
         for name in crate::input::may_block(|| supervisor.wake_changed_secrets()) {
@@ -269,20 +292,8 @@ impl Reloader<'_> {
         crate::input::may_block(|| self.rewatch(supervisor));
     }
 
-    async fn apply(
-        &mut self,
-        supervisor: &mut Supervisor,
-        text: &config::ConfigText,
-        ca_changed: &[String],
-    ) {
-        self.notifier.reloading();
-        let applied = self.apply_new(supervisor, text, ca_changed).await;
-        self.board.reloaded(applied, self.clock.wall());
-        self.notifier.reloaded();
-    }
-
     /// Validates and applies the new config; whether it is now in force.
-    async fn apply_new(
+    async fn apply(
         &mut self,
         supervisor: &mut Supervisor,
         text: &config::ConfigText,

@@ -3,9 +3,9 @@
 //! around a reload, `STOPPING=1`, and watchdog pings.
 //!
 //! Invariants: pings come only from the supervisor loop itself (see `daemon::run`), never from a
-//! timer of their own, so a wedged loop stops pinging and systemd restarts the daemon; `READY=1`
-//! is never sent before every account's first attempt, not even after a reload; a status line
-//! names accounts and fixed words only; without `NOTIFY_SOCKET` nothing is sent.
+//! timer of their own, so a wedged loop stops pinging and systemd restarts the daemon; the first
+//! `READY=1` waits for every account's first attempt (a reload before it does not send one); a
+//! status line names accounts and fixed words only; without `NOTIFY_SOCKET` nothing is sent.
 
 use std::time::Duration;
 

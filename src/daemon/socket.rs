@@ -38,10 +38,26 @@ impl ControlSocket {
     /// # Errors
     /// The path is in use by a live daemon, is not a socket, or cannot be bound.
     pub fn bind(path: &Path) -> Result<ControlSocket, String> {
+        use std::os::unix::fs::MetadataExt as _;
         use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
         let fail = |what: &str, error: std::io::Error| {
             format!("control socket {}: {what}: {error}", path.display())
         };
+        // In a directory others may write, someone else could put a socket of theirs there
+        // (and answer `status` and `probe` for the daemon), or keep ours from binding.
+        let parent = path.parent().unwrap_or(Path::new("/"));
+        let directory = std::fs::metadata(parent)
+            .map_err(|error| fail("cannot inspect its directory", error))?;
+        let ours = rustix::process::geteuid().as_raw();
+        if directory.mode() & 0o022 != 0 || (directory.uid() != ours && directory.uid() != 0) {
+            return Err(format!(
+                "control socket {}: its directory {} may be written by others (mode {:o}, uid {}); put it in a directory only the daemon's user can write",
+                path.display(),
+                parent.display(),
+                directory.mode() & 0o7777,
+                directory.uid()
+            ));
+        }
         match std::fs::symlink_metadata(path) {
             Ok(metadata) if metadata.file_type().is_socket() => {
                 if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -210,6 +226,50 @@ pub fn ask(path: &Path, request: &str) -> Result<serde_json::Value, AskError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_socket_is_bound_only_where_others_cannot_write() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let refused = ControlSocket::bind(&shared.join("control.sock"))
+            .err()
+            .unwrap();
+        assert!(refused.contains("may be written by others"), "{refused}");
+        let private = dir.path().join("private");
+        std::fs::create_dir(&private).unwrap();
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let path = private.join("control.sock");
+        let socket = ControlSocket::bind(&path).unwrap();
+        // A second daemon does not take a live socket's place; a stale one is replaced.
+        let board = Board::new(jiff::Timestamp::now());
+        let serving = tokio::spawn(socket.serve(board));
+        let taken = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || ControlSocket::bind(&path).err()
+        })
+        .await
+        .unwrap();
+        assert!(taken.unwrap().contains("another daemon answers"));
+        let answer = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || ask(&path, "live")
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(answer["live"], true);
+        serving.abort();
+        let _ = serving.await;
+        assert!(!path.exists(), "the socket outlived its server");
+        std::os::unix::net::UnixListener::bind(&path).unwrap();
+        assert!(
+            ControlSocket::bind(&path).is_ok(),
+            "a stale socket was not replaced"
+        );
+    }
 
     #[test]
     fn requests_are_answered_and_unknown_ones_named() {

@@ -94,7 +94,11 @@ impl AccountStatus {
             Some(expires) if expires <= now => Some(error(&format!("token expired at {expires}"))),
             Some(_) if self.written => None,
             Some(_) => Some(error("token not written yet")),
-            None if self.health == Health::Rejected => Some(error("credentials rejected")),
+            None if self.health == Health::Rejected => Some(
+                self.last_error
+                    .clone()
+                    .unwrap_or_else(|| "credentials rejected".to_string()),
+            ),
             None if self.attempted => Some(error("no token")),
             None => Some("no token yet: first login pending".to_string()),
         }
@@ -134,7 +138,8 @@ pub struct AccountCell {
     name: String,
     outputs: Vec<PathBuf>,
     status: Mutex<AccountStatus>,
-    refresh: watch::Sender<u64>,
+    /// Kept across restarts of the account's task, so a request is not lost to a restart.
+    refresh: Arc<watch::Sender<u64>>,
     changed: Arc<Notify>,
     metrics: AccountMetrics,
 }
@@ -227,9 +232,15 @@ impl Board {
         })
     }
 
-    /// Puts an account (back) on the board with a fresh status; its counters carry on.
+    /// Puts an account on the board. An account already there (its task restarts) keeps what is
+    /// known of it, its refresh requests and its counters; the new task updates them as it goes.
     pub fn insert(&self, account: &Account) -> Arc<AccountCell> {
-        let (refresh, _) = watch::channel(0);
+        let previous = self.cell(&account.name);
+        let refresh = previous.as_ref().map_or_else(
+            || Arc::new(watch::channel(0).0),
+            |cell| Arc::clone(&cell.refresh),
+        );
+        let status = previous.map_or_else(AccountStatus::default, |cell| cell.snapshot());
         let cell = Arc::new(AccountCell {
             name: account.name.clone(),
             outputs: account
@@ -237,7 +248,7 @@ impl Board {
                 .iter()
                 .map(|output| output.path.clone())
                 .collect(),
-            status: Mutex::new(AccountStatus::default()),
+            status: Mutex::new(status),
             refresh,
             changed: Arc::clone(&self.changed),
             metrics: self.metrics.account(&account.name),
@@ -248,7 +259,8 @@ impl Board {
         cell
     }
 
-    /// Takes an account off the board, with its metrics.
+    /// Takes an account off the board, with its metrics (after the board, so that no scrape
+    /// sets them again).
     pub fn remove(&self, name: &str) {
         self.write_accounts().remove(name);
         self.metrics.forget(name);
@@ -336,7 +348,7 @@ impl Board {
     /// The Prometheus exposition of the board at `now`.
     pub fn metrics_text(&self, now: Timestamp) -> String {
         self.metrics
-            .encode(&self.snapshot(), self.reload_record(), now)
+            .encode(|| self.snapshot(), self.reload_record(), now)
     }
 
     fn read_accounts(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<AccountCell>>> {
@@ -466,7 +478,7 @@ mod tests {
             view("rejected", |status| {
                 status.health = Health::Rejected;
                 status.attempted = true;
-                status.last_error = Some("HTTP 401".to_string());
+                status.last_error = Some("credentials rejected: HTTP 401".to_string());
             }),
             view("unwritten", |status| {
                 status.expires_at = Some(at(500));

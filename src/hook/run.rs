@@ -6,7 +6,9 @@
 //! environment (only `PATH` and the `TOKENKEEPER_*` variables), in a process group of its own, and
 //! that group is killed when the command outlives its timeout or the [`Hook`] is dropped; the
 //! command is always reaped. A signal goes only to a process that the pid file's owner owns (or
-//! to any process when root owns the pid file), never to pid 0 or 1 or to the daemon itself. The
+//! to any process when root owns the pid file), never to pid 0 or 1 or to the daemon itself; a
+//! pid file that is a symlink is refused (one planted in a shared directory could otherwise lend
+//! it the owner of any root-owned file holding a number). The
 //! task never holds a runtime thread in blocking I/O outside [`may_block`].
 
 use std::ffi::OsString;
@@ -311,7 +313,7 @@ enum SignalError {
 fn signal_pid_file(pid_file: &Path, signal: Signal) -> Result<i32, SignalError> {
     let path = || pid_file.to_path_buf();
     let file =
-        input::read_file(pid_file, PID_FILE_LIMIT, Symlinks::Follow).map_err(SignalError::Read)?;
+        input::read_file(pid_file, PID_FILE_LIMIT, Symlinks::Refuse).map_err(SignalError::Read)?;
     let pid = parse_pid(&file.bytes).ok_or_else(|| SignalError::NotAPid { path: path() })?;
     if pid < 2 {
         return Err(SignalError::Reserved { path: path(), pid });

@@ -412,6 +412,16 @@ async fn a_signal_hook_refuses_pid_files_that_name_no_safe_target() {
         assert!(!hook.task.is_finished(), "the task ended on {contents:?}");
     }
     assert!(!fifo_hook.task.is_finished());
+    // A symlink to a file that names the target (as a link to a root-owned file holding a pid
+    // would lend it root's authority): refused.
+    let genuine = dir.path().join("genuine.pid");
+    std::fs::write(&genuine, format!("{}\n", target.pid())).unwrap();
+    let link = dir.path().join("link.pid");
+    std::os::unix::fs::symlink(&genuine, &link).unwrap();
+    let link_hook = signal_hook("web", &link, debounce);
+    link_hook.notify(Event::Written);
+    sleep(debounce + MARGIN).await;
+    assert!(!link_hook.task.is_finished());
     assert_eq!(lines(&hups).len(), 0);
 
     // Still alive, and still signalling once the pid file is right.

@@ -142,6 +142,27 @@ async fn ready_comes_after_the_first_login_then_reload_and_stop_are_announced() 
     assert_eq!(reloading.len(), 1, "{:?}", manager.all());
     assert!(reloading[0] < manager.times_of("READY=1")[1]);
     assert!(manager.has_line(|line| line.starts_with("MONOTONIC_USEC=")));
+    // A reload whose config cannot even be read is bracketed too (systemctl reload would hang).
+    let config = Path::new(&setup.config);
+    let text = std::fs::read_to_string(config).expect("config");
+    std::fs::remove_file(config).expect("remove config");
+    daemon.signal(rustix::process::Signal::HUP);
+    assert!(
+        eventually(Duration::from_secs(20), || manager
+            .times_of("READY=1")
+            .len()
+            >= 3)
+        .await,
+        "no READY=1 after a reload that could not read the config: {:?}",
+        manager.all()
+    );
+    assert_eq!(
+        manager.times_of("RELOADING=1").len(),
+        2,
+        "{:?}",
+        manager.all()
+    );
+    crate::support::replace_file(config, &text);
     // SIGTERM: STOPPING=1, then a clean exit.
     daemon.signal(rustix::process::Signal::TERM);
     assert_eq!(daemon.wait(Duration::from_secs(20)).await, Some(0));
@@ -215,5 +236,52 @@ async fn watchdog_pings_come_at_half_the_timeout_and_stop_when_the_loop_is_wedge
         late.is_empty(),
         "{} pings after the loop wedged: a blind timer is keeping it alive",
         late.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_while_parked_is_ready_at_once_and_says_why() {
+    let setup = setup().await;
+    // Wrong credentials: the account is parked for half an hour.
+    let secret = setup.scratch.path().join("secret");
+    std::fs::write(&secret, "not-the-secret\n").expect("secret");
+    let daemon = Daemon::start(&setup.config, setup.scratch.path(), &[]);
+    assert!(
+        eventually(Duration::from_secs(20), || daemon
+            .log()
+            .contains("credentials rejected"))
+        .await,
+        "{}",
+        daemon.log()
+    );
+    drop(daemon);
+    let requests = setup.endpoint.requests().len();
+    assert!(requests >= 1);
+    // The restart keeps the parking; READY must not wait for it to end.
+    let manager = Manager::listen(Path::new(&setup.socket));
+    let daemon = Daemon::start(
+        &setup.config,
+        setup.scratch.path(),
+        &[("NOTIFY_SOCKET", &setup.socket)],
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || !manager
+            .times_of("READY=1")
+            .is_empty())
+        .await,
+        "no READY=1 after a restart while parked: {:?}\n{}",
+        manager.all(),
+        daemon.log()
+    );
+    assert!(
+        manager
+            .has_line(|line| line == "STATUS=0/1 accounts ready; apinizer: credentials rejected"),
+        "{:?}",
+        manager.all()
+    );
+    assert_eq!(
+        setup.endpoint.requests().len(),
+        requests,
+        "the restart logged in while parked"
     );
 }

@@ -7,7 +7,8 @@
 //!   unrenewed, 200 again after recovery; `/livez` answers 200 all the while.
 //! - `/metrics` passes `promtool check metrics`, carries every series, and its values are the
 //!   truth: the expiry is the one in the json output, each login lands in its outcome's counter,
-//!   a rejected reload shows as 0 until a good one.
+//!   a rejected reload shows as 0 until a good one (by SIGHUP, or by the running config's text
+//!   put back in the file).
 //! - A real Prometheus scrapes it and stores one expiry series per account.
 //! - `status`, `status --json`, `probe live|ready` exit 0 against a ready daemon, 1 naming the
 //!   account that is not ready, and 1 naming the socket when no daemon answers; `probe files`
@@ -30,7 +31,7 @@ use tokenkeeper::demo::endpoint::{Credentials, EndpointOptions, Fault, Route, To
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::support::{Daemon, tokenkeeper, write_config, write_secret};
+use crate::support::{Daemon, replace_file, tokenkeeper, write_config, write_secret};
 
 /// How long a daemon may take to reach a state a test polls for (a login, a listener that
 /// answers, a reload): far more than the fraction of a second it takes, because the machine may
@@ -79,8 +80,24 @@ impl Reply {
 /// Sends `request` as it is, reads to the end (at most 10 s in all) and parses the reply; `None`
 /// when the connection fails, or closes before a status line.
 async fn exchange(address: SocketAddr, request: &[u8]) -> Option<Reply> {
+    exchange_from(None, address, request).await
+}
+
+/// Like [`exchange`], from the loopback address `source` (another peer than 127.0.0.1).
+async fn exchange_from(
+    source: Option<std::net::IpAddr>,
+    address: SocketAddr,
+    request: &[u8],
+) -> Option<Reply> {
     let attempt = async {
-        let mut stream = TcpStream::connect(address).await.ok()?;
+        let mut stream = match source {
+            None => TcpStream::connect(address).await.ok()?,
+            Some(source) => {
+                let socket = tokio::net::TcpSocket::new_v4().ok()?;
+                socket.bind(SocketAddr::new(source, 0)).ok()?;
+                socket.connect(address).await.ok()?
+            }
+        };
         stream.write_all(request).await.ok()?;
         let mut raw = Vec::new();
         // A reset after the reply (a server closing with bytes unread) keeps what was read.
@@ -160,13 +177,22 @@ async fn get_until(
     }
 }
 
-/// The samples of a Prometheus exposition, keyed by name and labels as written.
+/// The samples of a Prometheus exposition, keyed by name and labels, the labels sorted by name
+/// (`name{a="1",b="2"}`), so that a key does not depend on the order they are written in.
 fn samples(text: &str) -> HashMap<String, f64> {
     text.lines()
         .filter(|line| !line.starts_with('#') && !line.is_empty())
         .filter_map(|line| {
             let (series, value) = line.rsplit_once(' ')?;
-            Some((series.to_string(), value.parse().ok()?))
+            let key = match series.split_once('{') {
+                Some((name, labels)) => {
+                    let mut labels: Vec<&str> = labels.strip_suffix('}')?.split(',').collect();
+                    labels.sort_unstable();
+                    format!("{name}{{{}}}", labels.join(","))
+                }
+                None => series.to_string(),
+            };
+            Some((key, value.parse().ok()?))
         })
         .collect()
 }
@@ -460,6 +486,24 @@ async fn readyz_fails_naming_an_expired_token_and_recovers_while_livez_stays_200
         logins_before,
         "a login got through the proxy while it was down"
     );
+    // The daemon knows too: the account is unhealthy, and its expired file is gone (on_expiry
+    // is `remove` by default).
+    get_until(address, "/status", daemon, |reply| {
+        serde_json::from_str::<serde_json::Value>(&reply.body).is_ok_and(|document| {
+            document["ready"] == false && document["accounts"][0]["health"] == "unhealthy"
+        })
+    })
+    .await;
+    assert!(
+        until(SETTLE, || {
+            let gone = !token_file.exists();
+            async move { gone.then_some(()) }
+        })
+        .await
+        .is_some(),
+        "the expired token file stayed: {}",
+        daemon.log()
+    );
     assert!(
         daemon.log().contains("login failed"),
         "no failed login while the endpoint was down: {}",
@@ -479,12 +523,20 @@ async fn readyz_fails_naming_an_expired_token_and_recovers_while_livez_stays_200
     );
 }
 
-/// Three accounts: `good` logs in at once, `bad` has a wrong secret (rejected), `flaky` gets an
-/// HTML page and a 503 before its login succeeds. `/metrics` passes promtool, has every series,
-/// and each value is the truth; a rejected reload shows as 0, a good one as 1 again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_pass_promtool_and_tell_the_truth_about_logins_expiry_and_reloads() {
-    let started = seconds_now();
+/// A daemon with three accounts: `good` logs in at once (raw and json outputs), `bad` has a
+/// wrong secret (rejected), `flaky` (on a second endpoint) gets an HTML page and a 503 before its
+/// login succeeds. Fields drop in order: the daemon before its directory.
+struct ThreeAccounts {
+    running: Running,
+    /// The first `/metrics` reply once all three had their logins.
+    reply: Reply,
+    json_file: PathBuf,
+    endpoint: TokenEndpoint,
+    _flaky_endpoint: TokenEndpoint,
+    _rig: Rig,
+}
+
+async fn three_accounts() -> ThreeAccounts {
     let endpoint = TokenEndpoint::start(EndpointOptions::default())
         .await
         .expect("start the endpoint");
@@ -528,8 +580,7 @@ async fn metrics_pass_promtool_and_tell_the_truth_about_logins_expiry_and_reload
                 )
         })
         .await;
-    let (address, daemon) = (running.address, &running.daemon);
-    let reply = get_until(address, "/metrics", daemon, |reply| {
+    let reply = get_until(running.address, "/metrics", &running.daemon, |reply| {
         let have = samples(&reply.body);
         [
             "tokenkeeper_token_ready{account=\"good\"}",
@@ -540,44 +591,92 @@ async fn metrics_pass_promtool_and_tell_the_truth_about_logins_expiry_and_reload
         .all(|series| have.get(*series) == Some(&1.0))
     })
     .await;
+    ThreeAccounts {
+        running,
+        reply,
+        json_file,
+        endpoint,
+        _flaky_endpoint: flaky_endpoint,
+        _rig: rig,
+    }
+}
+
+/// `promtool check metrics` accepts the exposition of a daemon whose every family has series
+/// (counters, the histogram, failures, the reload gauges).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_promtool_check_metrics() {
+    let Some(promtool) =
+        prometheus_tool("/usr/bin/promtool", "metrics_pass_promtool_check_metrics")
+    else {
+        return;
+    };
+    let fixture = three_accounts().await;
+    let text = &fixture.reply.body;
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("feed promtool");
+    let output = child.wait_with_output().expect("promtool");
+    assert!(
+        output.status.success(),
+        "promtool check metrics ({}): {}{}\n{text}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// `/metrics` has every series, and each value is the truth: the expiry is the json output's,
+/// each login is counted under its outcome, a rejected account is parked; a rejected reload
+/// shows as 0 (the running config kept), a good one as 1 again with a newer success time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_tell_the_truth_about_logins_expiry_and_reloads() {
+    let started = seconds_now();
+    let fixture = three_accounts().await;
+    let (running, reply, json_file, endpoint) = (
+        &fixture.running,
+        &fixture.reply,
+        &fixture.json_file,
+        &fixture.endpoint,
+    );
+    let (address, daemon) = (running.address, &running.daemon);
     assert_eq!(reply.status, 200);
+    // A client that does not ask for OpenMetrics gets the classic text format …
     assert!(
         reply
             .header("content-type")
-            .is_some_and(|value| value.starts_with("application/openmetrics-text")),
+            .is_some_and(|value| value.starts_with("text/plain; version=0.0.4")),
         "{reply:?}"
     );
+    assert!(!reply.body.contains("# EOF"), "{}", reply.body);
+    // … and Prometheus, which asks, gets OpenMetrics.
+    let asking = format!(
+        "GET /metrics HTTP/1.1\r\nHost: {address}\r\nAccept: application/openmetrics-text;version=1.0.0,text/plain;q=0.5\r\nConnection: close\r\n\r\n"
+    );
+    let open = exchange(address, asking.as_bytes()).await.expect("metrics");
+    assert!(
+        open.header("content-type")
+            .is_some_and(|value| value.starts_with("application/openmetrics-text")),
+        "{open:?}"
+    );
+    assert!(open.body.ends_with("# EOF\n"), "{}", open.body);
     let text = &reply.body;
     let have = samples(text);
     let value = |series: &str| sample(&have, series, text);
 
-    if let Some(promtool) = prometheus_tool("/usr/bin/promtool", "the promtool check") {
-        use std::io::Write as _;
-        let mut child = std::process::Command::new(promtool)
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run promtool");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(text.as_bytes())
-            .expect("feed promtool");
-        let output = child.wait_with_output().expect("promtool");
-        assert!(
-            output.status.success(),
-            "promtool check metrics: {}{}\n{text}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
     // The expiry is the json output's (which shows whole seconds).
     let document: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json_file).expect("the json output"))
+        serde_json::from_str(&std::fs::read_to_string(json_file).expect("the json output"))
             .expect("json output");
     let file_expiry = seconds_of(document["expires_at"].as_str().expect("expires_at"));
     let expiry = value("tokenkeeper_token_expiry_timestamp_seconds{account=\"good\"}");
@@ -687,9 +786,9 @@ async fn metrics_pass_promtool_and_tell_the_truth_about_logins_expiry_and_reload
         "tokenkeeper_last_success_timestamp_seconds gauge",
         "tokenkeeper_next_refresh_timestamp_seconds gauge",
         "tokenkeeper_consecutive_failures gauge",
-        "tokenkeeper_logins counter",
+        "tokenkeeper_logins_total counter",
         "tokenkeeper_login_duration_seconds histogram",
-        "tokenkeeper_write_failures counter",
+        "tokenkeeper_write_failures_total counter",
         "tokenkeeper_config_last_reload_successful gauge",
         "tokenkeeper_config_last_reload_success_timestamp_seconds gauge",
         "tokenkeeper_build_info gauge",
@@ -701,7 +800,10 @@ async fn metrics_pass_promtool_and_tell_the_truth_about_logins_expiry_and_reload
     }
 
     // A config that does not parse, by SIGHUP: 0, the running config kept.
-    std::fs::write(&running.config, format!("{}\n[daemon\n", running.text)).expect("break");
+    replace_file(
+        Path::new(&running.config),
+        &format!("{}\n[daemon\n", running.text),
+    );
     daemon.signal(Signal::HUP);
     let reply = get_until(address, "/metrics", daemon, |reply| {
         samples(&reply.body).get("tokenkeeper_config_last_reload_successful") == Some(&0.0)
@@ -726,7 +828,7 @@ async fn metrics_pass_promtool_and_tell_the_truth_about_logins_expiry_and_reload
         1.0
     );
     // The good config back, by SIGHUP: 1, with a newer success time, and no new login.
-    std::fs::write(&running.config, &running.text).expect("restore");
+    replace_file(Path::new(&running.config), &running.text);
     daemon.signal(Signal::HUP);
     let reply = get_until(address, "/metrics", daemon, |reply| {
         samples(&reply.body).get("tokenkeeper_config_last_reload_successful") == Some(&1.0)
@@ -1207,10 +1309,19 @@ async fn probe_files_passes_after_a_clean_stop_and_names_outputs_whose_token_exp
 
     let expired = until(SETTLE, || {
         let run = cli(&["probe", "files"], &running.config);
-        async move { Some(run.await).filter(|run| run.code != 0) }
+        let (raw_file, json_file) = (&raw_file, &json_file);
+        // The json output shows whole seconds, so it may expire up to a second before the raw.
+        async move {
+            Some(run.await).filter(|run| {
+                run.code != 0
+                    && [raw_file, json_file]
+                        .iter()
+                        .all(|file| run.stderr.contains(&file.display().to_string()))
+            })
+        }
     })
     .await
-    .expect("probe files never failed");
+    .expect("probe files never named both files");
     assert!(
         seconds_now() >= expires,
         "probe files failed before the token expired: {expired:?}"
@@ -1296,9 +1407,12 @@ async fn bad_requests_and_silent_clients_never_disturb_the_daemon() {
             closed.ok().map(|()| opened.elapsed())
         }));
     }
+    // The kubelet comes from another address than the silent clients, and gets its own slots.
     let asked = Instant::now();
+    let kubelet = Some("127.0.0.2".parse().expect("address"));
+    let probe = format!("GET /livez HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
     let livez = until(SETTLE, || {
-        let reply = get(address, "/livez");
+        let reply = exchange_from(kubelet, address, probe.as_bytes());
         async move { reply.await.filter(|reply| reply.status == 200) }
     })
     .await;
@@ -1322,8 +1436,9 @@ async fn bad_requests_and_silent_clients_never_disturb_the_daemon() {
         .iter()
         .filter(|after| (Duration::from_secs(4)..Duration::from_secs(15)).contains(*after))
         .count();
+    // One address holds at most 8 connections: the rest are closed at once.
     assert!(
-        at_once >= 30 && held >= 60 && at_once + held == 100,
+        (1..=8).contains(&held) && at_once + held == 100,
         "{at_once} closed at once, {held} at the header timeout: {closed:?}"
     );
     eprintln!("silent clients: {at_once} closed at once, {held} held; /livez after {waited:?}");
@@ -1429,11 +1544,8 @@ async fn no_status_view_shows_a_secret_or_a_token() {
     let echo_error = document["accounts"][1]["last_error"]
         .as_str()
         .expect("the echo account's error");
-    // The refusal was read and quoted: the scrubbing is what keeps the secret out.
-    assert!(
-        echo_error.contains("401") && echo_error.contains("invalid_client"),
-        "{echo_error}"
-    );
+    // The refusal was read: the scrubbing is what keeps the secret out.
+    assert!(echo_error.contains("HTTP 401"), "{echo_error}");
     let token = std::fs::read_to_string(&token_file)
         .expect("the token file")
         .trim()
@@ -1466,4 +1578,31 @@ async fn no_status_view_shows_a_secret_or_a_token() {
         views.iter().all(|(_, text)| !text.trim().is_empty()),
         "{views:?}"
     );
+}
+
+/// The usual repair of a broken config is to put the running one back (an editor's undo, `git
+/// checkout`): once the file holds the config in force again, the reload gauge says 1 again,
+/// without a SIGHUP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restoring_the_running_config_after_a_rejected_reload_clears_the_reload_failure() {
+    let fixture = three_accounts().await;
+    let running = &fixture.running;
+    let reload_gauge = |reply: &Reply| {
+        samples(&reply.body)
+            .get("tokenkeeper_config_last_reload_successful")
+            .copied()
+    };
+    replace_file(
+        Path::new(&running.config),
+        &format!("{}\n[daemon\n", running.text),
+    );
+    get_until(running.address, "/metrics", &running.daemon, |reply| {
+        reload_gauge(reply) == Some(0.0)
+    })
+    .await;
+    replace_file(Path::new(&running.config), &running.text);
+    get_until(running.address, "/metrics", &running.daemon, |reply| {
+        reload_gauge(reply) == Some(1.0)
+    })
+    .await;
 }

@@ -83,6 +83,9 @@ pub struct AccountTask {
     credentials: watch::Receiver<CredentialsDigest>,
     /// The account on the status board: status, metrics, refresh requests.
     cell: Arc<AccountCell>,
+    /// Requests for a refresh (SIGUSR1, `tokenkeeper refresh`); subscribed when the task is
+    /// made, so that one sent while it starts is not lost.
+    refresh: watch::Receiver<u64>,
     state: Option<StateFile>,
     /// What to tell the consumer after the files change.
     hook: Option<crate::hook::Hook>,
@@ -98,6 +101,7 @@ impl AccountTask {
         cell: Arc<AccountCell>,
         state: Option<StateFile>,
     ) -> AccountTask {
+        let refresh = cell.refresh_requests();
         let hook = account.on_change.clone().map(|spec| {
             let outputs = account.outputs.iter().map(|output| output.path.clone());
             crate::hook::Hook::spawn(&account.name, outputs.collect(), spec)
@@ -108,6 +112,7 @@ impl AccountTask {
             shared,
             credentials,
             cell,
+            refresh,
             state,
             hook,
             rng: StdRng::from_os_rng(),
@@ -135,7 +140,6 @@ impl AccountTask {
             &mut self.rng,
         );
         let mut plan = Plan::start(clock.boot(), start, first_login_delay);
-        let mut refresh = self.cell.refresh_requests();
         loop {
             if *self.shared.shutdown.borrow() {
                 return;
@@ -147,10 +151,11 @@ impl AccountTask {
                     let refresh_token = plan
                         .token()
                         .and_then(|current| current.refresh_token.clone());
-                    let started = Instant::now();
-                    let Some(result) = self.login(refresh_token.as_ref()).await else {
+                    let Some((result, began, took)) = self.login(refresh_token.as_ref()).await
+                    else {
                         return;
                     };
+                    plan.login_began(began);
                     // A token an output cannot take (an `env` file and a token a shell would
                     // interpret) is an unusable reply: retried as a login, with backoff, while
                     // the files keep the token they hold.
@@ -174,7 +179,7 @@ impl AccountTask {
                             ErrorClass::Protocol => Outcome::Protocol,
                         },
                     };
-                    self.cell.login_finished(outcome, started.elapsed());
+                    self.cell.login_finished(outcome, took);
                     match result {
                         Ok(outcome) => {
                             let (fresh, times) = self.accept(outcome);
@@ -200,18 +205,17 @@ impl AccountTask {
                         continue;
                     };
                     match self.write(&current.token) {
-                        Ok(changed) => {
-                            plan.wrote();
-                            if changed && let Some(hook) = &self.hook {
-                                hook.notify(crate::hook::Event::Written);
-                            }
-                        }
+                        Ok(()) => plan.wrote(),
                         Err(message) => {
                             self.cell.write_failed();
                             let delay =
                                 schedule::WRITE_RETRY.delay(plan.write_failures(), &mut self.rng);
                             tracing::error!(account = %self.account.name, retry_in_s = delay.as_secs_f32(), "{message}");
-                            self.update(|status| status.last_error = Some(message));
+                            let message = self.without_account(message);
+                            self.update(|status| {
+                                status.last_error = Some(message);
+                                status.attempted = true;
+                            });
                             plan.write_failed(clock.boot().saturating_add(delay));
                         }
                     }
@@ -230,7 +234,7 @@ impl AccountTask {
                                 tracing::info!(account = %self.account.name, "secret or config changed: trying again now");
                             }
                         }
-                        changed = refresh.changed() => {
+                        changed = self.refresh.changed() => {
                             if changed.is_err() {
                                 return;
                             }
@@ -328,7 +332,7 @@ impl AccountTask {
             (_, true) => Health::Degraded,
             (_, false) => Health::Unhealthy,
         };
-        let message = error.to_string();
+        let message = format!("{}: {}", error.class, error.message);
         self.update(|status| {
             status.health = health;
             status.consecutive_failures = failures;
@@ -338,11 +342,12 @@ impl AccountTask {
         (next, server_not_before)
     }
 
-    /// Waits for a permit, then logs in. `None` when the daemon stops meanwhile.
+    /// Waits for a permit, then logs in: the result, when the login began (boot time, after the
+    /// permit) and how long it took. `None` when the daemon stops meanwhile.
     async fn login(
         &mut self,
         refresh_token: Option<&Secret>,
-    ) -> Option<Result<LoginOutcome, LoginError>> {
+    ) -> Option<(Result<LoginOutcome, LoginError>, Duration, Duration)> {
         let mut shutdown = self.shared.shutdown.clone();
         let limiter = Arc::clone(&self.shared.limiter);
         let _permit = tokio::select! {
@@ -350,8 +355,10 @@ impl AccountTask {
             _ = shutdown.changed() => return None,
         };
         self.update(|status| status.logins += 1);
+        let began = self.shared.clock.boot();
+        let started = Instant::now();
         tokio::select! {
-            result = self.auth.login(refresh_token) => Some(result),
+            result = self.auth.login(refresh_token) => Some((result, began, started.elapsed())),
             _ = shutdown.changed() => None,
         }
     }
@@ -401,14 +408,12 @@ impl AccountTask {
             latency_ms = outcome.latency.as_millis() as u64,
             "login succeeded"
         );
-        let expires_at = token.expires_at;
+        // What is published (and so `expires_at` and readiness) changes when the write succeeds.
         self.update(|status| {
             status.health = Health::Healthy;
-            status.expires_at = Some(expires_at);
             status.last_success = Some(wall_now);
             status.last_error = None;
             status.consecutive_failures = 0;
-            status.written = false;
             status.attempted = true;
         });
         let holding = Holding {
@@ -472,6 +477,26 @@ impl AccountTask {
             let wait = wall_to_boot(not_before, wall_now, boot_now).saturating_sub(boot_now);
             restored.not_before = Some(boot_now.saturating_add(wait.min(longest)));
             restored.parked = saved.parked;
+            // The account had its attempts before the restart: it is not "starting", and the
+            // daemon is ready (READY=1) without waiting out the delay.
+            let message = if saved.parked {
+                format!("credentials rejected before the restart; next try at {not_before}")
+            } else {
+                format!("logins failing before the restart; next try at {not_before}")
+            };
+            let token_valid = saved
+                .token
+                .as_ref()
+                .is_some_and(|token| token.expires_at > wall_now);
+            self.update(|status| {
+                status.health = match (saved.parked, token_valid) {
+                    (true, _) => Health::Rejected,
+                    (false, true) => Health::Degraded,
+                    (false, false) => Health::Unhealthy,
+                };
+                status.last_error = Some(message);
+                status.attempted = true;
+            });
             tracing::info!(
                 account = %self.account.name,
                 not_before = %not_before,
@@ -511,15 +536,12 @@ impl AccountTask {
             next_refresh = %boot_to_wall(refresh_boot, wall_now, boot_now),
             "reusing the still-valid token from the state file"
         );
-        let expires_at = token.expires_at;
-        self.update(|status| {
-            status.health = Health::Healthy;
-            status.expires_at = Some(expires_at);
-        });
         let holding = Holding {
             token,
             refresh_token: None,
         };
+        // A refresh asked for right after the restart waits the minimum interval after this.
+        restored.last_login = Some(obtained_boot);
         restored.held = Some((
             holding,
             Held {
@@ -531,24 +553,50 @@ impl AccountTask {
     }
 
     /// Writes the token to every output; whether any file changed.
-    fn write(&self, token: &Token) -> Result<bool, String> {
-        match crate::input::may_block(|| crate::output::publish_all(&self.account, token)) {
+    fn write(&self, token: &Token) -> Result<(), String> {
+        let published =
+            crate::input::may_block(|| crate::output::publish_all(&self.account, token));
+        // Outputs that took the new token changed even when others failed: the consumer hears
+        // of it now, not only once the last one is written.
+        let changed = match &published {
+            Ok(results) => results
+                .iter()
+                .any(|(_, publish)| *publish == crate::output::Publish::Written),
+            Err(crate::output::PublishError::Write { failures, .. }) => {
+                failures.len() < self.account.outputs.len()
+            }
+            Err(crate::output::PublishError::Refused { .. }) => false,
+        };
+        if changed && let Some(hook) = &self.hook {
+            hook.notify(crate::hook::Event::Written);
+        }
+        match published {
             Ok(results) => {
-                let written = results
-                    .iter()
-                    .filter(|(_, publish)| *publish == crate::output::Publish::Written)
-                    .count();
-                tracing::debug!(account = %self.account.name, written, unchanged = results.len() - written, "outputs up to date");
+                tracing::debug!(account = %self.account.name, outputs = results.len(), changed, "outputs up to date");
+                let expires_at = token.expires_at;
                 self.update(|status| {
                     status.written = true;
                     status.attempted = true;
+                    status.expires_at = Some(expires_at);
+                    if matches!(status.health, Health::Starting | Health::Unhealthy) {
+                        status.health = Health::Healthy;
+                    }
                 });
-                Ok(written > 0)
+                Ok(())
             }
             Err(error) => {
                 self.update(|status| status.written = false);
                 Err(error.to_string())
             }
+        }
+    }
+
+    /// An error text as the status shows it: the account is named beside it already.
+    fn without_account(&self, message: String) -> String {
+        let prefix = format!("account {}: ", self.account.name);
+        match message.strip_prefix(&prefix) {
+            Some(rest) => rest.to_string(),
+            None => message,
         }
     }
 

@@ -30,6 +30,9 @@ pub struct Start<T = ()> {
     /// No login before this: a backoff or parking kept across the restart.
     pub not_before: Option<Boot>,
     pub parked: bool,
+    /// When the token kept was obtained: the last login, for the minimum interval between
+    /// requested refreshes.
+    pub last_login: Option<Boot>,
 }
 
 /// What to do next.
@@ -53,6 +56,7 @@ impl<T> Default for Start<T> {
             disk_expires: None,
             not_before: None,
             parked: false,
+            last_login: None,
         }
     }
 }
@@ -100,7 +104,7 @@ impl<T> Plan<T> {
             failures: 0,
             write_failures: 0,
             parked: start.parked,
-            last_login: None,
+            last_login: start.last_login,
             retry_not_before: None,
         }
     }
@@ -116,7 +120,6 @@ impl<T> Plan<T> {
             return Step::ExpireOnDisk;
         }
         if now >= self.next_login {
-            self.last_login = Some(now);
             return Step::Login;
         }
         if self.held.is_some() && self.next_write.is_some_and(|due| now >= due) {
@@ -131,6 +134,12 @@ impl<T> Plan<T> {
         .flatten()
         .fold(self.next_login, Boot::min);
         Step::Sleep { until }
+    }
+
+    /// The login asked for began at `at` (after waiting for a permit): a requested refresh keeps
+    /// its minimum interval from here.
+    pub fn login_began(&mut self, at: Boot) {
+        self.last_login = Some(at);
     }
 
     /// A login at `now` brought `token`: hold it, write it at once, log in again at its refresh
@@ -294,6 +303,7 @@ mod tests {
                 disk_expires: Some(s(1000)),
                 not_before: None,
                 parked: false,
+                last_login: None,
             },
             s(5),
         );
@@ -414,6 +424,7 @@ mod tests {
                         disk_expires: Some(s(5000)),
                         not_before: Some(s(400)),
                         parked: true,
+                        last_login: None,
                     },
                     s(5),
                 ),
@@ -441,6 +452,7 @@ mod tests {
                 disk_expires: Some(s(120)),
                 not_before: None,
                 parked: false,
+                last_login: None,
             },
             s(0),
         );
@@ -472,6 +484,7 @@ mod tests {
         // Holding a token refreshed at 300; the last login started at 100.
         let mut plan: Plan = Plan::start(s(0), Start::default(), s(100));
         assert_eq!(plan.next(s(100)), Step::Login);
+        plan.login_began(s(100));
         plan.logged_in(s(101), (), held(1000, 300));
         // Asked 5 s after that login started: the login comes at the end of the gap, once.
         assert_eq!(plan.refresh_requested(s(105), gap), s(110));
@@ -480,19 +493,36 @@ mod tests {
         plan.wrote();
         assert_eq!(plan.next(s(106)), sleep(110));
         assert_eq!(plan.next(s(110)), Step::Login);
+        plan.login_began(s(110));
         // Asked long after the last login: at once.
         plan.logged_in(s(111), (), held(1000, 300));
         assert_eq!(plan.refresh_requested(s(200), gap), s(200));
         // A login planned sooner than the request allows stays where it was.
         let mut plan: Plan = Plan::start(s(0), Start::default(), s(100));
         assert_eq!(plan.next(s(100)), Step::Login);
+        plan.login_began(s(100));
         plan.login_failed(s(103), None, false);
         assert_eq!(plan.refresh_requested(s(101), gap), s(103));
         // A server's Retry-After holds even a requested refresh back; parking does not.
         assert_eq!(plan.next(s(103)), Step::Login);
+        plan.login_began(s(103));
         plan.login_failed(s(500), Some(s(400)), true);
         assert!(plan.parked());
         assert_eq!(plan.refresh_requested(s(120), gap), s(400));
         assert!(!plan.parked());
+        // A permit that came late: the interval counts from when the login really began, and a
+        // restored token's login counts too.
+        let mut plan: Plan = Plan::start(s(0), Start::default(), s(100));
+        assert_eq!(plan.next(s(100)), Step::Login);
+        plan.login_began(s(109));
+        plan.logged_in(s(110), (), held(1000, 300));
+        assert_eq!(plan.refresh_requested(s(112), gap), s(119));
+        let restored = Start {
+            held: Some(((), held(1000, 700))),
+            last_login: Some(s(95)),
+            ..Start::default()
+        };
+        let mut plan: Plan = Plan::start(s(100), restored, s(0));
+        assert_eq!(plan.refresh_requested(s(100), gap), s(105));
     }
 }

@@ -260,3 +260,53 @@ async fn the_supervisor_keeps_each_accounts_status_without_secrets() {
     assert!(!format!("{statuses:?}").contains("status-canary-secret"));
     supervisor.stop(Duration::from_secs(1)).await;
 }
+
+/// The status says what is published: a token that could not be written is not "expiring at"
+/// anything, and the account is not ready, until the write succeeds.
+#[tokio::test(start_paused = true)]
+async fn the_status_follows_what_is_on_disk_not_what_is_held() {
+    use crate::daemon::Supervisor;
+    use crate::daemon::status::Health;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    // A non-empty directory at the target path makes every rename fail.
+    std::fs::create_dir_all(out.join("a.token/blocker")).unwrap();
+    let text = format!(
+        "[daemon]\nwatch = false\nstate_dir = \"{}\"\n[accounts.a]\npreset = \"oauth2\"\ntoken_url = \"https://idp.example/t\"\nclient_id = \"i\"\nclient_secret = {{ env = \"S\" }}\n[[accounts.a.outputs]]\npath = \"{}/a.token\"\n",
+        dir.path().join("state").display(),
+        out.display()
+    );
+    let config = crate::config::parse(
+        &text,
+        Path::new("t.toml"),
+        crate::config::SecretCheck::Skip,
+        false,
+    )
+    .unwrap();
+    let clock = test_clock();
+    let scripted = Scripted::new(&clock, vec![], Answer::Token(Duration::from_secs(3600)));
+    let factory: AuthFactory = {
+        let scripted = Arc::clone(&scripted);
+        Arc::new(move |_account: &crate::config::Account| {
+            Arc::clone(&scripted) as Arc<dyn Authenticator>
+        })
+    };
+    let supervisor =
+        Supervisor::start(config, Arc::clone(&clock) as Arc<dyn Clock>, factory).unwrap();
+    pass(Duration::from_secs(5)).await;
+    let (_, status) = supervisor.statuses().remove(0);
+    assert_eq!(status.health, Health::Healthy, "the login succeeded");
+    assert!(status.attempted);
+    assert_eq!(status.expires_at, None, "nothing is published yet");
+    assert!(!status.written);
+    let why = status.not_ready(clock.wall()).expect("not ready");
+    assert!(why.contains("a.token"), "{why}");
+    std::fs::remove_dir_all(out.join("a.token")).unwrap();
+    pass(Duration::from_secs(31)).await;
+    let (_, status) = supervisor.statuses().remove(0);
+    assert!(status.written);
+    let expires = status.expires_at.expect("published");
+    assert!(expires > clock.wall());
+    assert_eq!(status.not_ready(clock.wall()), None);
+    supervisor.stop(Duration::from_secs(1)).await;
+}
