@@ -211,9 +211,28 @@ async fn while_writes_fail_the_older_file_goes_when_its_token_expires() {
     harness.stop().await;
 }
 
+/// A supervisor (no daemon loop) over the config `text`, every login answered with `answer`.
+fn supervisor_of(text: &str, answer: Answer) -> (crate::daemon::Supervisor, Arc<TestClock>) {
+    let config = crate::config::parse(
+        text,
+        Path::new("t.toml"),
+        crate::config::SecretCheck::Skip,
+        false,
+    )
+    .unwrap();
+    let clock = test_clock();
+    let scripted = Scripted::new(&clock, vec![], answer);
+    let factory: AuthFactory = Arc::new(move |_account: &crate::config::Account| {
+        Arc::clone(&scripted) as Arc<dyn Authenticator>
+    });
+    let supervisor =
+        crate::daemon::Supervisor::start(config, Arc::clone(&clock) as Arc<dyn Clock>, factory)
+            .unwrap();
+    (supervisor, clock)
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_supervisor_keeps_each_accounts_status_without_secrets() {
-    use crate::daemon::Supervisor;
     use crate::daemon::status::Health;
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("out")).unwrap();
@@ -222,23 +241,7 @@ async fn the_supervisor_keeps_each_accounts_status_without_secrets() {
         dir.path().join("state").display(),
         dir.path().join("out").display()
     );
-    let config = crate::config::parse(
-        &text,
-        Path::new("t.toml"),
-        crate::config::SecretCheck::Skip,
-        false,
-    )
-    .unwrap();
-    let clock = test_clock();
-    let scripted = Scripted::new(&clock, vec![], Answer::Fail(ErrorClass::Rejected, None));
-    let factory: AuthFactory = {
-        let scripted = Arc::clone(&scripted);
-        Arc::new(move |_account: &crate::config::Account| {
-            Arc::clone(&scripted) as Arc<dyn Authenticator>
-        })
-    };
-    let supervisor =
-        Supervisor::start(config, Arc::clone(&clock) as Arc<dyn Clock>, factory).unwrap();
+    let (supervisor, clock) = supervisor_of(&text, Answer::Fail(ErrorClass::Rejected, None));
     pass(Duration::from_secs(1)).await;
     let statuses = supervisor.statuses();
     assert_eq!(statuses.len(), 1);
@@ -265,7 +268,6 @@ async fn the_supervisor_keeps_each_accounts_status_without_secrets() {
 /// anything, and the account is not ready, until the write succeeds.
 #[tokio::test(start_paused = true)]
 async fn the_status_follows_what_is_on_disk_not_what_is_held() {
-    use crate::daemon::Supervisor;
     use crate::daemon::status::Health;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
@@ -276,23 +278,7 @@ async fn the_status_follows_what_is_on_disk_not_what_is_held() {
         dir.path().join("state").display(),
         out.display()
     );
-    let config = crate::config::parse(
-        &text,
-        Path::new("t.toml"),
-        crate::config::SecretCheck::Skip,
-        false,
-    )
-    .unwrap();
-    let clock = test_clock();
-    let scripted = Scripted::new(&clock, vec![], Answer::Token(Duration::from_secs(3600)));
-    let factory: AuthFactory = {
-        let scripted = Arc::clone(&scripted);
-        Arc::new(move |_account: &crate::config::Account| {
-            Arc::clone(&scripted) as Arc<dyn Authenticator>
-        })
-    };
-    let supervisor =
-        Supervisor::start(config, Arc::clone(&clock) as Arc<dyn Clock>, factory).unwrap();
+    let (supervisor, clock) = supervisor_of(&text, Answer::Token(Duration::from_secs(3600)));
     pass(Duration::from_secs(5)).await;
     let (_, status) = supervisor.statuses().remove(0);
     assert_eq!(status.health, Health::Healthy, "the login succeeded");
