@@ -178,7 +178,7 @@ pub fn probe(config: &Config, ready: bool) -> Result<(), Error> {
             Ok(())
         } else {
             Err(Error::Probe(
-                "the daemon answers but its supervisor loop is making no progress".to_string(),
+                "the daemon answers but its supervisor loop does not: it is stuck".to_string(),
             ))
         }
     }

@@ -107,8 +107,6 @@ pub async fn run(
     }
     let mut clock_check = tokio::time::interval(CLOCK_CHECK_INTERVAL);
     clock_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut heartbeat = tokio::time::interval(HEARTBEAT);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut watchdog = reloader.notifier.ping_interval().map(|every| {
         let mut interval = tokio::time::interval(every);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -127,10 +125,13 @@ pub async fn run(
             () = controller.stop_requested() => break,
             () = &mut wedge => std::future::pending::<()>().await,
             _ = tick(&mut watchdog) => reloader.notifier.ping(),
-            _ = heartbeat.tick() => board.beat(),
+            () = board.poked() => board.answer(),
             () = controller.reload_requested() => {
                 tracing::info!("reload requested");
-                if !reloader.reload_unless_stopped(&mut supervisor, true).await {
+                board.busy(true);
+                let going_on = reloader.reload_unless_stopped(&mut supervisor, true).await;
+                board.busy(false);
+                if !going_on {
                     break;
                 }
             }
@@ -139,6 +140,7 @@ pub async fn run(
                 tracing::info!(accounts, "refresh requested (SIGUSR1)");
             }
             Some(()) = events.recv() => {
+                board.busy(true);
                 // Let a burst of events (an editor's save, a `..data` swap) settle.
                 tokio::select! {
                     biased;
@@ -146,7 +148,9 @@ pub async fn run(
                     () = tokio::time::sleep(DEBOUNCE) => {}
                 }
                 while events.try_recv().is_ok() {}
-                if !reloader.reload_unless_stopped(&mut supervisor, false).await {
+                let going_on = reloader.reload_unless_stopped(&mut supervisor, false).await;
+                board.busy(false);
+                if !going_on {
                     break;
                 }
             }
@@ -171,8 +175,6 @@ pub async fn run(
     Ok(())
 }
 
-/// How often the supervisor loop beats for `/livez` and `probe live`.
-const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Status changes are gathered this long before systemd's status line is updated.
 const STATUS_GATHER: Duration = Duration::from_millis(200);
 

@@ -137,19 +137,19 @@ async fn answer(mut stream: UnixStream, board: &Board) {
     }
     let line = String::from_utf8_lossy(&request);
     let line = line.lines().next().unwrap_or("").trim();
-    let mut reply = reply_to(line, board).to_string();
+    let mut reply = reply_to(line, board).await.to_string();
     reply.push('\n');
     let _ = stream.write_all(reply.as_bytes()).await;
     let _ = stream.shutdown().await;
 }
 
 /// The reply to one request line.
-fn reply_to(line: &str, board: &Board) -> serde_json::Value {
+async fn reply_to(line: &str, board: &Board) -> serde_json::Value {
     let now = jiff::Timestamp::now();
     let mut words = line.split_ascii_whitespace();
     match (words.next(), words.next(), words.next()) {
         (Some("status"), None, _) => status::status_json(&board.snapshot(), now),
-        (Some("live"), None, _) => serde_json::json!({ "live": board.alive() }),
+        (Some("live"), None, _) => serde_json::json!({ "live": board.alive().await }),
         (Some("ready"), None, _) => match status::readiness(&board.snapshot(), now) {
             Ok(()) => serde_json::json!({ "ready": true, "problems": [] }),
             Err(problems) => serde_json::json!({ "ready": false, "problems": problems }),
@@ -260,7 +260,8 @@ mod tests {
         .await
         .unwrap()
         .unwrap();
-        assert_eq!(answer["live"], true);
+        // No supervisor loop answers pokes in this test.
+        assert_eq!(answer["live"], false);
         serving.abort();
         let _ = serving.await;
         assert!(!path.exists(), "the socket outlived its server");
@@ -271,22 +272,25 @@ mod tests {
         );
     }
 
-    #[test]
-    fn requests_are_answered_and_unknown_ones_named() {
+    #[tokio::test(start_paused = true)]
+    async fn requests_are_answered_and_unknown_ones_named() {
         let board = Board::new(jiff::Timestamp::now());
-        assert_eq!(reply_to("live", &board)["live"], true);
-        assert_eq!(reply_to("ready", &board)["ready"], true);
+        // No supervisor loop answers here.
+        assert_eq!(reply_to("live", &board).await["live"], false);
+        board.busy(true);
+        assert_eq!(reply_to("live", &board).await["live"], true);
+        assert_eq!(reply_to("ready", &board).await["ready"], true);
         assert_eq!(
-            reply_to("refresh", &board)["refreshing"],
+            reply_to("refresh", &board).await["refreshing"],
             serde_json::json!([])
         );
         assert!(
-            reply_to("refresh nobody", &board)["error"]
+            reply_to("refresh nobody", &board).await["error"]
                 .as_str()
                 .is_some_and(|error| error.contains("nobody"))
         );
         for bad in ["", "status extra", "refresh a b", "REBOOT"] {
-            assert!(reply_to(bad, &board)["error"].is_string(), "{bad:?}");
+            assert!(reply_to(bad, &board).await["error"].is_string(), "{bad:?}");
         }
     }
 }

@@ -1,5 +1,5 @@
 //! What the running daemon knows about itself: each account's status, the last reload's outcome,
-//! and the supervisor loop's heartbeat. The status listener, the control socket, systemd
+//! and whether the supervisor loop answers. The status listener, the control socket, systemd
 //! notifications and the metrics all read this board; account tasks and the supervisor write it.
 //!
 //! Invariants: nothing on the board is a secret or a token (errors are the scrubbed texts that
@@ -209,21 +209,34 @@ pub struct ReloadRecord {
 pub struct Board {
     accounts: RwLock<BTreeMap<String, Arc<AccountCell>>>,
     metrics: Metrics,
-    heartbeat: Mutex<tokio::time::Instant>,
+    liveness: Liveness,
     reload: Mutex<ReloadRecord>,
     changed: Arc<Notify>,
 }
 
-/// The supervisor loop is taken for dead when it has not beaten for this long: longer than any
-/// reload may hold it (a stuck task is waited for at most `STOP_WAIT`).
-pub const LIVENESS_TIMEOUT: Duration = Duration::from_secs(15);
+/// How the supervisor loop shows it is alive: it answers pokes, and says when it is busy with a
+/// reload (which may take a while) instead. No periodic wake-up: an idle daemon stays asleep.
+#[derive(Default)]
+struct Liveness {
+    poke: Notify,
+    answers: std::sync::atomic::AtomicU64,
+    answered: Notify,
+    busy_since: Mutex<Option<tokio::time::Instant>>,
+}
+
+/// How long a liveness check waits for the loop to answer: well inside the kubelet's default
+/// probe timeout of 1 s; a loop that lets it pass is stuck.
+pub const LIVENESS_WAIT: Duration = Duration::from_millis(800);
+/// A reload may keep the loop busy this long before the loop is taken for stuck: longer than any
+/// reload takes (a stuck account task is waited for at most `STOP_WAIT`).
+pub const BUSY_LIMIT: Duration = Duration::from_secs(15);
 
 impl Board {
     pub fn new(loaded_at: Timestamp) -> Arc<Board> {
         Arc::new(Board {
             accounts: RwLock::default(),
             metrics: Metrics::new(),
-            heartbeat: Mutex::new(tokio::time::Instant::now()),
+            liveness: Liveness::default(),
             reload: Mutex::new(ReloadRecord {
                 successful: true,
                 last_success: loaded_at,
@@ -303,21 +316,68 @@ impl Board {
         }
     }
 
-    /// The supervisor loop made progress.
-    pub fn beat(&self) {
-        *self
-            .heartbeat
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner()) = tokio::time::Instant::now();
+    /// Whether the supervisor loop is alive: busy with a reload for less than [`BUSY_LIMIT`], or
+    /// answering a poke within [`LIVENESS_WAIT`].
+    pub async fn alive(&self) -> bool {
+        let liveness = &self.liveness;
+        if let Some(busy) = self.busy_within_limit() {
+            return busy;
+        }
+        let answered = liveness.answered.notified();
+        tokio::pin!(answered);
+        answered.as_mut().enable();
+        let before = liveness.answers.load(std::sync::atomic::Ordering::Acquire);
+        liveness.poke.notify_one();
+        let deadline = tokio::time::Instant::now() + LIVENESS_WAIT;
+        loop {
+            if liveness.answers.load(std::sync::atomic::Ordering::Acquire) != before {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, answered.as_mut())
+                .await
+                .is_err()
+            {
+                // The loop may have started a reload after the poke.
+                return liveness.answers.load(std::sync::atomic::Ordering::Acquire) != before
+                    || self.busy_within_limit() == Some(true);
+            }
+            answered.set(liveness.answered.notified());
+            answered.as_mut().enable();
+        }
     }
 
-    /// Whether the supervisor loop made progress within [`LIVENESS_TIMEOUT`].
-    pub fn alive(&self) -> bool {
-        self.heartbeat
+    /// `None` when the loop is not busy; else whether it has been busy for less than
+    /// [`BUSY_LIMIT`].
+    fn busy_within_limit(&self) -> Option<bool> {
+        let since = *self
+            .liveness
+            .busy_since
             .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .elapsed()
-            < LIVENESS_TIMEOUT
+            .unwrap_or_else(|poison| poison.into_inner());
+        since.map(|since| since.elapsed() < BUSY_LIMIT)
+    }
+
+    /// Resolves when a liveness check pokes the supervisor loop. Cancel-safe.
+    pub async fn poked(&self) {
+        self.liveness.poke.notified().await;
+    }
+
+    /// The supervisor loop answers a poke.
+    pub fn answer(&self) {
+        self.liveness
+            .answers
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+        self.liveness.answered.notify_waiters();
+    }
+
+    /// The supervisor loop starts (`true`) or ends (`false`) a reload, during which it answers
+    /// no pokes.
+    pub fn busy(&self, busy: bool) {
+        *self
+            .liveness
+            .busy_since
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = busy.then(tokio::time::Instant::now);
     }
 
     /// A reload was tried (`at` is now).
@@ -455,6 +515,31 @@ mod tests {
             outputs: vec![PathBuf::from(format!("/run/tk/{name}"))],
             status,
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_loop_is_alive_while_it_answers_or_is_busy_for_a_while() {
+        let board = Board::new(at(0));
+        // Nobody answers: dead after the wait.
+        assert!(!board.alive().await);
+        // A loop that answers pokes.
+        let answering = Arc::clone(&board);
+        let task = tokio::spawn(async move {
+            loop {
+                answering.poked().await;
+                answering.answer();
+            }
+        });
+        assert!(board.alive().await);
+        assert!(board.alive().await);
+        task.abort();
+        // Busy with a reload: alive without answering, until the busy limit.
+        board.busy(true);
+        assert!(board.alive().await);
+        tokio::time::sleep(BUSY_LIMIT).await;
+        assert!(!board.alive().await);
+        board.busy(false);
+        assert!(!board.alive().await);
     }
 
     #[test]

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use tokenkeeper::demo::endpoint::{EndpointOptions, Fault, Route, TokenEndpoint};
 
-use crate::support::{Daemon, apinizer_config, eventually, write_config, write_secret};
+use crate::support::{
+    Daemon, apinizer_config, eventually, tokenkeeper, write_config, write_secret,
+};
 
 /// The messages a fake service manager received, with when they came.
 #[derive(Clone, Default)]
@@ -185,8 +187,28 @@ async fn watchdog_pings_come_at_half_the_timeout_and_stop_when_the_loop_is_wedge
         &[
             ("NOTIFY_SOCKET", &setup.socket),
             ("WATCHDOG_USEC", "600000"),
-            ("TOKENKEEPER_TEST_WEDGE_AFTER_MS", "3000"),
+            ("TOKENKEEPER_TEST_WEDGE_AFTER_MS", "4000"),
         ],
+    );
+    // While the loop runs, `probe live` passes (the control socket is in the state directory
+    // that STATE_DIRECTORY names, as for the daemon).
+    let state = setup.scratch.path().join("state").display().to_string();
+    let env = [("STATE_DIRECTORY", state.as_str())];
+    assert!(
+        eventually(Duration::from_secs(20), || setup
+            .scratch
+            .path()
+            .join("state/control.sock")
+            .exists())
+        .await,
+        "{}",
+        daemon.log()
+    );
+    let live = tokenkeeper(&["probe", "live", "--config", &setup.config], &env).await;
+    assert!(
+        live.code == 0 || daemon.log().contains("wedges now"),
+        "probe live failed on a running loop: {}",
+        live.all_output()
     );
     assert!(
         eventually(Duration::from_secs(30), || daemon
@@ -237,6 +259,10 @@ async fn watchdog_pings_come_at_half_the_timeout_and_stop_when_the_loop_is_wedge
         "{} pings after the loop wedged: a blind timer is keeping it alive",
         late.len()
     );
+    // And the liveness probe says so.
+    let live = tokenkeeper(&["probe", "live", "--config", &setup.config], &env).await;
+    assert_eq!(live.code, 1, "{}", live.all_output());
+    assert!(live.stderr.contains("stuck"), "{}", live.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
