@@ -80,7 +80,7 @@ impl Hook {
 
 impl Drop for Hook {
     /// Aborts the task. A command still running is killed with its process group when the task's
-    /// future is dropped (see [`Running`]).
+    /// future is dropped (see `Running`).
     fn drop(&mut self) {
         self.task.abort();
     }
