@@ -93,15 +93,25 @@ impl Drop for Target {
     }
 }
 
-/// A shell that appends `hup` to `hups` on every SIGHUP, started and ready.
+/// Appends `hup` to argv[1] on every SIGHUP, after writing argv[2]. Python rather than a shell:
+/// a shell cannot trap a signal that was ignored when it started (as under `nohup`), Python
+/// installs its handler whatever it inherited.
+const HUP_COUNTER: &str = r#"
+import signal, sys, time
+def hup(*_):
+    with open(sys.argv[1], "a") as log:
+        log.write("hup\n")
+signal.signal(signal.SIGHUP, hup)
+with open(sys.argv[2], "w") as ready:
+    ready.write("ready\n")
+while True:
+    time.sleep(0.1)
+"#;
+
+/// A process that appends `hup` to `hups` on every SIGHUP, started and ready.
 async fn hup_counter(hups: &Path, ready: &Path, uid: Option<u32>) -> Target {
-    let mut command = std::process::Command::new("sh");
-    command
-        .arg("-c")
-        .arg(r#"trap 'echo hup >> "$1"' HUP; echo ready > "$2"; while true; do sleep 0.1; done"#)
-        .arg("sh")
-        .arg(hups)
-        .arg(ready);
+    let mut command = std::process::Command::new("python3");
+    command.arg("-c").arg(HUP_COUNTER).arg(hups).arg(ready);
     if let Some(uid) = uid {
         std::os::unix::process::CommandExt::uid(&mut command, uid);
     }

@@ -67,13 +67,17 @@ struct Consumer {
 impl Consumer {
     fn start(log: &Path, pid_file: &Path) -> Consumer {
         let ready = log.with_extension("ready");
-        let child = std::process::Command::new("/bin/sh")
+        // Python, not a shell: a shell cannot trap a signal ignored when it started (`nohup`).
+        let script = "import signal, sys, time\n\
+            def hup(*_):\n    open(sys.argv[1], 'a').write('hup\\n')\n\
+            signal.signal(signal.SIGHUP, hup)\n\
+            open(sys.argv[2], 'w').write('up\\n')\n\
+            while True:\n    time.sleep(0.05)\n";
+        let child = std::process::Command::new("python3")
             .arg("-c")
-            .arg(format!(
-                "trap 'echo hup >> {log}' HUP; echo up > {ready}; while true; do sleep 0.05; done",
-                log = log.display(),
-                ready = ready.display()
-            ))
+            .arg(script)
+            .arg(log)
+            .arg(&ready)
             .spawn()
             .expect("start consumer");
         std::fs::write(pid_file, format!("{}\n", child.id())).expect("pid file");
