@@ -16,5 +16,6 @@ mod oauth2_real;
 mod observe;
 mod presets;
 mod refresh;
+mod systemd;
 mod tls;
 mod trust;
