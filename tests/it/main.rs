@@ -11,6 +11,7 @@ mod daemon;
 mod hooks;
 mod hostile;
 mod http;
+mod kubernetes;
 mod notify;
 mod oauth2_real;
 mod observe;
