@@ -7,6 +7,7 @@ mod bad_replies;
 mod canary;
 mod cli;
 mod config_fixtures;
+mod container;
 mod daemon;
 mod hooks;
 mod hostile;
