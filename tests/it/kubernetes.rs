@@ -8,6 +8,9 @@ use std::process::Command;
 
 use serde_json::Value;
 
+/// Where the image puts the binary (its ENTRYPOINT).
+const IMAGE_BINARY: &str = "/usr/bin/tokenkeeper";
+
 fn manifests() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/kubernetes")
 }
@@ -65,6 +68,20 @@ fn documents(python: &Path, file: &Path) -> Vec<Value> {
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).expect("json")
+}
+
+#[test]
+fn the_probes_call_the_binary_where_the_image_puts_it() {
+    let containerfile = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/Containerfile"),
+    )
+    .expect("Containerfile");
+    assert!(
+        containerfile
+            .lines()
+            .any(|line| line == format!("ENTRYPOINT [\"{IMAGE_BINARY}\"]")),
+        "{containerfile}"
+    );
 }
 
 #[test]
@@ -208,7 +225,14 @@ fn the_manifests_hold_what_the_schema_cannot_check() {
         assert!(volume("state")["emptyDir"].is_object(), "{at}");
         assert!(volume("config")["configMap"].is_object(), "{at}");
         assert!(volume("credentials")["secret"].is_object(), "{at}");
+        let sidecar_uid = security["runAsUser"].as_u64();
         for app in &app_containers {
+            // The application reads through the group, not as the files' owner.
+            let app_uid = app["securityContext"]["runAsUser"].as_u64();
+            assert!(
+                app_uid.is_some() && app_uid != sidecar_uid,
+                "{at}: the app should run as a uid of its own"
+            );
             let tokens = mount(app, "tokens").expect("the app mounts the tokens");
             assert_eq!(tokens["readOnly"], true, "{at}: the app's token mount");
             assert!(
@@ -280,7 +304,14 @@ fn the_manifests_hold_what_the_schema_cannot_check() {
             continue;
         }
         assert_eq!(args, &[serde_json::json!("run")], "{at}");
-        // Probes that need no shell, no listener and no token endpoint.
+        // Probes that need no shell, no listener and no token endpoint, by the image's binary.
+        for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+            assert_eq!(
+                probe_command(sidecar, probe).first().map(String::as_str),
+                Some(IMAGE_BINARY),
+                "{at}: {probe}"
+            );
+        }
         assert_eq!(
             probe_command(sidecar, "startupProbe")[1..],
             ["probe", "files"],

@@ -74,7 +74,7 @@ fn the_unit_verifies_without_a_single_warning() {
     };
     for drop_in in [
         None,
-        Some("tokenkeeper-readers.conf.example"),
+        Some("tokenkeeper-group.conf.example"),
         Some("tokenkeeper-ipallow.conf.example"),
     ] {
         let scratch = tempfile::tempdir().expect("tempdir");
