@@ -97,6 +97,25 @@ where
     }
 }
 
+/// An account task that ended: its account and generation.
+type Exit = (String, u64);
+
+/// Sent by an account task's future as it is dropped: it returned, panicked or was aborted.
+struct ExitNotice {
+    account: String,
+    generation: u64,
+    exits: tokio::sync::mpsc::UnboundedSender<Exit>,
+}
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        // The supervisor is gone when this fails: nothing to revive then.
+        let _ = self
+            .exits
+            .send((std::mem::take(&mut self.account), self.generation));
+    }
+}
+
 /// The logins the daemon builds for its accounts.
 pub type AuthFactory = Arc<dyn Logins>;
 
@@ -128,6 +147,8 @@ pub fn http_logins() -> AuthFactory {
 struct Running {
     account: Account,
     task: JoinHandle<()>,
+    /// Tells this task's exit from that of an earlier task of the same account.
+    generation: u64,
     /// A keyed digest of the account's secret values, to notice rotation without keeping
     /// secrets; the task watches it.
     credentials: tokio::sync::watch::Sender<CredentialsDigest>,
@@ -144,6 +165,15 @@ pub struct Supervisor {
     factory: AuthFactory,
     limiter: Arc<Limiter>,
     time_jump: tokio::sync::watch::Sender<u64>,
+    /// Tasks that ended (each sends its account and generation as its future is dropped), so
+    /// that reviving looks at those alone rather than at every task.
+    exits: (
+        tokio::sync::mpsc::UnboundedSender<Exit>,
+        tokio::sync::mpsc::UnboundedReceiver<Exit>,
+    ),
+    /// Exits seen whose task was not yet marked finished: looked at again on the next tick.
+    pending_exits: Vec<Exit>,
+    next_generation: u64,
     shutdown: tokio::sync::watch::Sender<bool>,
     /// The state directory, when state files are on.
     state: Option<Arc<StateDir>>,
@@ -192,6 +222,9 @@ impl Supervisor {
             warned_short: Arc::default(),
             last_clock_offset,
             board,
+            exits: tokio::sync::mpsc::unbounded_channel(),
+            pending_exits: Vec::new(),
+            next_generation: 0,
         };
         let count = logins.len();
         for prepared in logins {
@@ -225,12 +258,24 @@ impl Supervisor {
         };
         let state = self.state.as_ref().map(|dir| dir.file(&account));
         let task = AccountTask::new(account.clone(), auth, shared, watched, cell, state);
-        let handle = tokio::spawn(task.run());
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        let notice = ExitNotice {
+            account: account.name.clone(),
+            generation,
+            exits: self.exits.0.clone(),
+        };
+        let handle = tokio::spawn(async move {
+            // Dropped when the task returns, panics or is aborted.
+            let _notice = notice;
+            task.run().await;
+        });
         self.running.insert(
             account.name.clone(),
             Running {
                 account,
                 task: handle,
+                generation,
                 credentials,
                 ca_digest,
             },
@@ -351,14 +396,24 @@ impl Supervisor {
 
     /// Restarts account tasks that ended on their own (a panic): logged, and started again.
     /// Called on the supervisor's periodic tick, which spaces out restarts of a task that keeps
-    /// failing.
+    /// failing. Only tasks that reported their exit are looked at: an idle daemon with many
+    /// accounts does no work per account here (a scan of 10,000 tasks cost up to 65 ms a tick).
     pub fn revive(&mut self) {
-        let finished: Vec<String> = self
-            .running
-            .iter()
-            .filter(|(_, running)| running.task.is_finished())
-            .map(|(name, _)| name.clone())
-            .collect();
+        while let Ok(exit) = self.exits.1.try_recv() {
+            self.pending_exits.push(exit);
+        }
+        let mut finished = Vec::new();
+        let mut not_yet = Vec::new();
+        for (name, generation) in std::mem::take(&mut self.pending_exits) {
+            match self.running.get(&name) {
+                // Stopped on purpose (removed or restarted by a reload), or already revived.
+                Some(running) if running.generation != generation => {}
+                None => {}
+                Some(running) if running.task.is_finished() => finished.push(name),
+                Some(_) => not_yet.push((name, generation)),
+            }
+        }
+        self.pending_exits = not_yet;
         for name in finished {
             if *self.shutdown.borrow() {
                 return;
