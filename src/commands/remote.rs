@@ -74,7 +74,6 @@ fn table(reply: &serde_json::Value, now: Timestamp) -> String {
         }
         let _ = writeln!(out, "{}", row[4]);
     }
-    let ready = reply["ready"].as_bool().unwrap_or(false);
     let _ = writeln!(
         out,
         "{} of {} accounts ready",
@@ -84,9 +83,6 @@ fn table(reply: &serde_json::Value, now: Timestamp) -> String {
             .count(),
         accounts.len()
     );
-    if !ready && accounts.is_empty() {
-        out.push_str("(not ready)\n");
-    }
     out
 }
 

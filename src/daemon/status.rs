@@ -164,10 +164,6 @@ impl AccountCell {
             .clone()
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// A login ended with `outcome` after `duration`.
     pub fn login_finished(&self, outcome: Outcome, duration: Duration) {
         self.metrics.login_finished(outcome, duration);
