@@ -280,8 +280,25 @@ async fn a_restart_while_parked_is_ready_at_once_and_says_why() {
         "{}",
         daemon.log()
     );
+    // The parking is saved just after the rejection is logged: wait for the state file.
+    let state = setup.scratch.path().join("state/apinizer.state");
+    assert!(
+        eventually(Duration::from_secs(20), || state.exists()).await,
+        "no state file: {}",
+        daemon.log()
+    );
     drop(daemon);
-    let requests = setup.endpoint.requests().len();
+    // A request in flight when the daemon was killed is still being recorded: count once the
+    // endpoint has been quiet for a while.
+    let mut requests = setup.endpoint.requests().len();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = setup.endpoint.requests().len();
+        if now == requests {
+            break;
+        }
+        requests = now;
+    }
     assert!(requests >= 1);
     // The restart keeps the parking; READY must not wait for it to end.
     let manager = Manager::listen(Path::new(&setup.socket));

@@ -1536,7 +1536,11 @@ async fn no_status_view_shows_a_secret_or_a_token() {
         serde_json::from_str::<serde_json::Value>(&reply.body).is_ok_and(|document| {
             let health = |index: usize| document["accounts"][index]["health"].clone();
             // In name order: api, echo, wrong.
-            health(0) == "healthy" && health(1) == "rejected" && health(2) == "rejected"
+            // `ready`: the token is on disk too (health turns healthy at the login, before the write).
+            health(0) == "healthy"
+                && document["accounts"][0]["ready"] == true
+                && health(1) == "rejected"
+                && health(2) == "rejected"
         })
     })
     .await;
