@@ -9,7 +9,7 @@
 //! ```
 //!
 //! Scenarios:
-//! - `cold`: 1, 100, 1,000 and 10,000 accounts from nothing: time until every token file exists,
+//! - `cold`: 1, 10, 100, 1,000 and 10,000 accounts from nothing: time until every token file exists,
 //!   peak RSS, CPU time, the most logins in flight (never above `max_concurrent_logins`).
 //! - `steady`: 10,000 accounts with 60 s tokens for 3 min: CPU per refresh, RSS over time,
 //!   lateness (a login's arrival minus the refresh time the daemon logged for it) p50/p99/max,
@@ -19,7 +19,12 @@
 //! - `floor`: a minimal loop with the same HTTP client (a new connection per login) and one
 //!   fsync'd atomic write per token, in a child process: the cost the daemon is compared to.
 //!
-//! Environment: `TOKENKEEPER_BENCH_LATENCY_MS` adds latency to every login (default 0).
+//! Numbers among the arguments replace the cold start's sizes (`-- cold 10 10000`).
+//!
+//! Environment: `TOKENKEEPER_BENCH_LATENCY_MS` adds latency to every login (default 0);
+//! `TOKENKEEPER_BENCH_WRAPPER` runs the daemon under a profiler, e.g. `heaptrack` or
+//! `perf record -g -o /tmp/perf.data` (the /proc figures are then the wrapper's);
+//! `TOKENKEEPER_BENCH_PAUSE=SECONDS` leaves the daemon running after each cold start, to inspect.
 
 use std::collections::HashMap;
 use std::io::{BufRead as _, Write as _};
@@ -246,7 +251,13 @@ impl Daemon {
         }
         let config = dir.path().join("config.toml");
         std::fs::write(&config, text).expect("config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tokenkeeper"))
+        // TOKENKEEPER_BENCH_WRAPPER runs the daemon under a profiler (`perf record -g`,
+        // `heaptrack`, `valgrind --tool=callgrind`); /proc figures are then the wrapper's.
+        let wrapper = std::env::var("TOKENKEEPER_BENCH_WRAPPER").unwrap_or_default();
+        let mut words: Vec<String> = wrapper.split_whitespace().map(str::to_string).collect();
+        words.push(env!("CARGO_BIN_EXE_tokenkeeper").to_string());
+        let mut child = Command::new(&words[0])
+            .args(&words[1..])
             .args(["run", "--log-format", "json", "--config"])
             .arg(&config)
             .env("RUST_LOG", "info")
@@ -326,6 +337,19 @@ fn read_log(stderr: std::process::ChildStderr, counters: &Counters, expired: &At
     }
 }
 
+/// With `TOKENKEEPER_BENCH_PAUSE=SECONDS`, leaves the daemon running that long after a scenario
+/// (its pid printed), to look at it with `/proc/PID/smaps`, `perf top -p` or `gdb`.
+fn pause_for_profiling(daemon: &Daemon) {
+    let Some(seconds) = std::env::var("TOKENKEEPER_BENCH_PAUSE")
+        .ok()
+        .and_then(|text| text.parse::<u64>().ok())
+    else {
+        return;
+    };
+    println!("(pausing {seconds} s: the daemon is pid {})", daemon.pid());
+    std::thread::sleep(Duration::from_secs(seconds));
+}
+
 /// Waits until `condition` holds or `limit` passes; whether it held.
 fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
@@ -354,7 +378,7 @@ struct Sizes {
 impl Sizes {
     fn full() -> Sizes {
         Sizes {
-            cold: vec![1, 100, 1000, 10_000],
+            cold: vec![1, 10, 100, 1000, 10_000],
             steady_accounts: 10_000,
             steady_lifetime: Duration::from_secs(60),
             steady_for: Duration::from_secs(180),
@@ -411,6 +435,7 @@ fn cold(runtime: &tokio::runtime::Runtime, accounts: usize, latency: Duration) {
         mib(used.peak_rss_kib),
         used.cpu.as_secs_f64(),
     );
+    pause_for_profiling(&daemon);
     daemon.stop();
 }
 
@@ -617,7 +642,11 @@ fn main() {
         .filter(|arg| ["cold", "steady", "idle", "floor"].contains(arg))
         .collect();
     let wants = |name: &str| chosen.is_empty() || chosen.contains(&name);
-    let sizes = if quick { Sizes::quick() } else { Sizes::full() };
+    let mut sizes = if quick { Sizes::quick() } else { Sizes::full() };
+    let cold_sizes: Vec<usize> = args.iter().filter_map(|arg| arg.parse().ok()).collect();
+    if !cold_sizes.is_empty() {
+        sizes.cold = cold_sizes;
+    }
     let latency = Duration::from_millis(
         std::env::var("TOKENKEEPER_BENCH_LATENCY_MS")
             .ok()

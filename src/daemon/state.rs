@@ -210,9 +210,11 @@ impl StateDir {
             }
             Err(error) => tracing::warn!("{error}"),
         }
+        // The key is written durably, once; the state files are not (their loss costs a login,
+        // and a restart trusts one only when the outputs agree with it: ARCHITECTURE.md).
         let keys = load_or_create_key(&dir)?;
         Ok(Arc::new(StateDir {
-            dir,
+            dir: dir.unsynced(),
             keys,
             identity: (stat.st_dev, stat.st_ino),
         }))

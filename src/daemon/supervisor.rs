@@ -18,7 +18,7 @@ use super::limiter::Limiter;
 use super::reload::{self, Change};
 use super::state::{CredentialsDigest, Keys, StateDir};
 use super::status::Board;
-use crate::config::{self, Account, Config};
+use crate::config::{self, Account, Config, DaemonSettings};
 use crate::login::Login;
 use crate::login::http::CaDigest;
 use crate::output::OutputDir;
@@ -49,14 +49,14 @@ pub const STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// An account with its login built, ready to start.
 struct Prepared {
-    account: Account,
+    account: Arc<Account>,
     login: Built,
 }
 
 impl Prepared {
     fn new(factory: &AuthFactory, account: &Account) -> Result<Prepared, SetupError> {
         Ok(Prepared {
-            account: account.clone(),
+            account: Arc::new(account.clone()),
             login: crate::input::may_block(|| factory.login_for(account))?,
         })
     }
@@ -116,6 +116,25 @@ impl Drop for ExitNotice {
     }
 }
 
+/// An account task's future with its exit notice, which is dropped with it. A plain future rather
+/// than an async block: an async block keeps its captures apart from the futures it awaits, so it
+/// would hold room for the task's future twice, a few KiB per account.
+struct Noticed {
+    future: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    _notice: ExitNotice,
+}
+
+impl std::future::Future for Noticed {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        self.future.as_mut().poll(context)
+    }
+}
+
 /// The logins the daemon builds for its accounts.
 pub type AuthFactory = Arc<dyn Logins>;
 
@@ -145,7 +164,7 @@ pub fn http_logins() -> AuthFactory {
 }
 
 struct Running {
-    account: Account,
+    account: Arc<Account>,
     task: JoinHandle<()>,
     /// Tells this task's exit from that of an earlier task of the same account.
     generation: u64,
@@ -160,6 +179,8 @@ struct Running {
 /// Owns the account tasks.
 pub struct Supervisor {
     config: Config,
+    /// `config.daemon`, shared by every task started since it last changed.
+    settings: Arc<DaemonSettings>,
     running: BTreeMap<String, Running>,
     clock: Arc<dyn Clock>,
     factory: AuthFactory,
@@ -210,6 +231,7 @@ impl Supervisor {
         let last_clock_offset = clock.boot().saturating_sub(clock.timer());
         let board = Board::new(clock.wall());
         let mut supervisor = Supervisor {
+            settings: Arc::new(config.daemon.clone()),
             config,
             running: BTreeMap::new(),
             clock,
@@ -249,7 +271,7 @@ impl Supervisor {
         let cell = self.board.insert(&account);
         let shared = Shared {
             clock: Arc::clone(&self.clock),
-            settings: self.config.daemon.clone(),
+            settings: Arc::clone(&self.settings),
             limiter: Arc::clone(&self.limiter),
             time_jump: self.time_jump.subscribe(),
             shutdown: self.shutdown.subscribe(),
@@ -265,10 +287,9 @@ impl Supervisor {
             generation,
             exits: self.exits.0.clone(),
         };
-        let handle = tokio::spawn(async move {
-            // Dropped when the task returns, panics or is aborted.
-            let _notice = notice;
-            task.run().await;
+        let handle = tokio::spawn(Noticed {
+            future: Box::pin(task.run()),
+            _notice: notice,
         });
         self.running.insert(
             account.name.clone(),
@@ -317,6 +338,9 @@ impl Supervisor {
         if let Some(level) = &plan.log_level {
             crate::apply_log_level(level.as_deref().unwrap_or("info"));
         }
+        if self.config.daemon != new.daemon {
+            self.settings = Arc::new(new.daemon.clone());
+        }
         self.config.daemon = new.daemon.clone();
         let old_state = std::mem::replace(&mut self.state, state);
         let stopped: Vec<(&str, Running)> = plan
@@ -340,7 +364,7 @@ impl Supervisor {
                     "the account's task is stuck in a file operation; going on without it"
                 );
             }
-            let mut dropped = running.account.clone();
+            let mut dropped = Account::clone(&running.account);
             dropped
                 .outputs
                 .retain(|output| !plan.kept.contains(&output.path));

@@ -114,6 +114,9 @@ pub struct OutputDir {
     fd: OwnedFd,
     /// The path the directory was opened by, for messages only; never used to reach files.
     path: PathBuf,
+    /// Whether a publish is made durable (file and directory fsync'd). Only the state directory
+    /// turns it off: see [`OutputDir::unsynced`].
+    sync: bool,
 }
 
 impl OutputDir {
@@ -131,6 +134,7 @@ impl OutputDir {
             Ok(fd) => Ok(OutputDir {
                 fd,
                 path: path.to_path_buf(),
+                sync: true,
             }),
             // A symlink fails with ENOTDIR (O_DIRECTORY is checked first) or ELOOP; look again
             // to tell the operator that the link itself is the problem.
@@ -150,7 +154,22 @@ impl OutputDir {
 
     /// Wraps a directory already opened (and checked) by the caller; `path` is for messages.
     pub fn from_fd(fd: OwnedFd, path: PathBuf) -> OutputDir {
-        OutputDir { fd, path }
+        OutputDir {
+            fd,
+            path,
+            sync: true,
+        }
+    }
+
+    /// This directory with publishes that are atomic but not durable: no fsync of the file or
+    /// the directory, so a power loss may leave the old file, or an empty or missing one. For
+    /// files whose loss costs nothing but work, never for outputs: the state files, which a
+    /// restart checks against the outputs before trusting (see ARCHITECTURE.md, "State files").
+    pub fn unsynced(self) -> OutputDir {
+        OutputDir {
+            sync: false,
+            ..self
+        }
     }
 
     /// The path the directory was opened by.
@@ -259,13 +278,15 @@ impl OutputDir {
         if self.holds_already(file_name, contents, mode, owner, group) {
             // The file may be one an earlier publish renamed into place before its directory
             // sync failed: sync now, so "unchanged" also means durable (cheap when clean).
-            rustix::fs::fsync(&self.fd)
-                .map_err(|errno| io_error("sync the directory of", &target, errno))?;
+            if self.sync {
+                rustix::fs::fsync(&self.fd)
+                    .map_err(|errno| io_error("sync the directory of", &target, errno))?;
+            }
             return Ok(Publish::Unchanged);
         }
 
         let (temp_name, file) = self.create_temp(file_name, &target, next_random)?;
-        let filled = fill_temp(file, contents, mode, owner, group, &target);
+        let filled = fill_temp(file, contents, mode, owner, group, self.sync, &target);
         let renamed = filled.and_then(|()| {
             rustix::fs::renameat(&self.fd, &temp_name, &self.fd, file_name)
                 .map_err(|errno| io_error("rename a temp file over", &target, errno))
@@ -277,8 +298,10 @@ impl OutputDir {
             return Err(error);
         }
         // Without this the rename itself may be lost in a crash, leaving the old token.
-        rustix::fs::fsync(&self.fd)
-            .map_err(|errno| io_error("sync the directory of", &target, errno))?;
+        if self.sync {
+            rustix::fs::fsync(&self.fd)
+                .map_err(|errno| io_error("sync the directory of", &target, errno))?;
+        }
         Ok(Publish::Written)
     }
 
@@ -306,24 +329,31 @@ impl OutputDir {
             && owner.is_none_or(|uid| stat.st_uid == uid)
             && group.is_none_or(|gid| stat.st_gid == gid)
             && usize::try_from(stat.st_size).is_ok_and(|size| size == contents.len());
-        if !same_attributes {
-            return false;
-        }
-        // Read one byte more than expected to notice a file that grew since the fstat. The
-        // buffer is filled in place (never reallocated) and zeroized on drop, since it holds
-        // the old token.
-        let mut old = Zeroizing::new(vec![0u8; contents.len() + 1]);
-        let mut file = File::from(fd);
-        let mut filled = 0;
-        while filled < old.len() {
-            match file.read(&mut old[filled..]) {
-                Ok(0) => break,
-                Ok(count) => filled += count,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return false,
-            }
-        }
-        filled == contents.len() && old[..filled] == *contents
+        same_attributes && same_bytes(File::from(fd), contents)
+    }
+
+    /// What `file_name` holds, compared with `contents`: `None` when nothing is there, else
+    /// whether it is a regular file with exactly these bytes. Opened without following a
+    /// symlink and without blocking on a FIFO.
+    ///
+    /// # Errors
+    /// Looking at the file failed for another reason than its absence.
+    pub fn holds(&self, file_name: &OsStr, contents: &[u8]) -> Result<Option<bool>, OutputError> {
+        let target = self.target_path(file_name)?;
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+        let fd = match rustix::fs::openat(&self.fd, file_name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(None),
+            // A symlink (ELOOP) or another non-regular thing is not these bytes.
+            Err(Errno::LOOP | Errno::NXIO) => return Ok(Some(false)),
+            Err(errno) => return Err(io_error("read", &target, errno)),
+        };
+        let stat = rustix::fs::fstat(&fd).map_err(|errno| io_error("inspect", &target, errno))?;
+        let regular_of_size = FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile
+            && usize::try_from(stat.st_size).is_ok_and(|size| size == contents.len());
+        Ok(Some(
+            regular_of_size && same_bytes(File::from(fd), contents),
+        ))
     }
 
     /// Creates a fresh temp file for `file_name` with mode 0600 (before the explicit fchmod),
@@ -460,6 +490,7 @@ fn fill_temp(
     mode: u32,
     owner: Option<u32>,
     group: Option<u32>,
+    sync: bool,
     target: &Path,
 ) -> Result<(), OutputError> {
     if owner.is_some() || group.is_some() {
@@ -471,10 +502,29 @@ fn fill_temp(
         .map_err(|errno| io_error("set the mode of a temp file for", target, errno))?;
     file.write_all(contents)
         .map_err(|error| io_error("write a temp file for", target, error))?;
-    file.sync_all()
-        .map_err(|error| io_error("sync a temp file for", target, error))?;
+    if sync {
+        file.sync_all()
+            .map_err(|error| io_error("sync a temp file for", target, error))?;
+    }
     // Dropping closes the fd; a close error after a successful fsync does not lose data.
     Ok(())
+}
+
+/// Whether `file` (a regular file, already checked to be of the right size) holds exactly
+/// `contents`. Reads one byte more than expected to notice a file that grew since its `fstat`.
+/// The buffer is filled in place (never reallocated) and zeroized on drop, since it holds a token.
+fn same_bytes(mut file: File, contents: &[u8]) -> bool {
+    let mut old = Zeroizing::new(vec![0u8; contents.len() + 1]);
+    let mut filled = 0;
+    while filled < old.len() {
+        match file.read(&mut old[filled..]) {
+            Ok(0) => break,
+            Ok(count) => filled += count,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    filled == contents.len() && old[..filled] == *contents
 }
 
 /// `.<file_name>.<16 hex>.tmp`, with the name cut short if needed so that the temp name fits in

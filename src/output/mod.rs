@@ -179,6 +179,24 @@ pub fn publish_all(
     }
 }
 
+/// The first output of the account whose file holds something other than `token` (rendered as
+/// that output renders it), or that cannot be looked at; a missing file agrees. A restart reuses
+/// a saved token only when every output agrees with it: state files are written without fsync,
+/// so after a power loss a state file may be older (or newer) than the durable outputs, and the
+/// daemon must not publish an older token over a newer one.
+pub fn first_disagreeing(account: &Account, token: &Token) -> Option<PathBuf> {
+    account.outputs.iter().find_map(|output| {
+        let contents = contents(account, output, token);
+        let agrees = match (output.path.parent(), output.path.file_name()) {
+            (Some(dir), Some(name)) => OutputDir::open(dir)
+                .and_then(|dir| dir.holds(name, &contents))
+                .is_ok_and(|holds| holds.is_none_or(|same| same)),
+            _ => false,
+        };
+        (!agrees).then(|| output.path.clone())
+    })
+}
+
 /// Deletes every output file of an account: when its token expired with no replacement
 /// (`on_expiry = "remove"`), and when the account is removed. Failures are logged; a file
 /// already gone is not one.

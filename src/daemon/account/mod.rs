@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use jiff::Timestamp;
 use rand::SeedableRng as _;
-use rand::rngs::StdRng;
+use rand::rngs::SmallRng;
 use tokio::sync::watch;
 
 mod plan;
@@ -53,7 +53,8 @@ impl Authenticator for Login {
 /// Everything an account task shares with its supervisor.
 pub struct Shared {
     pub clock: Arc<dyn Clock>,
-    pub settings: DaemonSettings,
+    /// One copy for every task (it is a few hundred bytes).
+    pub settings: Arc<DaemonSettings>,
     pub limiter: Arc<Limiter>,
     /// Bumped by the supervisor when the clocks jumped (suspend, resume): every wait is recomputed.
     pub time_jump: watch::Receiver<u64>,
@@ -74,7 +75,8 @@ struct Holding {
 
 /// One account's task.
 pub struct AccountTask {
-    account: Account,
+    /// Shared with the supervisor's record of the running account.
+    account: Arc<Account>,
     auth: Arc<dyn Authenticator>,
     shared: Shared,
     /// A keyed digest of the account's secret values, updated by the supervisor when a secret
@@ -89,12 +91,14 @@ pub struct AccountTask {
     state: Option<StateFile>,
     /// What to tell the consumer after the files change.
     hook: Option<crate::hook::Hook>,
-    rng: StdRng,
+    /// Jitter and backoff draws: they need spread, not secrecy, and a small generator keeps
+    /// the task small (a few hundred bytes less per account than a CSPRNG's state).
+    rng: SmallRng,
 }
 
 impl AccountTask {
     pub fn new(
-        account: Account,
+        account: Arc<Account>,
         auth: Arc<dyn Authenticator>,
         shared: Shared,
         credentials: watch::Receiver<CredentialsDigest>,
@@ -115,7 +119,7 @@ impl AccountTask {
             refresh,
             state,
             hook,
-            rng: StdRng::from_os_rng(),
+            rng: SmallRng::from_os_rng(),
         }
     }
 
@@ -151,7 +155,10 @@ impl AccountTask {
                     let refresh_token = plan
                         .token()
                         .and_then(|current| current.refresh_token.clone());
-                    let Some((result, began, took)) = self.login(refresh_token.as_ref()).await
+                    // Boxed, so that the task's future is only as large as its sleeping state while
+                    // it waits, which is almost always.
+                    let Some((result, began, took)) =
+                        Box::pin(self.login(refresh_token.as_ref())).await
                     else {
                         return;
                     };
@@ -511,6 +518,18 @@ impl AccountTask {
         if token.expires_at <= wall_now {
             // The files may still hold it: they go at once (unless on_expiry = keep).
             restored.disk_expires = Some(boot_now);
+            return restored;
+        }
+        // State files are not fsync'd: after a power loss this one may be older than a token the
+        // outputs durably hold. Reuse it only when no output holds another token.
+        if let Some(path) =
+            crate::input::may_block(|| crate::output::first_disagreeing(&self.account, &token))
+        {
+            tracing::info!(
+                account = %self.account.name,
+                path = %path.display(),
+                "the saved token is not the one in the output file: logging in"
+            );
             return restored;
         }
         restored.disk_expires = Some(expires_boot);

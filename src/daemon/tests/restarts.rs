@@ -47,6 +47,29 @@ async fn a_restart_reuses_the_token_in_the_state_file() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_saved_token_older_than_the_output_is_not_published_over_it() {
+    let harness = Harness::start(vec![], Answer::Token(Duration::from_secs(3600)), "").await;
+    pass(Duration::from_secs(10)).await;
+    assert!(harness.read().is_some());
+    let (_, dir, _, clock) = harness.stop().await;
+    // A power loss after the output took a newer token but before the (unsynced) state file
+    // did: the output holds a token the state file does not know.
+    let output = dir.path().join("out/a.token");
+    std::fs::write(&output, "newer-token-from-before-the-crash\n").unwrap();
+    let second = Scripted::new(&clock, vec![], Answer::Token(Duration::from_secs(3600)));
+    let harness = Harness::start_in(dir, clock, Arc::clone(&second), "").await;
+    pass(Duration::from_secs(5)).await;
+    assert_eq!(
+        second.calls().len(),
+        1,
+        "a saved token the outputs disagree with must not be reused"
+    );
+    // The new login's token replaces the one from before the crash.
+    assert_eq!(harness.read().as_deref(), Some("token-0"));
+    harness.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn after_a_restart_an_expired_token_on_disk_is_removed() {
     let harness = Harness::start(vec![], Answer::Token(Duration::from_secs(300)), "").await;
     pass(Duration::from_secs(10)).await;

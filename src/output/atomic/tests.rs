@@ -693,3 +693,53 @@ fn errors_never_contain_the_contents() {
         assert!(!error.to_string().ends_with('.'), "{error}");
     }
 }
+
+#[test]
+fn holds_tells_missing_same_other_and_non_regular_files_apart() {
+    let _lock = lock();
+    let temp = tempfile::tempdir().unwrap();
+    let dir = OutputDir::open(temp.path()).unwrap();
+    assert_eq!(dir.holds(name("t"), b"abc").unwrap(), None);
+    std::fs::write(temp.path().join("t"), b"abc").unwrap();
+    assert_eq!(dir.holds(name("t"), b"abc").unwrap(), Some(true));
+    assert_eq!(dir.holds(name("t"), b"abd").unwrap(), Some(false));
+    assert_eq!(dir.holds(name("t"), b"abcd").unwrap(), Some(false));
+    assert_eq!(dir.holds(name("t"), b"ab").unwrap(), Some(false));
+    // A symlink to a file with the same bytes is not the file: never followed.
+    std::fs::write(temp.path().join("real"), b"abc").unwrap();
+    std::os::unix::fs::symlink(temp.path().join("real"), temp.path().join("link")).unwrap();
+    assert_eq!(dir.holds(name("link"), b"abc").unwrap(), Some(false));
+    // A FIFO neither blocks nor agrees.
+    rustix::fs::mknodat(
+        &dir.fd,
+        "fifo",
+        rustix::fs::FileType::Fifo,
+        Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    assert_eq!(dir.holds(name("fifo"), b"").unwrap(), Some(false));
+    assert!(dir.holds(name("../escape"), b"abc").is_err());
+}
+
+#[test]
+fn an_unsynced_directory_still_publishes_atomically_with_the_mode() {
+    let _lock = lock();
+    let temp = tempfile::tempdir().unwrap();
+    let dir = OutputDir::open(temp.path()).unwrap().unsynced();
+    assert_eq!(
+        dir.publish(name("s"), b"one", 0o600, None, None).unwrap(),
+        Publish::Written
+    );
+    assert_eq!(
+        dir.publish(name("s"), b"one", 0o600, None, None).unwrap(),
+        Publish::Unchanged
+    );
+    assert_eq!(
+        dir.publish(name("s"), b"two", 0o600, None, None).unwrap(),
+        Publish::Written
+    );
+    assert_eq!(std::fs::read(temp.path().join("s")).unwrap(), b"two");
+    assert_eq!(mode_of(&temp.path().join("s")), 0o600);
+    assert_eq!(entries(temp.path()), vec!["s".to_string()]);
+}
