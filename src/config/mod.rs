@@ -15,6 +15,7 @@ mod values;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::SignedDuration;
@@ -45,7 +46,7 @@ const DEFAULT_MODE: u32 = 0o600;
 pub struct Config {
     /// The file it was read from, for messages.
     pub path: PathBuf,
-    pub accounts: BTreeMap<String, Account>,
+    pub accounts: BTreeMap<String, Arc<Account>>,
     /// The line each account's table starts on, for plans and messages. Kept apart from
     /// [`Account`], whose equality says whether a reload must restart it: moving an account
     /// within the file (a comment added above it) changes nothing it does.
@@ -62,7 +63,8 @@ pub struct Account {
     pub name: String,
     /// The preset it was built from; `None` for a generic login.
     pub preset: Option<Preset>,
-    pub login: LoginSpec,
+    /// Shared with the account's [`crate::login::Login`], which would otherwise copy it.
+    pub login: Arc<LoginSpec>,
     pub http: HttpSettings,
     /// Longer lifetimes reported by a server are cut to this.
     pub max_lifetime: SignedDuration,

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::config::{self, Account, Config};
 
@@ -21,7 +22,10 @@ pub enum Change {
 }
 
 /// Compares two sets of accounts. Pure; unchanged accounts produce nothing.
-pub fn diff(old: &BTreeMap<String, Account>, new: &BTreeMap<String, Account>) -> Vec<Change> {
+pub fn diff(
+    old: &BTreeMap<String, Arc<Account>>,
+    new: &BTreeMap<String, Arc<Account>>,
+) -> Vec<Change> {
     let mut changes = Vec::new();
     for (name, account) in old {
         match new.get(name) {
@@ -71,7 +75,7 @@ pub struct ReloadPlan {
 
 impl ReloadPlan {
     /// The accounts to start (added or restarted), in the new config.
-    pub fn started<'a>(&'a self, new: &'a Config) -> impl Iterator<Item = &'a Account> + 'a {
+    pub fn started<'a>(&'a self, new: &'a Config) -> impl Iterator<Item = &'a Arc<Account>> + 'a {
         self.changes.iter().filter_map(|change| match change {
             Change::Add(name) | Change::Restart(name) => new.accounts.get(name),
             Change::Remove(_) => None,

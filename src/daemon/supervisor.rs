@@ -16,7 +16,7 @@ use super::account::{AccountTask, Authenticator, Shared};
 use super::clock::Clock;
 use super::limiter::Limiter;
 use super::reload::{self, Change};
-use super::state::{CredentialsDigest, Keys, StateDir};
+use super::state::{CredentialsDigest, Keys, Saved, StateDir, StateFile};
 use super::status::Board;
 use crate::config::{self, Account, Config, DaemonSettings};
 use crate::login::Login;
@@ -54,9 +54,9 @@ struct Prepared {
 }
 
 impl Prepared {
-    fn new(factory: &AuthFactory, account: &Account) -> Result<Prepared, SetupError> {
+    fn new(factory: &AuthFactory, account: &Arc<Account>) -> Result<Prepared, SetupError> {
         Ok(Prepared {
-            account: Arc::new(account.clone()),
+            account: Arc::clone(account),
             login: crate::input::may_block(|| factory.login_for(account))?,
         })
     }
@@ -133,6 +133,25 @@ impl std::future::Future for Noticed {
     ) -> std::task::Poll<()> {
         self.future.as_mut().poll(context)
     }
+}
+
+/// What an account's state file holds, for its task to restore. State files are not fsync'd:
+/// after a power loss one may be older than a token the outputs durably hold, so a saved token
+/// that has not expired is kept only when no output holds another token.
+fn restorable(account: &Account, state: &StateFile, now: jiff::Timestamp) -> Option<Saved> {
+    let mut saved = state.load()?;
+    let unexpired = saved.token.as_ref().filter(|token| token.expires_at > now);
+    if let Some(token) = unexpired
+        && let Some(path) = crate::output::first_disagreeing(account, token)
+    {
+        tracing::info!(
+            account = %account.name,
+            path = %path.display(),
+            "the saved token is not the one in the output file: logging in"
+        );
+        saved.token = None;
+    }
+    Some(saved)
 }
 
 /// The logins the daemon builds for its accounts.
@@ -219,7 +238,11 @@ impl Supervisor {
         factory: AuthFactory,
     ) -> Result<Supervisor, SetupError> {
         let state = open_state_dir(&config.daemon)?;
-        preflight(config.accounts.values(), state.as_deref(), Cleanup::AtStart)?;
+        preflight(
+            config.accounts.values().map(Arc::as_ref),
+            state.as_deref(),
+            Cleanup::AtStart,
+        )?;
         // Build every login before starting any task, so a failure leaves nothing running.
         let mut logins = Vec::with_capacity(config.accounts.len());
         for account in config.accounts.values() {
@@ -255,7 +278,7 @@ impl Supervisor {
         Ok(supervisor)
     }
 
-    fn spawn(&mut self, account: &Account, startup_accounts: usize) -> Result<(), SetupError> {
+    fn spawn(&mut self, account: &Arc<Account>, startup_accounts: usize) -> Result<(), SetupError> {
         let prepared = Prepared::new(&self.factory, account)?;
         self.spawn_with(prepared, startup_accounts);
         Ok(())
@@ -279,7 +302,11 @@ impl Supervisor {
             warned_short: Arc::clone(&self.warned_short),
         };
         let state = self.state.as_ref().map(|dir| dir.file(&account));
-        let task = AccountTask::new(account.clone(), auth, shared, watched, cell, state);
+        let wall_now = self.clock.wall();
+        let saved = state
+            .as_ref()
+            .and_then(|state| crate::input::may_block(|| restorable(&account, state, wall_now)));
+        let task = AccountTask::new(account.clone(), auth, shared, watched, cell, state, saved);
         self.next_generation += 1;
         let generation = self.next_generation;
         let notice = ExitNotice {
@@ -326,7 +353,13 @@ impl Supervisor {
             self.state.clone()
         };
         // Other tasks are publishing in these directories: no stale-file cleanup here.
-        crate::input::may_block(|| preflight(plan.started(&new), state.as_deref(), Cleanup::Skip))?;
+        crate::input::may_block(|| {
+            preflight(
+                plan.started(&new).map(Arc::as_ref),
+                state.as_deref(),
+                Cleanup::Skip,
+            )
+        })?;
         // Build every new login before touching anything, so a failure changes nothing.
         let mut logins: BTreeMap<String, Prepared> = BTreeMap::new();
         for account in plan.started(&new) {

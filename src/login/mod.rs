@@ -94,7 +94,7 @@ pub struct LoginOutcome {
 /// One account's login, ready to run repeatedly.
 pub struct Login {
     account: String,
-    spec: LoginSpec,
+    spec: std::sync::Arc<LoginSpec>,
     client: reqwest::Client,
     ca_digest: Option<http::CaDigest>,
     max_reply_bytes: usize,
@@ -139,7 +139,7 @@ impl Login {
             account: account.name.clone(),
             client: shared.client,
             ca_digest: shared.ca_digest,
-            spec: account.login.clone(),
+            spec: std::sync::Arc::clone(&account.login),
             max_reply_bytes: account.http.max_reply_bytes,
             max_lifetime: account.max_lifetime,
         })

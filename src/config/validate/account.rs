@@ -2,6 +2,7 @@
 //! settings and its lifetime settings.
 
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::SignedDuration;
@@ -128,7 +129,7 @@ impl Validator {
         Some(Account {
             name: name.to_string(),
             preset,
-            login,
+            login: Arc::new(login),
             http,
             max_lifetime,
             outputs,

@@ -66,7 +66,7 @@ pub(super) fn validate(
     for (name, account) in &raw.accounts {
         lines.insert(name.clone(), validator.lines.line_of(account.span().start));
         if let Some(account) = validator.account(name, account, &defaults) {
-            accounts.insert(name.clone(), account);
+            accounts.insert(name.clone(), std::sync::Arc::new(account));
         }
     }
     if validator.problems.is_empty() {

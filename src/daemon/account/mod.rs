@@ -89,6 +89,9 @@ pub struct AccountTask {
     /// made, so that one sent while it starts is not lost.
     refresh: watch::Receiver<u64>,
     state: Option<StateFile>,
+    /// What the state file held at start, read by the supervisor (one account after another,
+    /// so that thousands of tasks starting together do not each block a thread on a read).
+    saved: Option<Saved>,
     /// What to tell the consumer after the files change.
     hook: Option<crate::hook::Hook>,
     /// Jitter and backoff draws: they need spread, not secrecy, and a small generator keeps
@@ -104,6 +107,7 @@ impl AccountTask {
         credentials: watch::Receiver<CredentialsDigest>,
         cell: Arc<AccountCell>,
         state: Option<StateFile>,
+        saved: Option<Saved>,
     ) -> AccountTask {
         let refresh = cell.refresh_requests();
         let hook = account.on_change.clone().map(|spec| {
@@ -118,6 +122,7 @@ impl AccountTask {
             cell,
             refresh,
             state,
+            saved,
             hook,
             rng: SmallRng::from_os_rng(),
         }
@@ -443,11 +448,7 @@ impl AccountTask {
     /// literal or environment variable).
     fn restore(&mut self) -> Start<Holding> {
         let mut restored = Start::default();
-        let Some(saved) = self
-            .state
-            .as_ref()
-            .and_then(|state| crate::input::may_block(|| state.load()))
-        else {
+        let Some(saved) = self.saved.take() else {
             return restored;
         };
         let clock = &self.shared.clock;
@@ -518,18 +519,6 @@ impl AccountTask {
         if token.expires_at <= wall_now {
             // The files may still hold it: they go at once (unless on_expiry = keep).
             restored.disk_expires = Some(boot_now);
-            return restored;
-        }
-        // State files are not fsync'd: after a power loss this one may be older than a token the
-        // outputs durably hold. Reuse it only when no output holds another token.
-        if let Some(path) =
-            crate::input::may_block(|| crate::output::first_disagreeing(&self.account, &token))
-        {
-            tracing::info!(
-                account = %self.account.name,
-                path = %path.display(),
-                "the saved token is not the one in the output file: logging in"
-            );
             return restored;
         }
         restored.disk_expires = Some(expires_boot);

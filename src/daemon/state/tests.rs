@@ -20,7 +20,7 @@ path = "{}/out/a.token"
         dir.display()
     );
     let config = config::parse(&text, Path::new("t.toml"), SecretCheck::Skip, false).unwrap();
-    config.accounts["a"].clone()
+    Account::clone(&config.accounts["a"])
 }
 
 fn token(value: &str) -> Token {
@@ -79,10 +79,13 @@ fn saves_and_loads_only_a_matching_state() {
     let other = test_account(scratch.path(), "https://other.example/token");
     assert!(state_dir.file(&other).load().is_none());
     let mut changed = account.clone();
-    changed.login.reply.token = vec!["/other".to_string()];
+    std::sync::Arc::make_mut(&mut changed.login).reply.token = vec!["/other".to_string()];
     assert!(state_dir.file(&changed).load().is_none());
     let mut changed = account.clone();
-    changed.login.request.headers.clear();
+    std::sync::Arc::make_mut(&mut changed.login)
+        .request
+        .headers
+        .clear();
     assert!(state_dir.file(&changed).load().is_none());
     // Outputs are not part of the login: moving one keeps the token.
     let mut moved = account.clone();
