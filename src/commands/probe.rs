@@ -55,7 +55,15 @@ pub fn files(config: &Config, now: Timestamp) -> Result<(), Vec<String>> {
 }
 
 fn saved_token(dir: &Arc<StateDir>, account: &Account) -> Option<Token> {
-    dir.file(account).load().and_then(|saved| saved.token)
+    let file = dir.file(account);
+    // The daemon rewrites state files in place: a read that races a write sees a torn file
+    // (its signature fails). Look once more after the write (microseconds) is surely done.
+    file.load()
+        .or_else(|| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            file.load()
+        })
+        .and_then(|saved| saved.token)
 }
 
 fn check_output(

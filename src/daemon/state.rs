@@ -469,9 +469,9 @@ impl StateFile {
         bytes.push(b'\n');
         bytes.extend_from_slice(tag.as_bytes());
         bytes.push(b'\n');
-        self.dir
-            .dir
-            .publish(&self.name, &bytes, 0o600, None, None)?;
+        // Rewritten in place: a torn file (a crash mid-write, or a reader racing the write)
+        // fails its signature and is ignored, which costs a login and nothing else.
+        self.dir.dir.overwrite(&self.name, &bytes, 0o600)?;
         Ok(())
     }
 

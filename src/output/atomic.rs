@@ -305,6 +305,55 @@ impl OutputDir {
         Ok(Publish::Written)
     }
 
+    /// Rewrites `file_name` in place when it is this process's own regular file with mode
+    /// `mode` and one link: `pwrite` from the start, then truncate to the new length. Much
+    /// cheaper than a publish (no new inode, no rename, no directory change), but not atomic: a
+    /// reader or a crash may see a mix of old and new bytes. Only for files that carry their
+    /// own integrity check and whose loss costs nothing but work (the signed state files).
+    /// Anything else there (nothing, a symlink, a FIFO, another owner's file, a hard link) is
+    /// replaced by a [`OutputDir::publish`] instead.
+    ///
+    /// # Errors
+    /// As [`OutputDir::publish`]; or writing or truncating the file failed (it is then torn, and
+    /// its check fails when it is read).
+    pub fn overwrite(
+        &self,
+        file_name: &OsStr,
+        contents: &[u8],
+        mode: u32,
+    ) -> Result<Publish, OutputError> {
+        let target = self.target_path(file_name)?;
+        let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let own_file = rustix::fs::openat(&self.fd, file_name, flags, Mode::empty())
+            .ok()
+            .filter(|fd| {
+                rustix::fs::fstat(fd).is_ok_and(|stat| {
+                    FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile
+                        && stat.st_mode & 0o7777 == mode
+                        && stat.st_uid == rustix::process::geteuid().as_raw()
+                        && stat.st_nlink == 1
+                })
+            });
+        let Some(fd) = own_file else {
+            return self.publish(file_name, contents, mode, None, None);
+        };
+        let mut written = 0;
+        while written < contents.len() {
+            match rustix::io::pwrite(&fd, &contents[written..], written as u64) {
+                Ok(0) => return Err(io_error("write", &target, Errno::NOSPC)),
+                Ok(count) => written += count,
+                Err(Errno::INTR) => {}
+                Err(errno) => return Err(io_error("write", &target, errno)),
+            }
+        }
+        rustix::fs::ftruncate(&fd, contents.len() as u64)
+            .map_err(|errno| io_error("truncate", &target, errno))?;
+        if self.sync {
+            rustix::fs::fsync(&fd).map_err(|errno| io_error("sync", &target, errno))?;
+        }
+        Ok(Publish::Written)
+    }
+
     /// Whether the target already is a regular file with exactly these bytes and attributes.
     /// Any doubt (missing, a symlink, unreadable) answers false, and the publish then writes.
     fn holds_already(

@@ -743,3 +743,57 @@ fn an_unsynced_directory_still_publishes_atomically_with_the_mode() {
     assert_eq!(mode_of(&temp.path().join("s")), 0o600);
     assert_eq!(entries(temp.path()), vec!["s".to_string()]);
 }
+
+#[test]
+fn overwrite_rewrites_its_own_file_in_place_and_replaces_anything_else() {
+    use std::os::unix::fs::MetadataExt as _;
+    let _lock = lock();
+    let temp = tempfile::tempdir().unwrap();
+    let dir = OutputDir::open(temp.path()).unwrap().unsynced();
+    let path = temp.path().join("s");
+    // Nothing there: created like a publish, with the mode.
+    dir.overwrite(name("s"), b"a longer first version", 0o600)
+        .unwrap();
+    assert_eq!(mode_of(&path), 0o600);
+    let inode = path.metadata().unwrap().ino();
+    // Its own file: the same inode, shorter contents cut to length.
+    dir.overwrite(name("s"), b"short", 0o600).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"short");
+    assert_eq!(
+        path.metadata().unwrap().ino(),
+        inode,
+        "not rewritten in place"
+    );
+    // A hard link to another file is replaced, never written through.
+    std::fs::remove_file(&path).unwrap();
+    let outside = temp.path().join("outside");
+    std::fs::write(&outside, b"keep me").unwrap();
+    std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::hard_link(&outside, &path).unwrap();
+    dir.overwrite(name("s"), b"new", 0o600).unwrap();
+    assert_eq!(std::fs::read(&outside).unwrap(), b"keep me");
+    assert_eq!(std::fs::read(&path).unwrap(), b"new");
+    // A symlink is replaced, its target untouched.
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(&outside, &path).unwrap();
+    dir.overwrite(name("s"), b"newer", 0o600).unwrap();
+    assert_eq!(std::fs::read(&outside).unwrap(), b"keep me");
+    assert!(!path.symlink_metadata().unwrap().file_type().is_symlink());
+    // A file of another mode is replaced with the right one.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    dir.overwrite(name("s"), b"newest", 0o600).unwrap();
+    assert_eq!(mode_of(&path), 0o600);
+    assert_eq!(std::fs::read(&path).unwrap(), b"newest");
+    // A FIFO neither blocks nor is written into.
+    std::fs::remove_file(&path).unwrap();
+    rustix::fs::mknodat(
+        &dir.fd,
+        "s",
+        rustix::fs::FileType::Fifo,
+        Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    dir.overwrite(name("s"), b"after fifo", 0o600).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"after fifo");
+}
