@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo bench --bench daemon                      # every scenario, full size (about 6 min)
-//! cargo bench --bench daemon -- cold steady       # some of them
+//! cargo bench --bench daemon -- cold steady       # some of them (cold steady idle floor shell)
 //! cargo bench --bench daemon -- --quick           # a smoke run of every scenario (seconds)
 //! ```
 //!
@@ -16,6 +16,8 @@
 //!   and tokens that expired on disk (must be none).
 //! - `idle`: 10,000 accounts with 1 h tokens, after their first logins, for 60 s: CPU time and
 //!   context switches.
+//! - `shell`: the homegrown `curl | jq` + `mv` loop (where both are installed): CPU per refresh,
+//!   and the PSS of 100 such loops sleeping between refreshes.
 //! - `floor`: a minimal loop with the same HTTP client (a new connection per login) and one
 //!   fsync'd atomic write per token, in a child process: the cost the daemon is compared to.
 //!
@@ -29,6 +31,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead as _, Write as _};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -393,6 +396,8 @@ struct Sizes {
     idle_accounts: usize,
     idle_for: Duration,
     floor_logins: usize,
+    shell_refreshes: usize,
+    shell_loops: usize,
 }
 
 impl Sizes {
@@ -405,6 +410,8 @@ impl Sizes {
             idle_accounts: 10_000,
             idle_for: Duration::from_secs(60),
             floor_logins: 2000,
+            shell_refreshes: 200,
+            shell_loops: 100,
         }
     }
 
@@ -417,6 +424,8 @@ impl Sizes {
             idle_accounts: 100,
             idle_for: Duration::from_secs(3),
             floor_logins: 100,
+            shell_refreshes: 10,
+            shell_loops: 3,
         }
     }
 }
@@ -617,6 +626,123 @@ fn floor(runtime: &tokio::runtime::Runtime, sizes: &Sizes) {
     );
 }
 
+/// The homegrown alternative, as operators write it: per account, a shell loop of `curl` (the
+/// login), `jq` (the token out of the reply) and `mv` (the publish). Measured twice: CPU per
+/// refresh over one loop run flat out, and the memory (PSS, summed over every process) of
+/// `loops` such loops sleeping between refreshes, as they would for hours.
+fn shell_loop(runtime: &tokio::runtime::Runtime, refreshes: usize, loops: usize) {
+    let found = |tool: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    if !found("curl") || !found("jq") {
+        println!("| shell loop | skipped: curl and jq are not both installed |");
+        return;
+    }
+    let server = runtime.block_on(start_server(Duration::from_secs(3600), Duration::ZERO));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = |account: usize, rounds: &str, pause: &str| {
+        format!(
+            "out={dir}/s{account}.token; i=0; while [ $i -lt {rounds} ]; do \
+             curl -sf -X POST -d grant_type=client_credentials -d client_id=s{account} \
+             -d client_secret=bench-secret http://{address}/token \
+             | jq -er .access_token > $out.tmp && mv $out.tmp $out; i=$((i+1)); {pause}; done",
+            dir = dir.path().display(),
+            address = server.address,
+        )
+    };
+    // CPU: the children's times of this process grow by the loop's once it has been waited for.
+    let children_cpu = || {
+        let ticks = rustix::param::clock_ticks_per_second().max(1);
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let fields: Vec<u64> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| {
+                rest.split_whitespace()
+                    .map(|f| f.parse().unwrap_or(0))
+                    .collect()
+            })
+            .unwrap_or_default();
+        // cutime and cstime are fields 16 and 17 of stat, 14 and 15 after the name and state.
+        let sum = fields.get(13).copied().unwrap_or(0) + fields.get(14).copied().unwrap_or(0);
+        sum as f64 * 1e3 / ticks as f64
+    };
+    let before = children_cpu();
+    let ran = Command::new("sh")
+        .args(["-c", &script(0, &refreshes.to_string(), "true")])
+        .status()
+        .is_ok_and(|status| status.success());
+    let per_refresh = (children_cpu() - before) / refreshes as f64;
+    if !ran {
+        broken("the shell loop failed");
+        return;
+    }
+    // Memory: `loops` loops, each after its first refresh, sleeping (as for a 1 h token).
+    let mut sleeping: Vec<Child> = (0..loops)
+        .map(|account| {
+            Command::new("sh")
+                .args(["-c", &script(account, "1000000", "sleep 2700")])
+                .process_group(0)
+                .spawn()
+                .expect("start a shell loop")
+        })
+        .collect();
+    let written = wait_for(Duration::from_secs(60), || {
+        (0..loops).all(|account| dir.path().join(format!("s{account}.token")).exists())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let pss_kib: u64 = sleeping.iter().map(|child| group_pss_kib(child.id())).sum();
+    for child in &mut sleeping {
+        let group = rustix::process::Pid::from_raw(child.id() as i32).expect("pid");
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        let _ = child.wait();
+    }
+    if !written {
+        broken("the sleeping shell loops did not all write their token");
+    }
+    let daemon = f64::from_bits(STEADY_PER_REFRESH_MS.load(Ordering::SeqCst));
+    let ratio = if daemon > 0.0 {
+        format!("shell/daemon {:.0}×", per_refresh / daemon)
+    } else {
+        "run `steady` too for the ratio".to_string()
+    };
+    println!(
+        "| shell loop | curl + jq + mv | CPU {per_refresh:.2} ms per refresh | {ratio} | {loops} loops sleeping: PSS {:.1} MiB |",
+        mib(pss_kib)
+    );
+}
+
+/// The PSS of every process in the process group `group`, in KiB.
+fn group_pss_kib(group: u32) -> u64 {
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    processes
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // pgrp is field 5 of stat, the third after the name and state.
+                    let rest = stat.rsplit_once(')')?.1.to_string();
+                    rest.split_whitespace().nth(2)?.parse::<u32>().ok()
+                })
+                == Some(group)
+        })
+        .map(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+                .unwrap_or_default()
+                .lines()
+                .find(|line| line.starts_with("Pss:"))
+                .and_then(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
 /// The floor loop, in a process of its own so that its CPU time is its own: the same HTTP client
 /// as the daemon's, a new connection per login, one fsync'd atomic write per token. Prints its
 /// CPU time in milliseconds.
@@ -672,7 +798,7 @@ fn main() {
     let chosen: Vec<&str> = args
         .iter()
         .map(String::as_str)
-        .filter(|arg| ["cold", "steady", "idle", "floor"].contains(arg))
+        .filter(|arg| ["cold", "steady", "idle", "floor", "shell"].contains(arg))
         .collect();
     let wants = |name: &str| chosen.is_empty() || chosen.contains(&name);
     let mut sizes = if quick { Sizes::quick() } else { Sizes::full() };
@@ -710,6 +836,9 @@ fn main() {
     }
     if wants("floor") {
         floor(&runtime, &sizes);
+    }
+    if wants("shell") {
+        shell_loop(&runtime, sizes.shell_refreshes, sizes.shell_loops);
     }
     if BROKEN.load(Ordering::SeqCst) > 0 {
         std::process::exit(1);
