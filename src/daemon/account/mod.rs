@@ -92,6 +92,8 @@ pub struct AccountTask {
     /// What the state file held at start, read by the supervisor (one account after another,
     /// so that thousands of tasks starting together do not each block a thread on a read).
     saved: Option<Saved>,
+    /// A fresh token is to be saved in the state file, with its first write.
+    state_due: bool,
     /// What to tell the consumer after the files change.
     hook: Option<crate::hook::Hook>,
     /// Jitter and backoff draws: they need spread, not secrecy, and a small generator keeps
@@ -123,6 +125,7 @@ impl AccountTask {
             refresh,
             state,
             saved,
+            state_due: false,
             hook,
             rng: SmallRng::from_os_rng(),
         }
@@ -216,7 +219,8 @@ impl AccountTask {
                     let Some(current) = plan.token() else {
                         continue;
                     };
-                    match self.write(&current.token) {
+                    let save_first = std::mem::take(&mut self.state_due).then_some(current);
+                    match self.write(&current.token, save_first) {
                         Ok(()) => plan.wrote(),
                         Err(message) => {
                             self.cell.write_failed();
@@ -432,7 +436,8 @@ impl AccountTask {
             token,
             refresh_token: outcome.refresh_token,
         };
-        self.save_state(Some(&holding), None, false);
+        // Saved by the write that follows, in the same blocking section (state first).
+        self.state_due = true;
         (
             holding,
             Held {
@@ -561,9 +566,15 @@ impl AccountTask {
     }
 
     /// Writes the token to every output; whether any file changed.
-    fn write(&self, token: &Token) -> Result<(), String> {
-        let published =
-            crate::input::may_block(|| crate::output::publish_all(&self.account, token));
+    /// Writes `token` to the outputs; first, with `save_first`, the state file (a fresh login):
+    /// one blocking section for both, each of which hands the worker to another thread.
+    fn write(&self, token: &Token, save_first: Option<&Holding>) -> Result<(), String> {
+        let published = crate::input::may_block(|| {
+            if let Some(holding) = save_first {
+                self.save_state(Some(holding), None, false);
+            }
+            crate::output::publish_all(&self.account, token)
+        });
         // Outputs that took the new token changed even when others failed: the consumer hears
         // of it now, not only once the last one is written.
         let changed = match &published {
