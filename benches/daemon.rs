@@ -409,7 +409,7 @@ impl Sizes {
             steady_for: Duration::from_secs(180),
             idle_accounts: 10_000,
             idle_for: Duration::from_secs(60),
-            floor_logins: 2000,
+            floor_logins: 10_000,
             shell_refreshes: 200,
             shell_loops: 100,
         }
@@ -744,8 +744,9 @@ fn group_pss_kib(group: u32) -> u64 {
 }
 
 /// The floor loop, in a process of its own so that its CPU time is its own: the same HTTP client
-/// as the daemon's, a new connection per login, one fsync'd atomic write per token. Prints its
-/// CPU time in milliseconds.
+/// as the daemon's, a new connection per login, one fsync'd atomic write per token (each to a
+/// file of its own, so that the directory fills as the daemon's does). Prints its CPU time in
+/// milliseconds.
 fn floor_child(address: &str, logins: usize, dir: &Path) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -775,11 +776,12 @@ fn floor_child(address: &str, logins: usize, dir: &Path) {
             let bytes = reply.bytes().await.expect("reply");
             let value: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
             let token = value["access_token"].as_str().expect("token");
-            let temp = dir.join(".floor.tmp");
+            // One file per login, as the daemon has one per account in a directory as full.
+            let temp = dir.join(format!(".floor{index}.tmp"));
             let mut file = std::fs::File::create(&temp).expect("temp");
             file.write_all(token.as_bytes()).expect("write");
             file.sync_all().expect("fsync");
-            std::fs::rename(&temp, dir.join("floor.token")).expect("rename");
+            std::fs::rename(&temp, dir.join(format!("floor{index}.token"))).expect("rename");
             directory.sync_all().expect("dir fsync");
         }
     });
