@@ -58,8 +58,10 @@ fn saved_token(dir: &Arc<StateDir>, account: &Account) -> Option<Token> {
     let file = dir.file(account);
     // The daemon rewrites state files in place: a read that races a write sees a torn file
     // (its signature fails). Look once more after the write (microseconds) is surely done.
+    // Only a file that is there can be mid-write.
     file.load()
         .or_else(|| {
+            file.path().symlink_metadata().ok()?;
             std::thread::sleep(std::time::Duration::from_millis(20));
             file.load()
         })

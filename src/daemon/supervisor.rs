@@ -136,20 +136,25 @@ impl std::future::Future for Noticed {
 }
 
 /// What an account's state file holds, for its task to restore. State files are not fsync'd:
-/// after a power loss one may be older than a token the outputs durably hold, so a saved token
-/// that has not expired is kept only when no output holds another token.
-fn restorable(account: &Account, state: &StateFile, now: jiff::Timestamp) -> Option<Saved> {
-    let mut saved = state.load()?;
-    let unexpired = saved.token.as_ref().filter(|token| token.expires_at > now);
-    if let Some(token) = unexpired
-        && let Some(path) = crate::output::first_disagreeing(account, token)
+/// after a power loss one may be older than a token the outputs durably hold. So at start
+/// (`compare_outputs`) a saved token, expired or not, counts only when no output holds another
+/// token; when one does, the whole record is stale and is dropped (its token, which must neither
+/// be published nor have its expiry remove the newer files, and its backoff or parking, which a
+/// later successful login ended). Later in the process's life (a reload, a revival) the state
+/// file is never older than the outputs (it is saved first), and the outputs are not read, so a
+/// hung output mount cannot stall the supervisor.
+fn restorable(account: &Account, state: &StateFile, compare_outputs: bool) -> Option<Saved> {
+    let saved = state.load()?;
+    if compare_outputs
+        && let Some(token) = &saved.token
+        && let Some((path, why)) = crate::output::first_disagreeing(account, token)
     {
         tracing::info!(
             account = %account.name,
             path = %path.display(),
-            "the saved token is not the one in the output file: logging in"
+            "the state file is older or newer than an output ({why}): logging in"
         );
-        saved.token = None;
+        return None;
     }
     Some(saved)
 }
@@ -273,18 +278,20 @@ impl Supervisor {
         };
         let count = logins.len();
         for prepared in logins {
-            supervisor.spawn_with(prepared, count);
+            supervisor.spawn_with(prepared, count, true);
         }
         Ok(supervisor)
     }
 
     fn spawn(&mut self, account: &Arc<Account>, startup_accounts: usize) -> Result<(), SetupError> {
         let prepared = Prepared::new(&self.factory, account)?;
-        self.spawn_with(prepared, startup_accounts);
+        self.spawn_with(prepared, startup_accounts, false);
         Ok(())
     }
 
-    fn spawn_with(&mut self, prepared: Prepared, startup_accounts: usize) {
+    /// Starts an account's task; `at_start` when the daemon itself is starting (see
+    /// [`restorable`]).
+    fn spawn_with(&mut self, prepared: Prepared, startup_accounts: usize, at_start: bool) {
         let Prepared {
             account,
             login: Built { auth, ca_digest },
@@ -302,10 +309,9 @@ impl Supervisor {
             warned_short: Arc::clone(&self.warned_short),
         };
         let state = self.state.as_ref().map(|dir| dir.file(&account));
-        let wall_now = self.clock.wall();
         let saved = state
             .as_ref()
-            .and_then(|state| crate::input::may_block(|| restorable(&account, state, wall_now)));
+            .and_then(|state| crate::input::may_block(|| restorable(&account, state, at_start)));
         let task = AccountTask::new(account.clone(), auth, shared, watched, cell, state, saved);
         self.next_generation += 1;
         let generation = self.next_generation;
@@ -419,7 +425,7 @@ impl Supervisor {
             if let Change::Add(name) | Change::Restart(name) = change
                 && let Some(prepared) = logins.remove(name)
             {
-                self.spawn_with(prepared, count);
+                self.spawn_with(prepared, count, false);
             }
         }
         self.config = new;

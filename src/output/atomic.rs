@@ -3,7 +3,8 @@
 //! Invariants:
 //! - A reader never sees a partial file: contents go to a fresh temp file in the same directory,
 //!   which is fsynced and then renamed over the target in one `renameat(2)`, so a reader that opens
-//!   the path gets the whole old file or the whole new one.
+//!   the path gets the whole old file or the whole new one. The one exception is
+//!   [`OutputDir::overwrite`], for the signed state files only (never for an output).
 //! - A symlink is never followed when writing: every operation is relative to a directory fd that
 //!   was opened with `O_NOFOLLOW`, temp files are created with `O_CREAT|O_EXCL|O_NOFOLLOW`, and the
 //!   rename replaces a symlink at the target instead of writing through it.

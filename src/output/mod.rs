@@ -180,20 +180,25 @@ pub fn publish_all(
 }
 
 /// The first output of the account whose file holds something other than `token` (rendered as
-/// that output renders it), or that cannot be looked at; a missing file agrees. A restart reuses
-/// a saved token only when every output agrees with it: state files are written without fsync,
-/// so after a power loss a state file may be older (or newer) than the durable outputs, and the
-/// daemon must not publish an older token over a newer one.
-pub fn first_disagreeing(account: &Account, token: &Token) -> Option<PathBuf> {
+/// that output renders it), or that cannot be looked at, with why; a missing file agrees. A
+/// restart reuses a saved token only when every output agrees with it: state files are written
+/// without fsync, so after a power loss a state file may be older (or newer) than the durable
+/// outputs, and the daemon must neither publish an older token over a newer one nor remove the
+/// newer one when the older expires.
+pub fn first_disagreeing(account: &Account, token: &Token) -> Option<(PathBuf, String)> {
     account.outputs.iter().find_map(|output| {
         let contents = contents(account, output, token);
-        let agrees = match (output.path.parent(), output.path.file_name()) {
-            (Some(dir), Some(name)) => OutputDir::open(dir)
-                .and_then(|dir| dir.holds(name, &contents))
-                .is_ok_and(|holds| holds.is_none_or(|same| same)),
-            _ => false,
+        let held = match (output.path.parent(), output.path.file_name()) {
+            (Some(dir), Some(name)) => {
+                OutputDir::open(dir).and_then(|dir| dir.holds(name, &contents))
+            }
+            _ => return Some((output.path.clone(), "not a file path".to_string())),
         };
-        (!agrees).then(|| output.path.clone())
+        match held {
+            Ok(None | Some(true)) => None,
+            Ok(Some(false)) => Some((output.path.clone(), "it holds another token".to_string())),
+            Err(error) => Some((output.path.clone(), format!("cannot compare: {error}"))),
+        }
     })
 }
 

@@ -396,8 +396,8 @@ impl AccountTask {
         }
     }
 
-    /// Takes a fresh token in: converts its instants to boot time, schedules the refresh, saves
-    /// the state file, logs the login line.
+    /// Takes a fresh token in: converts its instants to boot time, schedules the refresh, marks
+    /// the state file due (saved by the write that follows), logs the login line.
     fn accept(&mut self, outcome: LoginOutcome) -> (Holding, Held) {
         let clock = &self.shared.clock;
         let (wall_now, boot_now) = (clock.wall(), clock.boot());
@@ -565,7 +565,6 @@ impl AccountTask {
         restored
     }
 
-    /// Writes the token to every output; whether any file changed.
     /// Writes `token` to the outputs; first, with `save_first`, the state file (a fresh login):
     /// one blocking section for both, each of which hands the worker to another thread.
     fn write(&self, token: &Token, save_first: Option<&Holding>) -> Result<(), String> {

@@ -70,6 +70,28 @@ async fn a_saved_token_older_than_the_output_is_not_published_over_it() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_expired_saved_token_never_removes_a_newer_output() {
+    let harness = Harness::start(vec![], Answer::Token(Duration::from_secs(300)), "").await;
+    pass(Duration::from_secs(10)).await;
+    let (_, dir, _, clock) = harness.stop().await;
+    // A power loss left the state file with an older token than the output, and the daemon
+    // comes back after that older token expired, with the endpoint failing.
+    let output = dir.path().join("out/a.token");
+    std::fs::write(&output, "newer-token-from-before-the-crash\n").unwrap();
+    pass(Duration::from_secs(400)).await;
+    let failing = Scripted::new(&clock, vec![], Answer::Fail(ErrorClass::Transient, None));
+    let harness = Harness::start_in(dir, clock, Arc::clone(&failing), "").await;
+    pass(Duration::from_secs(1)).await;
+    assert_eq!(failing.calls().len(), 1, "the stale state file was trusted");
+    assert_eq!(
+        harness.read().as_deref(),
+        Some("newer-token-from-before-the-crash\n"),
+        "the expiry of the older saved token removed the newer output"
+    );
+    harness.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn after_a_restart_an_expired_token_on_disk_is_removed() {
     let harness = Harness::start(vec![], Answer::Token(Duration::from_secs(300)), "").await;
     pass(Duration::from_secs(10)).await;
