@@ -536,6 +536,17 @@ fn steady(runtime: &tokio::runtime::Runtime, sizes: &Sizes, latency: Duration) {
     daemon.stop();
 }
 
+/// A ratio to the daemon's CPU per refresh in the steady state (`describe` gets it in ms), or a
+/// hint when the steady state did not run.
+fn compared_with_daemon(describe: impl FnOnce(f64) -> String) -> String {
+    let daemon = f64::from_bits(STEADY_PER_REFRESH_MS.load(Ordering::SeqCst));
+    if daemon > 0.0 {
+        describe(daemon)
+    } else {
+        "run `steady` too for the ratio".to_string()
+    }
+}
+
 /// The daemon's CPU per refresh in the steady state, for the floor's ratio.
 static STEADY_PER_REFRESH_MS: AtomicU64 = AtomicU64::new(0);
 
@@ -614,12 +625,7 @@ fn floor(runtime: &tokio::runtime::Runtime, sizes: &Sizes) {
         return;
     };
     let per_login = cpu_ms / sizes.floor_logins as f64;
-    let daemon = f64::from_bits(STEADY_PER_REFRESH_MS.load(Ordering::SeqCst));
-    let ratio = if daemon > 0.0 {
-        format!("daemon/floor {:.2}×", daemon / per_login)
-    } else {
-        "run `steady` too for the ratio".to_string()
-    };
+    let ratio = compared_with_daemon(|daemon| format!("daemon/floor {:.2}×", daemon / per_login));
     println!(
         "| floor | {} logins, a new connection each, one fsync'd atomic write | CPU {per_login:.3} ms each | {ratio} |",
         sizes.floor_logins
@@ -703,12 +709,7 @@ fn shell_loop(runtime: &tokio::runtime::Runtime, refreshes: usize, loops: usize)
     if !written {
         broken("the sleeping shell loops did not all write their token");
     }
-    let daemon = f64::from_bits(STEADY_PER_REFRESH_MS.load(Ordering::SeqCst));
-    let ratio = if daemon > 0.0 {
-        format!("shell/daemon {:.0}×", per_refresh / daemon)
-    } else {
-        "run `steady` too for the ratio".to_string()
-    };
+    let ratio = compared_with_daemon(|daemon| format!("shell/daemon {:.0}×", per_refresh / daemon));
     println!(
         "| shell loop | curl + jq + mv | CPU {per_refresh:.2} ms per refresh | {ratio} | {loops} loops sleeping: PSS {:.1} MiB |",
         mib(pss_kib)
