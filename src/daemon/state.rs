@@ -13,7 +13,9 @@
 //!   made with a key kept in the same directory (`hmac.key`, 0600) over its whole text, which names
 //!   the account and the login it belongs to. Anything else is ignored with a warning naming the
 //!   path.
-//! - Written only through [`crate::output`] (atomic, mode 0600, no symlinks followed).
+//! - Written only through [`crate::output`], mode 0600, no symlink or hard link written through:
+//!   the key atomically and durably, once; each state file rewritten in place without fsync
+//!   (a torn one fails its HMAC and costs a login; ARCHITECTURE.md, "State files are a cache").
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;

@@ -165,7 +165,7 @@ impl OutputDir {
     /// This directory with publishes that are atomic but not durable: no fsync of the file or
     /// the directory, so a power loss may leave the old file, or an empty or missing one. For
     /// files whose loss costs nothing but work, never for outputs: the state files, which a
-    /// restart checks against the outputs before trusting (see ARCHITECTURE.md, "State files").
+    /// start checks against the outputs before trusting (ARCHITECTURE.md, "State files are a cache").
     pub fn unsynced(self) -> OutputDir {
         OutputDir {
             sync: false,
