@@ -10,30 +10,19 @@
 //! with it, even when a scrape runs meanwhile; names follow Prometheus's conventions (`_total`,
 //! `_seconds`, `_timestamp_seconds`), as `promtool check metrics` checks.
 
-use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use super::status::{AccountView, Outcome, ReloadRecord};
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct AccountLabel {
-    account: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct LoginLabels {
-    account: String,
-    outcome: &'static str,
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
@@ -41,53 +30,91 @@ struct VersionLabel {
 }
 
 type FloatGauge = Gauge<f64, AtomicU64>;
-type HistogramMaker = fn() -> Histogram;
 
 /// Login durations, in seconds: a loopback login takes milliseconds, a slow vendor several
 /// seconds, a timeout 30 s.
 const LOGIN_BUCKETS: [f64; 11] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
-fn login_histogram() -> Histogram {
-    Histogram::new(LOGIN_BUCKETS)
+/// One account's counters: logins by outcome, their durations, failed writes. Plain numbers in
+/// the account's status (some 140 bytes), turned into series at each scrape: a
+/// prometheus-client family entry per series cost about 1 KiB per account.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Counts {
+    /// By [`Outcome::ALL`]'s order.
+    logins: [u64; Outcome::ALL.len()],
+    /// Logins whose duration fell in each of [`LOGIN_BUCKETS`] (not cumulative), and past the
+    /// last.
+    durations: [u64; LOGIN_BUCKETS.len() + 1],
+    duration_sum: f64,
+    write_failures: u64,
+}
+
+impl Counts {
+    pub fn login_finished(&mut self, outcome: Outcome, duration: Duration) {
+        let index = Outcome::ALL
+            .iter()
+            .position(|known| *known == outcome)
+            .unwrap_or(0);
+        self.logins[index] = self.logins[index].saturating_add(1);
+        let seconds = duration.as_secs_f64();
+        let bucket = LOGIN_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(LOGIN_BUCKETS.len());
+        self.durations[bucket] = self.durations[bucket].saturating_add(1);
+        self.duration_sum += seconds;
+    }
+
+    pub fn write_failed(&mut self) {
+        self.write_failures = self.write_failures.saturating_add(1);
+    }
 }
 
 /// Every metric the daemon exports.
 pub struct Metrics {
     registry: Registry,
-    expiry: Family<AccountLabel, FloatGauge>,
-    ready: Family<AccountLabel, Gauge>,
-    last_success: Family<AccountLabel, FloatGauge>,
-    next_refresh: Family<AccountLabel, FloatGauge>,
-    failures: Family<AccountLabel, Gauge>,
-    logins: Family<LoginLabels, Counter>,
-    login_duration: Family<AccountLabel, Histogram, HistogramMaker>,
-    write_failures: Family<AccountLabel, Counter>,
+    accounts: Arc<AccountSeries>,
     reload_successful: Gauge,
     reload_success_time: FloatGauge,
-    /// Scrapes set the gauges and then encode: one at a time.
+    /// Scrapes fill `accounts` and then encode: one at a time.
     scrape: Mutex<()>,
 }
 
-/// The counters of one account, kept by its task.
-pub struct AccountMetrics {
-    logins: [Counter; 4],
-    login_duration: Histogram,
-    write_failures: Counter,
+/// The per-account series, made at each scrape from the accounts on the board then: an account
+/// taken off the board takes its series with it.
+#[derive(Debug, Default)]
+struct AccountSeries {
+    /// The board as the scrape in progress saw it; empty between scrapes.
+    accounts: Mutex<Vec<Sample>>,
 }
 
-impl AccountMetrics {
-    pub fn login_finished(&self, outcome: Outcome, duration: Duration) {
-        let index = Outcome::ALL
-            .iter()
-            .position(|known| *known == outcome)
-            .unwrap_or(0);
-        self.logins[index].inc();
-        self.login_duration.observe(duration.as_secs_f64());
-    }
+/// One account at a scrape.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    expiry: f64,
+    ready: bool,
+    last_success: f64,
+    next_refresh: f64,
+    failures: u32,
+    counts: Counts,
+}
 
-    pub fn write_failed(&self) {
-        self.write_failures.inc();
-    }
+/// A family of per-account series: its name, help, type, and how to encode one account's
+/// series into it.
+struct PerAccount {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    encode: fn(&Sample, &mut MetricEncoder<'_>) -> std::fmt::Result,
+}
+
+/// The encoder of `family`'s series with these `labels`.
+fn series<'a, S: EncodeLabelSet>(
+    family: &'a mut MetricEncoder<'_>,
+    labels: &'a S,
+) -> Result<MetricEncoder<'a>, std::fmt::Error> {
+    family.encode_family(labels)
 }
 
 impl Default for Metrics {
@@ -99,69 +126,19 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("tokenkeeper");
-        let metrics = Metrics {
-            registry: Registry::default(),
-            expiry: Family::default(),
-            ready: Family::default(),
-            last_success: Family::default(),
-            next_refresh: Family::default(),
-            failures: Family::default(),
-            logins: Family::default(),
-            login_duration: Family::new_with_constructor(login_histogram),
-            write_failures: Family::default(),
-            reload_successful: Gauge::default(),
-            reload_success_time: FloatGauge::default(),
-            scrape: Mutex::new(()),
-        };
-        registry.register(
-            "token_expiry_timestamp_seconds",
-            "When the token held expires, in seconds since the epoch (0: no token yet)",
-            metrics.expiry.clone(),
-        );
-        registry.register(
-            "token_ready",
-            "1 when every output holds a token that has not expired, else 0",
-            metrics.ready.clone(),
-        );
-        registry.register(
-            "last_success_timestamp_seconds",
-            "When the last login succeeded, in seconds since the epoch (0: none since start)",
-            metrics.last_success.clone(),
-        );
-        registry.register(
-            "next_refresh_timestamp_seconds",
-            "When the next login is planned, in seconds since the epoch (0: none planned)",
-            metrics.next_refresh.clone(),
-        );
-        registry.register(
-            "consecutive_failures",
-            "Failed logins in a row",
-            metrics.failures.clone(),
-        );
-        registry.register(
-            "logins",
-            "Logins attempted, by outcome: ok, transient, rejected (credentials), protocol (an unusable reply)",
-            metrics.logins.clone(),
-        );
-        registry.register(
-            "login_duration_seconds",
-            "How long logins took, from sending the request to a validated token or an error",
-            metrics.login_duration.clone(),
-        );
-        registry.register(
-            "write_failures",
-            "Failed attempts to write a token to an account's outputs",
-            metrics.write_failures.clone(),
-        );
+        let accounts = Arc::new(AccountSeries::default());
+        registry.register_collector(Box::new(Arc::clone(&accounts)));
+        let reload_successful = Gauge::default();
+        let reload_success_time = FloatGauge::default();
         registry.register(
             "config_last_reload_successful",
             "Whether the last attempt to load the config succeeded (1) or was rejected (0)",
-            metrics.reload_successful.clone(),
+            reload_successful.clone(),
         );
         registry.register(
             "config_last_reload_success_timestamp_seconds",
             "When the config in force was loaded, in seconds since the epoch",
-            metrics.reload_success_time.clone(),
+            reload_success_time.clone(),
         );
         let build: Family<VersionLabel, Gauge> = Family::default();
         build
@@ -172,58 +149,15 @@ impl Metrics {
         registry.register("build_info", "The running version; always 1", build);
         Metrics {
             registry,
-            ..metrics
+            accounts,
+            reload_successful,
+            reload_success_time,
+            scrape: Mutex::new(()),
         }
     }
 
-    /// The counters of an account (created at zero for every outcome, so that rates exist from
-    /// the first scrape).
-    pub fn account(&self, name: &str) -> AccountMetrics {
-        let label = AccountLabel {
-            account: name.to_string(),
-        };
-        let logins = Outcome::ALL.map(|outcome| {
-            self.logins.get_or_create_owned(&LoginLabels {
-                account: name.to_string(),
-                outcome: outcome.name(),
-            })
-        });
-        AccountMetrics {
-            logins,
-            login_duration: self.login_duration.get_or_create_owned(&label),
-            write_failures: self.write_failures.get_or_create_owned(&label),
-        }
-    }
-
-    /// Drops every series of an account that left the config. Waits for a scrape in progress,
-    /// which could otherwise set the account's gauges again after they were dropped.
-    pub fn forget(&self, name: &str) {
-        let _one_at_a_time = self
-            .scrape
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        let label = AccountLabel {
-            account: name.to_string(),
-        };
-        for family in [&self.expiry, &self.last_success, &self.next_refresh] {
-            family.remove(&label);
-        }
-        for family in [&self.ready, &self.failures] {
-            family.remove(&label);
-        }
-        self.login_duration.remove(&label);
-        self.write_failures.remove(&label);
-        for outcome in Outcome::ALL {
-            self.logins.remove(&LoginLabels {
-                account: name.to_string(),
-                outcome: outcome.name(),
-            });
-        }
-    }
-
-    /// Sets the gauges from the accounts `snapshot` gives (taken under the scrape lock, so an
-    /// account removed meanwhile is either in it and then forgotten, or not in it) at `now`, and
-    /// encodes everything as OpenMetrics text.
+    /// Encodes everything as OpenMetrics text: the accounts `snapshot` gives, at `now`, and the
+    /// outcome of the last reload.
     pub fn encode(
         &self,
         snapshot: impl FnOnce() -> Vec<AccountView>,
@@ -234,36 +168,139 @@ impl Metrics {
             .scrape
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        let accounts = snapshot();
         let seconds = |at: Option<Timestamp>| at.map_or(0.0, |at| at.as_millisecond() as f64 / 1e3);
-        for view in &accounts {
-            let label = AccountLabel {
-                account: view.name.clone(),
-            };
-            let status = &view.status;
-            self.expiry
-                .get_or_create(&label)
-                .set(seconds(status.expires_at));
-            self.ready
-                .get_or_create(&label)
-                .set(i64::from(status.not_ready(now).is_none()));
-            self.last_success
-                .get_or_create(&label)
-                .set(seconds(status.last_success));
-            self.next_refresh
-                .get_or_create(&label)
-                .set(seconds(status.next_attempt));
-            self.failures
-                .get_or_create(&label)
-                .set(i64::from(status.consecutive_failures));
-        }
+        let samples = snapshot()
+            .into_iter()
+            .map(|view| {
+                let status = &view.status;
+                Sample {
+                    expiry: seconds(status.expires_at),
+                    ready: status.not_ready(now).is_none(),
+                    last_success: seconds(status.last_success),
+                    next_refresh: seconds(status.next_attempt),
+                    failures: status.consecutive_failures,
+                    counts: status.counts,
+                    name: view.name,
+                }
+            })
+            .collect();
+        *self.accounts.lock() = samples;
         self.reload_successful.set(i64::from(reload.successful));
         self.reload_success_time
             .set(seconds(Some(reload.last_success)));
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        self.accounts.lock().clear();
         text
+    }
+}
+
+impl AccountSeries {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Sample>> {
+        self.accounts
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    const FAMILIES: [PerAccount; 8] = [
+        PerAccount {
+            name: "token_expiry_timestamp_seconds",
+            help: "When the token held expires, in seconds since the epoch (0: no token yet)",
+            kind: MetricType::Gauge,
+            encode: |sample, family| gauge(family, sample, &sample.expiry),
+        },
+        PerAccount {
+            name: "token_ready",
+            help: "1 when every output holds a token that has not expired, else 0",
+            kind: MetricType::Gauge,
+            encode: |sample, family| gauge(family, sample, &i64::from(sample.ready)),
+        },
+        PerAccount {
+            name: "last_success_timestamp_seconds",
+            help: "When the last login succeeded, in seconds since the epoch (0: none since start)",
+            kind: MetricType::Gauge,
+            encode: |sample, family| gauge(family, sample, &sample.last_success),
+        },
+        PerAccount {
+            name: "next_refresh_timestamp_seconds",
+            help: "When the next login is planned, in seconds since the epoch (0: none planned)",
+            kind: MetricType::Gauge,
+            encode: |sample, family| gauge(family, sample, &sample.next_refresh),
+        },
+        PerAccount {
+            name: "consecutive_failures",
+            help: "Failed logins in a row",
+            kind: MetricType::Gauge,
+            encode: |sample, family| gauge(family, sample, &i64::from(sample.failures)),
+        },
+        PerAccount {
+            name: "logins",
+            help: "Logins attempted, by outcome: ok, transient, rejected (credentials), protocol (an unusable reply)",
+            kind: MetricType::Counter,
+            encode: |sample, family| {
+                for (outcome, count) in Outcome::ALL.iter().zip(sample.counts.logins) {
+                    let labels = [
+                        ("account", sample.name.as_str()),
+                        ("outcome", outcome.name()),
+                    ];
+                    series(family, &labels)?.encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+                }
+                Ok(())
+            },
+        },
+        PerAccount {
+            name: "login_duration_seconds",
+            help: "How long logins took, from sending the request to a validated token or an error",
+            kind: MetricType::Histogram,
+            encode: |sample, family| {
+                let counts = &sample.counts;
+                let buckets: Vec<(f64, u64)> = LOGIN_BUCKETS
+                    .iter()
+                    .copied()
+                    .chain([f64::INFINITY])
+                    .zip(counts.durations)
+                    .collect();
+                let count = counts.durations.iter().sum();
+                series(family, &[("account", sample.name.as_str())])?
+                    .encode_histogram::<NoLabelSet>(counts.duration_sum, count, &buckets, None)
+            },
+        },
+        PerAccount {
+            name: "write_failures",
+            help: "Failed attempts to write a token to an account's outputs",
+            kind: MetricType::Counter,
+            encode: |sample, family| {
+                series(family, &[("account", sample.name.as_str())])?
+                    .encode_counter::<NoLabelSet, _, u64>(&sample.counts.write_failures, None)
+            },
+        },
+    ];
+}
+
+/// Encodes `value` as `sample`'s account's series of the gauge `family`.
+fn gauge(
+    family: &mut MetricEncoder<'_>,
+    sample: &Sample,
+    value: &impl prometheus_client::encoding::EncodeGaugeValue,
+) -> std::fmt::Result {
+    series(family, &[("account", sample.name.as_str())])?.encode_gauge(value)
+}
+
+impl Collector for AccountSeries {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let samples = self.lock();
+        if samples.is_empty() {
+            return Ok(());
+        }
+        for family in &Self::FAMILIES {
+            let mut encoder =
+                encoder.encode_descriptor(family.name, family.help, None, family.kind)?;
+            for sample in samples.iter() {
+                (family.encode)(sample, &mut encoder)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -313,11 +350,10 @@ mod tests {
     #[test]
     fn every_series_is_there_with_its_value_and_removed_accounts_go() {
         let metrics = Metrics::new();
-        let counters = metrics.account("alpha");
-        counters.login_finished(Outcome::Ok, Duration::from_millis(30));
-        counters.login_finished(Outcome::Transient, Duration::from_millis(2));
-        counters.write_failed();
-        let _beta = metrics.account("beta");
+        let mut counts = Counts::default();
+        counts.login_finished(Outcome::Ok, Duration::from_millis(30));
+        counts.login_finished(Outcome::Transient, Duration::from_millis(2));
+        counts.write_failed();
         let expires = Timestamp::from_second(1_900_000_060).expect("in range");
         let now = Timestamp::from_second(1_900_000_000).expect("in range");
         let status = AccountStatus {
@@ -325,6 +361,7 @@ mod tests {
             expires_at: Some(expires),
             written: true,
             attempted: true,
+            counts,
             ..AccountStatus::default()
         };
         let views = [
@@ -352,6 +389,13 @@ mod tests {
             "tokenkeeper_logins_total{account=\"alpha\",outcome=\"transient\"} 1",
             "tokenkeeper_logins_total{account=\"beta\",outcome=\"rejected\"} 0",
             "tokenkeeper_login_duration_seconds_count{account=\"alpha\"} 2",
+            "tokenkeeper_login_duration_seconds_sum{account=\"alpha\"} 0.032",
+            "tokenkeeper_login_duration_seconds_bucket{le=\"0.01\",account=\"alpha\"} 1",
+            "tokenkeeper_login_duration_seconds_bucket{le=\"0.025\",account=\"alpha\"} 1",
+            "tokenkeeper_login_duration_seconds_bucket{le=\"0.05\",account=\"alpha\"} 2",
+            "tokenkeeper_login_duration_seconds_bucket{le=\"+Inf\",account=\"alpha\"} 2",
+            "tokenkeeper_login_duration_seconds_count{account=\"beta\"} 0",
+            "tokenkeeper_write_failures_total{account=\"beta\"} 0",
             "tokenkeeper_write_failures_total{account=\"alpha\"} 1",
             "tokenkeeper_config_last_reload_successful 0",
             "tokenkeeper_config_last_reload_success_timestamp_seconds 1900000000.0",
@@ -363,7 +407,7 @@ mod tests {
             );
         }
         assert!(text.contains("tokenkeeper_build_info{version=\""), "{text}");
-        metrics.forget("alpha");
+        // An account gone from the board is gone from the metrics.
         let text = metrics.encode(|| views[1..].to_vec(), reload, now);
         assert!(!text.contains("alpha"), "{text}");
         assert!(text.contains("beta"), "{text}");

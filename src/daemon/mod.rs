@@ -19,6 +19,7 @@ pub mod socket;
 pub mod state;
 pub mod status;
 pub mod supervisor;
+pub mod wake;
 pub mod watch;
 
 #[cfg(test)]

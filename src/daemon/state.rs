@@ -74,6 +74,11 @@ impl CredentialsDigest {
         hex(&self.0)
     }
 
+    #[cfg(test)]
+    pub fn from_bytes(bytes: [u8; 32]) -> CredentialsDigest {
+        CredentialsDigest(bytes)
+    }
+
     fn from_hex(text: &str) -> Option<CredentialsDigest> {
         let bytes = unhex(text)?;
         Some(CredentialsDigest(bytes.try_into().ok()?))

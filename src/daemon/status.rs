@@ -13,9 +13,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
-use super::metrics::{AccountMetrics, Metrics};
+use super::metrics::{Counts, Metrics};
+use super::state::CredentialsDigest;
+use super::wake::Wake;
 use crate::config::Account;
 
 /// How an account is doing, for logs, status and readiness.
@@ -59,6 +61,8 @@ pub struct AccountStatus {
     pub consecutive_failures: u32,
     /// Logins attempted by this task (successful or not).
     pub logins: u64,
+    /// The account's counters for the metrics, kept across restarts of its task.
+    pub counts: Counts,
     /// Whether every output holds the current token.
     pub written: bool,
     /// Whether the task has had its first go: a login finished (either way), or a token kept
@@ -76,6 +80,7 @@ impl Default for AccountStatus {
             last_error: None,
             consecutive_failures: 0,
             logins: 0,
+            counts: Counts::default(),
             written: false,
             attempted: false,
         }
@@ -138,10 +143,9 @@ pub struct AccountCell {
     name: String,
     outputs: Vec<PathBuf>,
     status: Mutex<AccountStatus>,
-    /// Kept across restarts of the account's task, so a request is not lost to a restart.
-    refresh: Arc<watch::Sender<u64>>,
+    /// Wakes the account's task: refresh requests, new credentials, clock jumps.
+    wake: Wake,
     changed: Arc<Notify>,
-    metrics: AccountMetrics,
 }
 
 impl AccountCell {
@@ -166,22 +170,26 @@ impl AccountCell {
 
     /// A login ended with `outcome` after `duration`.
     pub fn login_finished(&self, outcome: Outcome, duration: Duration) {
-        self.metrics.login_finished(outcome, duration);
+        self.count(|counts| counts.login_finished(outcome, duration));
     }
 
     /// Writing a token to the outputs failed.
     pub fn write_failed(&self) {
-        self.metrics.write_failed();
+        self.count(Counts::write_failed);
     }
 
-    /// Requests for a refresh, as a counter that changes with each one.
-    pub fn refresh_requests(&self) -> watch::Receiver<u64> {
-        self.refresh.subscribe()
+    /// Changes the counters: no watcher shows them, so none is told.
+    fn count(&self, change: impl FnOnce(&mut Counts)) {
+        let mut status = self
+            .status
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        change(&mut status.counts);
     }
 
-    fn request_refresh(&self) {
-        self.refresh
-            .send_modify(|count| *count = count.wrapping_add(1));
+    /// What wakes the account's task.
+    pub fn wake(&self) -> &Wake {
+        &self.wake
     }
 }
 
@@ -241,14 +249,11 @@ impl Board {
         })
     }
 
-    /// Puts an account on the board. An account already there (its task restarts) keeps what is
-    /// known of it, its refresh requests and its counters; the new task updates them as it goes.
-    pub fn insert(&self, account: &Account) -> Arc<AccountCell> {
+    /// Puts an account on the board, with the digest of its `credentials`. An account already
+    /// there (its task restarts) keeps what is known of it and its counters; the new task updates
+    /// them as it goes.
+    pub fn insert(&self, account: &Account, credentials: CredentialsDigest) -> Arc<AccountCell> {
         let previous = self.cell(&account.name);
-        let refresh = previous.as_ref().map_or_else(
-            || Arc::new(watch::channel(0).0),
-            |cell| Arc::clone(&cell.refresh),
-        );
         let status = previous.map_or_else(AccountStatus::default, |cell| cell.snapshot());
         let cell = Arc::new(AccountCell {
             name: account.name.clone(),
@@ -258,9 +263,8 @@ impl Board {
                 .map(|output| output.path.clone())
                 .collect(),
             status: Mutex::new(status),
-            refresh,
+            wake: Wake::new(credentials),
             changed: Arc::clone(&self.changed),
-            metrics: self.metrics.account(&account.name),
         });
         self.write_accounts()
             .insert(account.name.clone(), Arc::clone(&cell));
@@ -268,11 +272,9 @@ impl Board {
         cell
     }
 
-    /// Takes an account off the board, with its metrics (after the board, so that no scrape
-    /// sets them again).
+    /// Takes an account off the board, and so its series off the metrics.
     pub fn remove(&self, name: &str) {
         self.write_accounts().remove(name);
-        self.metrics.forget(name);
         self.changed.notify_one();
     }
 
@@ -300,12 +302,12 @@ impl Board {
         match account {
             Some(name) => {
                 let cell = accounts.get(name)?;
-                cell.request_refresh();
+                cell.wake.request_refresh();
                 Some(vec![name.to_string()])
             }
             None => {
                 for cell in accounts.values() {
-                    cell.request_refresh();
+                    cell.wake.request_refresh();
                 }
                 Some(accounts.keys().cloned().collect())
             }

@@ -17,7 +17,7 @@ use super::clock::Clock;
 use super::limiter::Limiter;
 use super::reload::{self, Change};
 use super::state::{CredentialsDigest, Keys, Saved, StateDir, StateFile};
-use super::status::Board;
+use super::status::{AccountCell, Board};
 use crate::config::{self, Account, Config, DaemonSettings};
 use crate::login::Login;
 use crate::login::http::CaDigest;
@@ -192,9 +192,9 @@ struct Running {
     task: JoinHandle<()>,
     /// Tells this task's exit from that of an earlier task of the same account.
     generation: u64,
-    /// A keyed digest of the account's secret values, to notice rotation without keeping
-    /// secrets; the task watches it.
-    credentials: tokio::sync::watch::Sender<CredentialsDigest>,
+    /// The account on the board; its wake signal carries the keyed digest of the account's
+    /// secret values, to notice rotation without keeping secrets.
+    cell: Arc<AccountCell>,
     /// The digest of the CA bundle the task's HTTP client trusts: a rotated bundle restarts the
     /// account, so that its client trusts the new one.
     ca_digest: Option<CaDigest>,
@@ -209,7 +209,6 @@ pub struct Supervisor {
     clock: Arc<dyn Clock>,
     factory: AuthFactory,
     limiter: Arc<Limiter>,
-    time_jump: tokio::sync::watch::Sender<u64>,
     /// Tasks that ended (each sends its account and generation as its future is dropped), so
     /// that reviving looks at those alone rather than at every task.
     exits: (
@@ -253,7 +252,6 @@ impl Supervisor {
         for account in config.accounts.values() {
             logins.push(Prepared::new(&factory, account)?);
         }
-        let (time_jump, _) = tokio::sync::watch::channel(0);
         let (shutdown, _) = tokio::sync::watch::channel(false);
         let limiter = Limiter::new(config.daemon.max_concurrent_logins);
         let last_clock_offset = clock.boot().saturating_sub(clock.timer());
@@ -265,7 +263,6 @@ impl Supervisor {
             clock,
             factory,
             limiter,
-            time_jump,
             shutdown,
             state,
             ephemeral_keys: Keys::ephemeral(),
@@ -297,13 +294,11 @@ impl Supervisor {
             login: Built { auth, ca_digest },
         } = prepared;
         let digest = crate::input::may_block(|| self.credentials_digest(&account));
-        let (credentials, watched) = tokio::sync::watch::channel(digest);
-        let cell = self.board.insert(&account);
+        let cell = self.board.insert(&account, digest);
         let shared = Shared {
             clock: Arc::clone(&self.clock),
             settings: Arc::clone(&self.settings),
             limiter: Arc::clone(&self.limiter),
-            time_jump: self.time_jump.subscribe(),
             shutdown: self.shutdown.subscribe(),
             startup_accounts,
             warned_short: Arc::clone(&self.warned_short),
@@ -312,7 +307,14 @@ impl Supervisor {
         let saved = state
             .as_ref()
             .and_then(|state| crate::input::may_block(|| restorable(&account, state, at_start)));
-        let task = AccountTask::new(account.clone(), auth, shared, watched, cell, state, saved);
+        let task = AccountTask::new(
+            account.clone(),
+            auth,
+            shared,
+            Arc::clone(&cell),
+            state,
+            saved,
+        );
         self.next_generation += 1;
         let generation = self.next_generation;
         let notice = ExitNotice {
@@ -330,7 +332,7 @@ impl Supervisor {
                 account,
                 task: handle,
                 generation,
-                credentials,
+                cell,
                 ca_digest,
             },
         );
@@ -509,11 +511,7 @@ impl Supervisor {
         for (name, running) in &self.running {
             let digest = self.credentials_digest(&running.account);
             // Waiting tasks see the new value; a parked one retries at once.
-            if running.credentials.send_if_modified(|current| {
-                let changed = *current != digest;
-                *current = digest;
-                changed
-            }) {
+            if running.cell.wake().set_credentials(digest) {
                 woken.push(name.clone());
             }
         }
@@ -532,7 +530,9 @@ impl Supervisor {
         }
         if jumped {
             tracing::info!("the clock jumped (suspend and resume?): re-checking every account");
-            self.time_jump.send_modify(|count| *count += 1);
+            for running in self.running.values() {
+                running.cell.wake().recheck();
+            }
         }
         jumped
     }

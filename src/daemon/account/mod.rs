@@ -27,8 +27,9 @@ use plan::{Held, Plan, Start, Step};
 
 use super::clock::{Clock, boot_to_wall, wall_to_boot};
 use super::limiter::Limiter;
-use super::state::{CredentialsDigest, Saved, StateFile};
+use super::state::{Saved, StateFile};
 use super::status::{AccountCell, Health, Outcome};
+use super::wake::Seen;
 use crate::config::{Account, DaemonSettings, OnExpiry};
 use crate::login::{ErrorClass, Login, LoginError, LoginOutcome};
 use crate::schedule;
@@ -56,8 +57,6 @@ pub struct Shared {
     /// One copy for every task (it is a few hundred bytes).
     pub settings: Arc<DaemonSettings>,
     pub limiter: Arc<Limiter>,
-    /// Bumped by the supervisor when the clocks jumped (suspend, resume): every wait is recomputed.
-    pub time_jump: watch::Receiver<u64>,
     /// Becomes true when the daemon stops.
     pub shutdown: watch::Receiver<bool>,
     /// How many accounts started together, to size the spread of first logins.
@@ -79,19 +78,18 @@ pub struct AccountTask {
     account: Arc<Account>,
     auth: Arc<dyn Authenticator>,
     shared: Shared,
-    /// A keyed digest of the account's secret values, updated by the supervisor when a secret
-    /// file changes: a parked account retries at once, and the state file remembers which
-    /// credentials a retry delay was for.
-    credentials: watch::Receiver<CredentialsDigest>,
-    /// The account on the status board: status, metrics, refresh requests.
+    /// The account on the status board: status, metrics, and its wake signal (refresh
+    /// requests; the keyed digest of the account's secret values, updated by the supervisor
+    /// when a secret file changes, so that a parked account retries at once; clock jumps).
     cell: Arc<AccountCell>,
-    /// Requests for a refresh (SIGUSR1, `tokenkeeper refresh`); subscribed when the task is
-    /// made, so that one sent while it starts is not lost.
-    refresh: watch::Receiver<u64>,
+    /// The wake signal's counters as this task last saw them. A new cell's start at zero, so a
+    /// refresh requested while the task starts is not lost.
+    seen: Seen,
     state: Option<StateFile>,
     /// What the state file held at start, read by the supervisor (one account after another,
     /// so that thousands of tasks starting together do not each block a thread on a read).
-    saved: Option<Saved>,
+    /// Boxed: it is needed once, and the task keeps its room for as long as it runs.
+    saved: Option<Box<Saved>>,
     /// A fresh token is to be saved in the state file, with its first write.
     state_due: bool,
     /// What to tell the consumer after the files change.
@@ -106,12 +104,10 @@ impl AccountTask {
         account: Arc<Account>,
         auth: Arc<dyn Authenticator>,
         shared: Shared,
-        credentials: watch::Receiver<CredentialsDigest>,
         cell: Arc<AccountCell>,
         state: Option<StateFile>,
         saved: Option<Saved>,
     ) -> AccountTask {
-        let refresh = cell.refresh_requests();
         let hook = account.on_change.clone().map(|spec| {
             let outputs = account.outputs.iter().map(|output| output.path.clone());
             crate::hook::Hook::spawn(&account.name, outputs.collect(), spec)
@@ -120,11 +116,10 @@ impl AccountTask {
             account,
             auth,
             shared,
-            credentials,
             cell,
-            refresh,
+            seen: Seen::default(),
             state,
-            saved,
+            saved: saved.map(Box::new),
             state_due: false,
             hook,
             rng: SmallRng::from_os_rng(),
@@ -142,7 +137,18 @@ impl AccountTask {
     /// Runs until shutdown: a thin shell around `Plan`, which decides; this performs each step
     /// (a login, a write, a removal, a sleep) and reports the outcome back. Cancel-safe at every
     /// await: a login is abandoned, and writes never span an await.
-    pub async fn run(mut self) {
+    ///
+    /// Not an `async fn`: one would hold the task twice in its future (the argument, and the
+    /// local it is moved into), some 400 bytes per account for as long as it runs.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would hold the task twice"
+    )]
+    pub fn run(mut self) -> impl Future<Output = ()> + Send {
+        async move { self.run_loop().await }
+    }
+
+    async fn run_loop(&mut self) {
         let clock = Arc::clone(&self.shared.clock);
         let start = self.restore();
         let first_login_delay = schedule::startup_delay(
@@ -242,30 +248,21 @@ impl AccountTask {
                     let wait = schedule::clamp_wait(until.saturating_sub(now));
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
-                        changed = self.credentials.changed() => {
-                            if changed.is_err() {
-                                return;
-                            }
-                            if plan.secrets_changed(clock.boot()) {
+                        () = self.cell.wake().woken() => {
+                            // Or the clocks jumped: the loop re-checks every deadline anyway.
+                            let woken = self.cell.wake().changes(&mut self.seen);
+                            if woken.credentials_changed && plan.secrets_changed(clock.boot()) {
                                 tracing::info!(account = %self.account.name, "secret or config changed: trying again now");
                             }
-                        }
-                        changed = self.refresh.changed() => {
-                            if changed.is_err() {
-                                return;
-                            }
-                            let now = clock.boot();
-                            let gap = self.shared.settings.refresh_request_interval;
-                            let at = plan.refresh_requested(now, gap);
-                            tracing::info!(
-                                account = %self.account.name,
-                                in_s = at.saturating_sub(now).as_secs_f32(),
-                                "refresh requested"
-                            );
-                        }
-                        changed = self.shared.time_jump.changed() => {
-                            if changed.is_err() {
-                                return;
+                            if woken.refresh_requested {
+                                let now = clock.boot();
+                                let gap = self.shared.settings.refresh_request_interval;
+                                let at = plan.refresh_requested(now, gap);
+                                tracing::info!(
+                                    account = %self.account.name,
+                                    in_s = at.saturating_sub(now).as_secs_f32(),
+                                    "refresh requested"
+                                );
                             }
                         }
                         // An error means the supervisor is gone: stop too, rather than spin on it.
@@ -293,7 +290,7 @@ impl AccountTask {
             not_before: next_login.map(|at| boot_to_wall(at, wall_now, boot_now)),
             parked,
             saved_at: wall_now,
-            credentials: Some(*self.credentials.borrow()),
+            credentials: Some(self.cell.wake().credentials()),
         };
         if let Err(error) = crate::input::may_block(|| state.save(&saved)) {
             tracing::warn!(account = %self.account.name, "cannot save the state file: {error}");
@@ -470,7 +467,7 @@ impl AccountTask {
             tracing::warn!(account = %self.account.name, "ignoring the state file: its times do not fit the clock");
             return restored;
         }
-        let same_credentials = saved.credentials == Some(*self.credentials.borrow());
+        let same_credentials = saved.credentials == Some(self.cell.wake().credentials());
         if saved.not_before.is_some_and(|at| at > wall_now) && !same_credentials {
             tracing::info!(
                 account = %self.account.name,
