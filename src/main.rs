@@ -6,6 +6,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokenkeeper::cli::{Cli, LogFormat};
 
+/// See `ARCHITECTURE.md` (blocking sections); `systemd/tokenkeeper.service` allows 256 tasks.
+const BLOCKING_THREADS: usize = 64;
+
 fn main() -> ExitCode {
     // Same-uid processes must not ptrace us or read our memory and environment, which hold
     // secrets (OpenSSH does the same). Failure is not fatal: the daemon still works without it.
@@ -15,6 +18,11 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(2)
+        // Threads for file operations that may block (`input::may_block`): enough for that many
+        // stuck on hung mounts at once while the rest goes on, well inside the unit's TasksMax,
+        // and a bound on the burst of threads (each with its stack and malloc arena) that ten
+        // thousand accounts writing their first tokens together would otherwise start.
+        .max_blocking_threads(BLOCKING_THREADS)
         .build()
     {
         Ok(runtime) => runtime,

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod control;
 pub mod limiter;
 pub mod listen;
+mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod reload;
@@ -103,6 +104,8 @@ pub async fn run(
         clock: Arc::clone(&clock),
     };
     drop(text);
+    // The config's parse is done with: its memory goes back to the kernel.
+    crate::input::may_block(memory::release_freed);
     if watch_files {
         reloader.watcher = start_watcher(&supervisor.watched_files(), &reloader.events);
     }
@@ -287,6 +290,8 @@ impl Reloader<'_> {
             self.board.reloaded(true, self.clock.wall());
         }
         drop(text);
+        // A reload parses the whole config again; trimming walks the heap, so off the workers.
+        crate::input::may_block(memory::release_freed);
         for name in crate::input::may_block(|| supervisor.wake_changed_secrets()) {
             tracing::info!(account = %name, "secret changed");
         }
