@@ -10,7 +10,8 @@
 //!
 //! Scenarios:
 //! - `cold`: 1, 10, 100, 1,000 and 10,000 accounts from nothing: time until every token file exists,
-//!   peak RSS, CPU time, the most logins in flight (never above `max_concurrent_logins`).
+//!   peak RSS, CPU time, the most logins in flight (never above `max_concurrent_logins`); then
+//!   how long `tokenkeeper check` of the same config takes.
 //! - `steady`: 10,000 accounts with 60 s tokens for 3 min: CPU per refresh, RSS over time,
 //!   lateness (a login's arrival minus the refresh time the daemon logged for it) p50/p99/max,
 //!   and tokens that expired on disk (must be none).
@@ -314,6 +315,11 @@ impl Daemon {
     }
 
     fn stop(mut self) {
+        self.stop_keeping_config();
+    }
+
+    /// Stops the daemon; its directory (the config, the outputs) stays until `self` is dropped.
+    fn stop_keeping_config(&mut self) {
         let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -325,7 +331,23 @@ impl Daemon {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        drop(self.dir);
+    }
+
+    /// How long `tokenkeeper check` of the daemon's config takes (it reads every secret file).
+    fn check_time(&self) -> Result<Duration, String> {
+        let started = Instant::now();
+        let output = Command::new(env!("CARGO_BIN_EXE_tokenkeeper"))
+            .args(["check", "--config"])
+            .arg(self.dir.path().join("config.toml"))
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|error| error.to_string())?;
+        let took = started.elapsed();
+        if output.status.success() {
+            Ok(took)
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).into_owned())
+        }
     }
 }
 
@@ -437,7 +459,7 @@ fn mib(kib: u64) -> f64 {
 fn cold(runtime: &tokio::runtime::Runtime, accounts: usize, latency: Duration) {
     let server = runtime.block_on(start_server(Duration::from_secs(3600), latency));
     let started = Instant::now();
-    let daemon = Daemon::start(&server, accounts);
+    let mut daemon = Daemon::start(&server, accounts);
     let done = wait_for(Duration::from_secs(300), || daemon.files() >= accounts);
     let took = started.elapsed();
     let used = usage(daemon.pid());
@@ -465,7 +487,20 @@ fn cold(runtime: &tokio::runtime::Runtime, accounts: usize, latency: Duration) {
         used.cpu.as_secs_f64(),
     );
     pause_for_profiling(&daemon);
-    daemon.stop();
+    daemon.stop_keeping_config();
+    let check = daemon.check_time();
+    println!(
+        "| check      | {accounts:>6} accounts | {} |",
+        check.as_ref().map_or_else(
+            |error| format!("failed: {error}"),
+            |took| format!("{:.2} s", took.as_secs_f64())
+        )
+    );
+    if let Err(error) = check {
+        broken(&format!(
+            "`tokenkeeper check` of {accounts} accounts: {error}"
+        ));
+    }
 }
 
 fn steady(runtime: &tokio::runtime::Runtime, sizes: &Sizes, latency: Duration) {
