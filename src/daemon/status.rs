@@ -140,8 +140,8 @@ impl Outcome {
 /// One account on the board: its status, where it writes, its metrics, and the channel through
 /// which refreshes are requested.
 pub struct AccountCell {
-    name: String,
-    outputs: Vec<PathBuf>,
+    /// Where its name and outputs come from (shared with the config and the task).
+    account: Arc<Account>,
     status: Mutex<AccountStatus>,
     /// Wakes the account's task: refresh requests, new credentials, clock jumps.
     wake: Wake,
@@ -252,16 +252,15 @@ impl Board {
     /// Puts an account on the board, with the digest of its `credentials`. An account already
     /// there (its task restarts) keeps what is known of it and its counters; the new task updates
     /// them as it goes.
-    pub fn insert(&self, account: &Account, credentials: CredentialsDigest) -> Arc<AccountCell> {
+    pub fn insert(
+        &self,
+        account: &Arc<Account>,
+        credentials: CredentialsDigest,
+    ) -> Arc<AccountCell> {
         let previous = self.cell(&account.name);
         let status = previous.map_or_else(AccountStatus::default, |cell| cell.snapshot());
         let cell = Arc::new(AccountCell {
-            name: account.name.clone(),
-            outputs: account
-                .outputs
-                .iter()
-                .map(|output| output.path.clone())
-                .collect(),
+            account: Arc::clone(account),
             status: Mutex::new(status),
             wake: Wake::new(credentials),
             changed: Arc::clone(&self.changed),
@@ -288,8 +287,13 @@ impl Board {
         cells
             .iter()
             .map(|cell| AccountView {
-                name: cell.name.clone(),
-                outputs: cell.outputs.clone(),
+                name: cell.account.name.clone(),
+                outputs: cell
+                    .account
+                    .outputs
+                    .iter()
+                    .map(|output| output.path.clone())
+                    .collect(),
                 status: cell.snapshot(),
             })
             .collect()
