@@ -82,8 +82,8 @@ pub struct AccountTask {
     /// requests; the keyed digest of the account's secret values, updated by the supervisor
     /// when a secret file changes, so that a parked account retries at once; clock jumps).
     cell: Arc<AccountCell>,
-    /// The wake signal's counters as this task last saw them. A new cell's start at zero, so a
-    /// refresh requested while the task starts is not lost.
+    /// The wake signal's counters as this task last saw them. A new cell's counters start at zero,
+    /// so a refresh requested while the task starts is not lost.
     seen: Seen,
     state: Option<StateFile>,
     /// What the state file held at start, read by the supervisor (one account after another,
