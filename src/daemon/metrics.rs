@@ -1,5 +1,7 @@
-//! The Prometheus metrics: counters and the login-duration histogram kept as logins happen, and
-//! gauges read off the status board at each scrape, so that they are as fresh as the scrape.
+//! The Prometheus metrics. Every per-account series (gauges, counters, the login-duration
+//! histogram) is made at each scrape from a snapshot of the status board, where each account's
+//! status keeps its [`Counts`]: the gauges are as fresh as the scrape, and the registry holds no
+//! entry per account.
 //!
 //! Two formats: OpenMetrics text (what prometheus-client writes, and what Prometheus asks for), and
 //! the classic text format 0.0.4 for every other client (`curl`, `promtool check metrics`), which
@@ -76,7 +78,8 @@ pub struct Metrics {
     accounts: Arc<AccountSeries>,
     reload_successful: Gauge,
     reload_success_time: FloatGauge,
-    /// Scrapes fill `accounts` and then encode: one at a time.
+    /// Scrapes fill `accounts` and then encode: one at a time. (The collector locks `accounts`
+    /// itself while the registry is encoded, so this cannot be that lock.)
     scrape: Mutex<()>,
 }
 
@@ -86,6 +89,13 @@ pub struct Metrics {
 struct AccountSeries {
     /// The board as the scrape in progress saw it; empty between scrapes.
     accounts: Mutex<Vec<Sample>>,
+}
+
+impl Sample {
+    /// The label of the account's series.
+    fn account(&self) -> [(&'static str, &str); 1] {
+        [("account", self.name.as_str())]
+    }
 }
 
 /// One account at a scrape.
@@ -107,14 +117,6 @@ struct PerAccount {
     help: &'static str,
     kind: MetricType,
     encode: fn(&Sample, &mut MetricEncoder<'_>) -> std::fmt::Result,
-}
-
-/// The encoder of `family`'s series with these `labels`.
-fn series<'a, S: EncodeLabelSet>(
-    family: &'a mut MetricEncoder<'_>,
-    labels: &'a S,
-) -> Result<MetricEncoder<'a>, std::fmt::Error> {
-    family.encode_family(labels)
 }
 
 impl Default for Metrics {
@@ -244,7 +246,9 @@ impl AccountSeries {
                         ("account", sample.name.as_str()),
                         ("outcome", outcome.name()),
                     ];
-                    series(family, &labels)?.encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+                    family
+                        .encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
                 }
                 Ok(())
             },
@@ -262,7 +266,8 @@ impl AccountSeries {
                     .zip(counts.durations)
                     .collect();
                 let count = counts.durations.iter().sum();
-                series(family, &[("account", sample.name.as_str())])?
+                family
+                    .encode_family(&sample.account())?
                     .encode_histogram::<NoLabelSet>(counts.duration_sum, count, &buckets, None)
             },
         },
@@ -271,7 +276,8 @@ impl AccountSeries {
             help: "Failed attempts to write a token to an account's outputs",
             kind: MetricType::Counter,
             encode: |sample, family| {
-                series(family, &[("account", sample.name.as_str())])?
+                family
+                    .encode_family(&sample.account())?
                     .encode_counter::<NoLabelSet, _, u64>(&sample.counts.write_failures, None)
             },
         },
@@ -284,7 +290,7 @@ fn gauge(
     sample: &Sample,
     value: &impl prometheus_client::encoding::EncodeGaugeValue,
 ) -> std::fmt::Result {
-    series(family, &[("account", sample.name.as_str())])?.encode_gauge(value)
+    family.encode_family(&sample.account())?.encode_gauge(value)
 }
 
 impl Collector for AccountSeries {

@@ -137,8 +137,8 @@ impl Outcome {
     }
 }
 
-/// One account on the board: its status, where it writes, its metrics, and the channel through
-/// which refreshes are requested.
+/// One account on the board: its status (with its metric counters), and the signal that wakes its
+/// task (refresh requests, new credentials, clock jumps).
 pub struct AccountCell {
     /// Where its name and outputs come from (shared with the config and the task).
     account: Arc<Account>,
@@ -185,6 +185,11 @@ impl AccountCell {
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
         change(&mut status.counts);
+    }
+
+    /// The account, as its task runs it.
+    pub fn account(&self) -> &Arc<Account> {
+        &self.account
     }
 
     /// What wakes the account's task.

@@ -188,12 +188,11 @@ pub fn http_logins() -> AuthFactory {
 }
 
 struct Running {
-    account: Arc<Account>,
     task: JoinHandle<()>,
     /// Tells this task's exit from that of an earlier task of the same account.
     generation: u64,
-    /// The account on the board; its wake signal carries the keyed digest of the account's
-    /// secret values, to notice rotation without keeping secrets.
+    /// The account on the board (and so the account itself); its wake signal carries the keyed
+    /// digest of the account's secret values, to notice rotation without keeping secrets.
     cell: Arc<AccountCell>,
     /// The digest of the CA bundle the task's HTTP client trusts: a rotated bundle restarts the
     /// account, so that its client trusts the new one.
@@ -329,7 +328,6 @@ impl Supervisor {
         self.running.insert(
             account.name.clone(),
             Running {
-                account,
                 task: handle,
                 generation,
                 cell,
@@ -405,7 +403,7 @@ impl Supervisor {
                     "the account's task is stuck in a file operation; going on without it"
                 );
             }
-            let mut dropped = Account::clone(&running.account);
+            let mut dropped = Account::clone(running.cell.account());
             dropped
                 .outputs
                 .retain(|output| !plan.kept.contains(&output.path));
@@ -447,12 +445,12 @@ impl Supervisor {
         self.running
             .iter()
             .filter(|(_, running)| {
-                let Some(path) = running.account.http.ca_file.as_deref() else {
+                let Some(path) = running.cell.account().http.ca_file.as_deref() else {
                     return false;
                 };
                 let now = *digests
                     .entry(path)
-                    .or_insert_with(|| crate::login::http::ca_digest(&running.account.http));
+                    .or_insert_with(|| crate::login::http::ca_digest(&running.cell.account().http));
                 now != running.ca_digest
             })
             .map(|(name, _)| name.clone())
@@ -488,7 +486,7 @@ impl Supervisor {
             };
             tracing::error!(account = %name, "the account's task stopped unexpectedly; restarting it");
             // Revivals are spaced by the tick: no start-up spread.
-            if let Err(error) = self.spawn(&running.account, 1) {
+            if let Err(error) = self.spawn(running.cell.account(), 1) {
                 tracing::error!(account = %name, "cannot restart: {error}");
             }
         }
@@ -509,7 +507,7 @@ impl Supervisor {
     pub fn wake_changed_secrets(&mut self) -> Vec<String> {
         let mut woken = Vec::new();
         for (name, running) in &self.running {
-            let digest = self.credentials_digest(&running.account);
+            let digest = self.credentials_digest(running.cell.account());
             // Waiting tasks see the new value; a parked one retries at once.
             if running.cell.wake().set_credentials(digest) {
                 woken.push(name.clone());
@@ -556,10 +554,10 @@ impl Supervisor {
     pub fn watched_files(&self) -> Vec<PathBuf> {
         let mut files = BTreeSet::from([self.config.path.clone()]);
         for running in self.running.values() {
-            for (_, source) in running.account.login.secret_sources() {
+            for (_, source) in running.cell.account().login.secret_sources() {
                 files.extend(source.watched_path());
             }
-            files.extend(running.account.http.ca_file.clone());
+            files.extend(running.cell.account().http.ca_file.clone());
         }
         files.into_iter().collect()
     }
