@@ -36,7 +36,8 @@ pub const EXIT_CODES: &str = "Exit codes:
   3  invalid config (every problem is listed on stderr), or token names no
      such account
   status, refresh and probe exit 1 when no daemon answers (or a probe
-  fails), 3 for an invalid config or an unknown account";
+  fails), 3 for an invalid config or an unknown account; credential
+  exits 1 when the token file is missing, foreign or expired";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -77,6 +78,13 @@ pub enum Command {
         #[arg(value_enum)]
         what: ProbeKind,
     },
+    /// Answer a credential helper's request (kubectl, git, docker) with the token the running
+    /// daemon last wrote to the account's json output. Never logs in and needs no secret; exits 1
+    /// with a message naming the account and the file when the token is missing or expired.
+    Credential {
+        #[command(subcommand)]
+        helper: CredentialHelper,
+    },
     /// Start a built-in loopback token endpoint speaking the seed systems' logins, write an
     /// example config for it in a new temporary directory, and run the daemon against it (real
     /// token files, rotating every two minutes) until Ctrl-C.
@@ -88,6 +96,50 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+/// The credential helper protocols.
+#[derive(Debug, Subcommand)]
+pub enum CredentialHelper {
+    /// kubectl's exec credential plugin: prints an ExecCredential (client.authentication.k8s.io
+    /// v1, or v1beta1 when KUBERNETES_EXEC_INFO asks) with the token and its expiry.
+    Kubectl {
+        #[command(flatten)]
+        source: TokenSource,
+    },
+    /// git's credential helper: `get` answers username, password (the token) and
+    /// password_expiry_utc; `store` and `erase` are accepted and ignored.
+    Git {
+        #[command(flatten)]
+        source: TokenSource,
+        /// What git asks (it appends this itself): get, store or erase.
+        operation: String,
+        /// The username to answer with (default: the one in git's request, else oauth2).
+        #[arg(long)]
+        username: Option<String>,
+    },
+    /// Docker's credential helper protocol, for a `docker-credential-NAME` wrapper script: `get`
+    /// answers ServerURL, Username and Secret (the token); `store` and `erase` are ignored.
+    Docker {
+        #[command(flatten)]
+        source: TokenSource,
+        /// What docker asks (the wrapper passes it on): get, store, erase or list.
+        operation: String,
+        /// The username to answer with (default: oauth2).
+        #[arg(long)]
+        username: Option<String>,
+    },
+}
+
+/// Where a credential helper reads the token.
+#[derive(Debug, clap::Args)]
+pub struct TokenSource {
+    /// The account name, as in `[accounts.NAME]`; the token file must be this account's.
+    pub account: String,
+    /// The account's json output to read, instead of looking it up in the config (which then is
+    /// not read: the helper needs read access to this file only).
+    #[arg(long)]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

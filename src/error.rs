@@ -20,7 +20,7 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// `token` named an account the config does not have.
-    #[error("no account named {name:?} in {path}; accounts: {}", .known.join(", "))]
+    #[error("no account named {name:?} in {path}; accounts: {}", some_of(.known))]
     UnknownAccount {
         name: String,
         path: String,
@@ -41,9 +41,12 @@ pub enum Error {
     /// `token`'s login failed.
     #[error(transparent)]
     Login(#[from] LoginError),
-    /// `token` could not write the token to stdout.
+    /// `token` or a credential helper could not write the token to stdout.
     #[error("cannot write the token to stdout: {0}")]
     Stdout(#[source] std::io::Error),
+    /// A credential helper could not read its request.
+    #[error("cannot read the request on stdin: {0}")]
+    Stdin(#[source] std::io::Error),
     /// The demo could not start its endpoint or write its directory.
     #[error("{0}")]
     Demo(String),
@@ -61,6 +64,22 @@ pub enum Error {
     /// A probe failed: why, one line each.
     #[error("{0}")]
     Probe(String),
+    /// A credential helper has no token to answer with.
+    #[error(transparent)]
+    Credential(#[from] crate::commands::credential::CredentialError),
+}
+
+/// At most this many account names are listed in a message.
+const NAMES_LISTED: usize = 20;
+
+/// The first names of `known`, and how many more there are: a config may have thousands.
+fn some_of(known: &[String]) -> String {
+    let listed = known.iter().take(NAMES_LISTED).map(String::as_str);
+    let mut text = listed.collect::<Vec<_>>().join(", ");
+    if known.len() > NAMES_LISTED {
+        text.push_str(&format!(" and {} more", known.len() - NAMES_LISTED));
+    }
+    text
 }
 
 impl Error {
@@ -74,11 +93,13 @@ impl Error {
             | Error::Setup { .. }
             | Error::Login(_)
             | Error::Stdout(_)
+            | Error::Stdin(_)
             | Error::Demo(_)
             | Error::NoControlSocket
             | Error::Daemon(_)
             | Error::DaemonSaid(_)
-            | Error::Probe(_) => EXIT_FAILURE,
+            | Error::Probe(_)
+            | Error::Credential(_) => EXIT_FAILURE,
         }
     }
 }
@@ -106,6 +127,12 @@ mod tests {
             known: vec!["a".into(), "b".into()],
         };
         assert_eq!(unknown.exit_code(), EXIT_CONFIG);
-        assert!(unknown.to_string().contains("accounts: a, b"));
+        assert!(unknown.to_string().ends_with("accounts: a, b"), "{unknown}");
+        let many = Error::UnknownAccount {
+            name: "x".into(),
+            path: "c.toml".into(),
+            known: (0..10_000).map(|index| format!("a{index}")).collect(),
+        };
+        assert!(many.to_string().ends_with(", a19 and 9980 more"), "{many}");
     }
 }

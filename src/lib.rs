@@ -115,6 +115,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
                     .map_err(|problems| Error::Probe(problems.join("\n"))),
             }
         }
+        Command::Credential { helper } => commands::credential::run(&cli.config, &helper),
         Command::Demo { once, dir } => demo::run(dir, once).await,
     }
 }
@@ -125,6 +126,7 @@ pub fn reports_plainly(command: &Command) -> bool {
     matches!(
         command,
         Command::Check
+            | Command::Credential { .. }
             | Command::Demo { .. }
             | Command::Status { .. }
             | Command::Refresh { .. }

@@ -1,9 +1,10 @@
 //! The one-shot commands: `check`, `once` and `token`, built from the same pieces the daemon uses;
 //! and those that ask the running daemon ([`remote`]) or look at its files ([`probe`]).
 //!
-//! Invariant: nothing here prints a secret or a token, except `token`, whose whole purpose is to
-//! put one token on stdout.
+//! Invariant: nothing here prints a secret or a token, except `token` and the [`credential`]
+//! helpers, whose whole purpose is to put one token on stdout.
 
+pub mod credential;
 pub mod probe;
 pub mod remote;
 
