@@ -208,6 +208,10 @@ fn describe_account(text: &mut String, account: &Account, line: usize) {
         let label = if index == 0 { "outputs" } else { "" };
         let format = match output.format {
             Format::Env => format!("{} {}", Format::Env.name(), output.env_name),
+            Format::Template => match &output.template {
+                Some(template) => format!("{} {:?}", Format::Template.name(), template.text()),
+                None => Format::Template.name().to_string(),
+            },
             format => format.name().to_string(),
         };
         let mut line = format!(

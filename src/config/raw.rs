@@ -182,6 +182,7 @@ pub(super) struct RawOutput {
     pub(super) owner: Option<Spanned<RawId>>,
     pub(super) group: Option<Spanned<RawId>>,
     pub(super) var: Option<Spanned<String>>,
+    pub(super) template: Option<Spanned<String>>,
 }
 
 /// A user or group, by name or number.

@@ -10,12 +10,14 @@
 
 mod atomic;
 mod render;
+mod template;
 
 use std::path::PathBuf;
 
 use atomic::publish;
 pub use atomic::{OutputDir, OutputError, Publish};
 use render::{env_safe, render};
+pub use template::Template;
 
 use crate::config::Account;
 use crate::token::Token;
@@ -31,11 +33,19 @@ pub enum Format {
     Json,
     /// One `NAME=token` line.
     Env,
+    /// The output's own text with placeholders ([`Template`]).
+    Template,
 }
 
 impl Format {
     /// Every format, in the order the docs list them.
-    pub const ALL: [Format; 4] = [Format::Raw, Format::Header, Format::Json, Format::Env];
+    pub const ALL: [Format; 5] = [
+        Format::Raw,
+        Format::Header,
+        Format::Json,
+        Format::Env,
+        Format::Template,
+    ];
 
     /// The name the config uses.
     pub fn name(self) -> &'static str {
@@ -44,6 +54,7 @@ impl Format {
             Format::Header => "header",
             Format::Json => "json",
             Format::Env => "env",
+            Format::Template => "template",
         }
     }
 
@@ -68,6 +79,8 @@ pub struct OutputSpec {
     pub group: Option<u32>,
     /// The variable name written by [`Format::Env`]; unused by the other formats.
     pub env_name: String,
+    /// What [`Format::Template`] writes; `None` for the other formats.
+    pub template: Option<Template>,
 }
 
 /// Why a token was not published to every output of an account.
@@ -248,6 +261,9 @@ mod test_support {
             owner: None,
             group: None,
             env_name: "DEMO_TOKEN".to_string(),
+            template: (format == Format::Template).then(|| {
+                super::Template::parse("{account} {type} {token}\n").expect("a valid template")
+            }),
         }
     }
 }

@@ -41,6 +41,11 @@ pub fn render(
         (Format::Header, None) => concat(&[b"Authorization: ", value, b"\n"]),
         (Format::Json, _) => render_json(account, token, scheme),
         (Format::Env, _) => concat(&[spec.env_name.as_bytes(), b"=", value, b"\n"]),
+        (Format::Template, _) => match &spec.template {
+            Some(template) => template.render(account, token, scheme),
+            // The config loader gives every template output its template.
+            None => concat(&[value]),
+        },
     }
 }
 

@@ -384,3 +384,74 @@ async fn generic_login_expresses_every_seed() {
     }
     endpoint.shutdown().await;
 }
+
+/// A `template` output holds its text with every placeholder filled from the same token the
+/// `json` output of the account shows; `{type}` is empty for a scheme-less token (ONLYOFFICE),
+/// and `{expires_in}` is the lifetime as granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_output_fills_every_placeholder() {
+    let endpoint = TokenEndpoint::start(EndpointOptions {
+        lifetime: Duration::from_secs(1800),
+        ..EndpointOptions::default()
+    })
+    .await
+    .unwrap();
+    let credentials = Credentials::demo();
+    let scratch = tempfile::tempdir().unwrap();
+    let secret = write_secret(scratch.path(), "office", &credentials.onlyoffice_password);
+    let out = scratch.path();
+    let config = write_config(
+        scratch.path(),
+        &format!(
+            r#"
+[accounts.office]
+preset = "onlyoffice"
+base_url = "{base}"
+username = "{user}"
+password = {{ file = "{secret}" }}
+[[accounts.office.outputs]]
+path = "{out}/office.json"
+format = "json"
+[[accounts.office.outputs]]
+path = "{out}/office.netrc"
+format = "template"
+mode = "0640"
+template = "machine office.example login {{account}} password {{token}}\n# {{{{type={{type}}, expires_at={{expires_at}}, expires_in={{expires_in}}}}}}\n"
+"#,
+            base = endpoint.base_url(),
+            user = credentials.onlyoffice_username,
+            secret = secret.display(),
+            out = out.display(),
+        ),
+    );
+    let run = tokenkeeper(&["once", "--config", &config], &[]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("office.json")).unwrap()).unwrap();
+    let token = json["token"].as_str().expect("a token");
+    assert!(endpoint.is_live(token));
+    let templated = std::fs::read_to_string(out.join("office.netrc")).unwrap();
+    // ONLYOFFICE gives an absolute expiry: the lifetime as granted is 1800 s, or a second less
+    // when the server's clock read fell on the other side of a second.
+    let expected = |lifetime: u32| {
+        format!(
+            "machine office.example login office password {token}\n# {{type=, expires_at={}, expires_in={lifetime}}}\n",
+            json["expires_at"].as_str().expect("expires_at")
+        )
+    };
+    assert!(
+        templated == expected(1800) || templated == expected(1799),
+        "{templated:?}"
+    );
+    assert_eq!(mode_of(&out.join("office.netrc")), 0o640);
+    let check = tokenkeeper(&["check", "--config", &config], &[]).await;
+    assert_eq!(check.code, 0, "{check:?}");
+    assert!(
+        check
+            .stdout
+            .contains("template \"machine office.example login {account}"),
+        "{}",
+        check.stdout
+    );
+    endpoint.shutdown().await;
+}

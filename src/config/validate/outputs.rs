@@ -8,7 +8,7 @@ use toml::Spanned;
 use super::Validator;
 use crate::config::raw::{RawId, RawOutput};
 use crate::config::values::{check_output_path, default_env_name, valid_env_name};
-use crate::output::{Format, OutputSpec};
+use crate::output::{Format, OutputSpec, Template};
 
 impl Validator {
     pub(super) fn outputs(
@@ -105,6 +105,32 @@ impl Validator {
                 }
                 (None, _) => default_env_name(account),
             };
+            let template = match (&raw.template, format) {
+                (Some(text), Format::Template) => match Template::parse(text.get_ref()) {
+                    Ok(template) => Some(template),
+                    Err(message) => {
+                        self.problem(Some(text.span()), &key("template"), message);
+                        None
+                    }
+                },
+                (None, Format::Template) => {
+                    self.problem(
+                        Some(output.span()),
+                        &key("template"),
+                        "format = \"template\" needs a `template`, e.g. template = \"Bearer {token}\\n\"",
+                    );
+                    None
+                }
+                (Some(text), _) => {
+                    self.problem(
+                        Some(text.span()),
+                        &key("template"),
+                        "`template` only applies to format = \"template\"",
+                    );
+                    None
+                }
+                (None, _) => None,
+            };
             if let Some(path) = path {
                 outputs.push(OutputSpec {
                     path,
@@ -113,6 +139,7 @@ impl Validator {
                     owner,
                     group,
                     env_name,
+                    template,
                 });
             }
         }
