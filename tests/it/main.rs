@@ -8,6 +8,7 @@ mod canary;
 mod cli;
 mod config_fixtures;
 mod container;
+mod credential;
 mod daemon;
 mod hooks;
 mod hostile;

@@ -5,7 +5,7 @@
 //!
 //! The server is `tests/tls/server.py` (Python's `ssl` and `http.server`: OpenSSL on the server
 //! side, independent of the rustls client under test), with a CA and a leaf certificate made by the
-//! `openssl` CLI at test time. It counts
+//! `openssl` CLI at test time (`support/pki.rs`). It counts
 //! the token requests it served in a file and reports every failed handshake on stderr, so each
 //! refusal is shown to happen at the handshake, not merely somewhere. The test skips with a loud
 //! warning when `openssl` or `python3` is missing, except under CI, where it fails instead.
@@ -16,91 +16,13 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use crate::support::pki::Pki;
 use crate::support::{eventually, tokenkeeper, write_config, write_secret};
 
 /// How long the server may take to print its `LISTENING` line.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// What the server prints on stderr for each connection refused at the handshake.
 const HANDSHAKE_FAILED: &str = "HANDSHAKE FAILED";
-
-/// The EC P-256 CA and the leaf it signed for `IP:127.0.0.1` only, as files in one directory.
-struct Pki {
-    ca_pem: PathBuf,
-    /// The same CA in DER: the likeliest wrong file to be given as `ca_file`.
-    ca_der: PathBuf,
-    leaf_pem: PathBuf,
-    leaf_key: PathBuf,
-}
-
-/// Extension sections for `openssl`. The leaf must be a separate certificate signed by the CA:
-/// rustls (webpki) refuses a CA certificate presented as a server's own, so a single self-signed
-/// certificate would fail even with `ca_file` and prove nothing.
-const OPENSSL_CONFIG: &str = "\
-[req]
-distinguished_name = dn
-[dn]
-[ca]
-basicConstraints = critical, CA:TRUE
-keyUsage = critical, keyCertSign, cRLSign
-subjectKeyIdentifier = hash
-[leaf]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-";
-
-impl Pki {
-    fn generate(dir: &Path) -> Pki {
-        std::fs::create_dir_all(dir).expect("create the pki directory");
-        // An explicit config keeps the result independent of the system's openssl.cnf.
-        std::fs::write(dir.join("openssl.cnf"), OPENSSL_CONFIG).expect("write openssl.cnf");
-        let p256 = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
-        openssl(
-            dir,
-            &format!(
-                "req -x509 -config openssl.cnf -extensions ca {p256} -keyout ca.key -out ca.pem \
-                 -days 2 -subj /CN=tokenkeeper-test-CA"
-            ),
-        );
-        openssl(
-            dir,
-            &format!(
-                "req -new -config openssl.cnf {p256} -keyout leaf.key -out leaf.csr \
-                 -subj /CN=127.0.0.1"
-            ),
-        );
-        openssl(
-            dir,
-            "x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -set_serial 2 -days 2 \
-             -extfile openssl.cnf -extensions leaf -out leaf.pem",
-        );
-        openssl(dir, "x509 -in ca.pem -outform DER -out ca.der");
-        Pki {
-            ca_pem: dir.join("ca.pem"),
-            ca_der: dir.join("ca.der"),
-            leaf_pem: dir.join("leaf.pem"),
-            leaf_key: dir.join("leaf.key"),
-        }
-    }
-}
-
-/// Runs `openssl` in `dir` with the whitespace-separated `args`; panics with its stderr if it fails.
-fn openssl(dir: &Path, args: &str) {
-    let output = Command::new("openssl")
-        .args(args.split_whitespace())
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run openssl");
-    assert!(
-        output.status.success(),
-        "openssl {args} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 /// `tests/tls/server.py` on 127.0.0.1; killed and reaped on drop.
 struct TlsServer {

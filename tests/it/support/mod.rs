@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: running the binary, writing configs, reading files.
 
 pub mod oidc;
+pub mod pki;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
