@@ -108,6 +108,8 @@ raw_account! {
         client_secret: true,
         email: false,
         password: true,
+        private_key: true,
+        client_assertion: true,
     }
     preset: Option<Spanned<String>>,
     base_url: Option<Spanned<String>>,
@@ -116,6 +118,9 @@ raw_account! {
     scope: Option<Spanned<String>>,
     audience: Option<Spanned<String>>,
     auth_method: Option<Spanned<String>>,
+    signing_alg: Option<Spanned<String>>,
+    key_id: Option<Spanned<String>>,
+    assertion_audience: Option<Spanned<String>>,
     lifetime: Option<Spanned<String>>,
     allow_http: Option<Spanned<bool>>,
     connect_timeout: Option<Spanned<String>>,

@@ -5,6 +5,7 @@
 //! the daemon branches on ([`ErrorClass`]); no error carries a secret or a token, and excerpts of
 //! reply bodies are shortened, flattened and scrubbed of every secret the request sent.
 
+pub mod assertion;
 pub mod http;
 pub mod preset;
 pub mod request;
@@ -216,7 +217,7 @@ impl Login {
         // Reading secret files is bounded (regular files of at most 64 KiB), but the file
         // system under them may hang.
         let built = crate::input::may_block(|| request::build(request))
-            .map_err(|error| self.error(ErrorClass::Rejected, None, error.to_string()))?;
+            .map_err(|error| self.error(error.class(), None, error.to_string()))?;
         let BuiltRequest {
             method,
             url,

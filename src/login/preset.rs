@@ -8,6 +8,7 @@ use jiff::SignedDuration;
 use reqwest::Method;
 use url::Url;
 
+use super::assertion::{Assertion, JWT_BEARER, SigningAlg};
 use super::request::accept_json;
 use super::spec::{
     BasicAuth, Encoding, FieldValue, LoginSpec, RefreshSpec, ReplySpec, RequestSpec,
@@ -97,11 +98,18 @@ impl Preset {
                 ("username", Required),
                 ("password", Required),
             ],
+            // Which client credential is needed depends on `auth_method`: the config module
+            // checks that one of them is there (and only that one).
             Preset::OAuth2 => &[
                 ("token_url", Required),
                 ("client_id", Required),
-                ("client_secret", Required),
+                ("client_secret", Optional),
+                ("private_key", Optional),
+                ("client_assertion", Optional),
                 ("auth_method", Optional),
+                ("signing_alg", Optional),
+                ("key_id", Optional),
+                ("assertion_audience", Optional),
                 ("scope", Optional),
                 ("audience", Optional),
             ],
@@ -262,7 +270,6 @@ impl Preset {
             .clone()
             .ok_or_else(|| "preset oauth2 needs `token_url`".to_string())?;
         let client_id = value("client_id")?;
-        let client_secret = value("client_secret")?;
         let mut body = vec![(
             "grant_type".to_string(),
             FieldValue::Plain("client_credentials".to_string()),
@@ -272,21 +279,66 @@ impl Preset {
                 body.push((key.to_string(), extra));
             }
         }
+        let assertion_fields = |assertion: Assertion| {
+            vec![
+                ("client_id".to_string(), client_id.clone()),
+                (
+                    "client_assertion_type".to_string(),
+                    FieldValue::Plain(JWT_BEARER.to_string()),
+                ),
+                (
+                    "client_assertion".to_string(),
+                    FieldValue::Assertion(assertion),
+                ),
+            ]
+        };
         let (basic_auth, client_fields) = match input.auth_method {
             ClientAuth::Basic => (
                 Some(BasicAuth {
-                    user: client_id,
-                    password: client_secret,
+                    user: client_id.clone(),
+                    password: value("client_secret")?,
                 }),
                 Vec::new(),
             ),
             ClientAuth::Post => (
                 None,
                 vec![
-                    ("client_id".to_string(), client_id),
-                    ("client_secret".to_string(), client_secret),
+                    ("client_id".to_string(), client_id.clone()),
+                    ("client_secret".to_string(), value("client_secret")?),
                 ],
             ),
+            ClientAuth::PrivateKeyJwt => {
+                let key = match value("private_key")? {
+                    FieldValue::Secret(source) => source,
+                    _ => return Err("`private_key` must be a secret source".to_string()),
+                };
+                let plain = |name: &str| match value(name) {
+                    Ok(FieldValue::Plain(text)) => Some(text),
+                    _ => None,
+                };
+                let alg = match plain("signing_alg") {
+                    None => None,
+                    Some(name) => Some(
+                        SigningAlg::from_name(&name)
+                            .ok_or_else(|| format!("unknown signing_alg `{name}`"))?,
+                    ),
+                };
+                let audience = plain("assertion_audience").unwrap_or_else(|| url.to_string());
+                let assertion = Assertion::Signed {
+                    key,
+                    alg,
+                    key_id: plain("key_id"),
+                    audience,
+                };
+                (None, assertion_fields(assertion))
+            }
+            ClientAuth::ClientAssertion => {
+                let source = match value("client_assertion")? {
+                    FieldValue::Secret(source) => source,
+                    _ => return Err("`client_assertion` must be a secret source".to_string()),
+                };
+                (None, assertion_fields(Assertion::Read(source)))
+            }
         };
         body.extend(client_fields.iter().cloned());
         Ok(LoginSpec {
@@ -333,7 +385,7 @@ pub fn join_path(base: &Url, path: &str) -> Result<Url, String> {
     Url::parse(&joined).map_err(|error| format!("cannot join `{path}` to base_url: {error}"))
 }
 
-/// OAuth2 client authentication method (RFC 6749 §2.3.1).
+/// OAuth2 client authentication method (RFC 6749 §2.3.1, RFC 7523 §2.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ClientAuth {
     /// `client_secret_basic`: HTTP Basic; what every server must support.
@@ -341,6 +393,31 @@ pub enum ClientAuth {
     Basic,
     /// `client_secret_post`: `client_id` and `client_secret` in the form body.
     Post,
+    /// `private_key_jwt`: a JWT signed with `private_key` at each login.
+    PrivateKeyJwt,
+    /// A JWT read from `client_assertion` (a file another issuer renews) at each login.
+    ClientAssertion,
+}
+
+impl ClientAuth {
+    /// Every method, by its config name(s) (the first is the one docs use).
+    pub const NAMES: [(&'static str, ClientAuth); 6] = [
+        ("basic", ClientAuth::Basic),
+        ("client_secret_basic", ClientAuth::Basic),
+        ("post", ClientAuth::Post),
+        ("client_secret_post", ClientAuth::Post),
+        ("private_key_jwt", ClientAuth::PrivateKeyJwt),
+        ("client_assertion", ClientAuth::ClientAssertion),
+    ];
+
+    /// The credential key this method needs.
+    pub fn credential(self) -> &'static str {
+        match self {
+            ClientAuth::Basic | ClientAuth::Post => "client_secret",
+            ClientAuth::PrivateKeyJwt => "private_key",
+            ClientAuth::ClientAssertion => "client_assertion",
+        }
+    }
 }
 
 /// The validated account keys a preset is built from.
@@ -376,6 +453,12 @@ mod tests {
                 if *need == Need::Required && !key.ends_with("_url") {
                     input.values.push((key, secret("x")));
                 }
+            }
+            // OAuth2's client credential is the one its auth_method uses.
+            if preset == Preset::OAuth2 {
+                input
+                    .values
+                    .push((input.auth_method.credential(), secret("x")));
             }
             let spec = preset
                 .build(&input)

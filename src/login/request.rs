@@ -9,6 +9,8 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, Header
 use url::Url;
 use zeroize::Zeroizing;
 
+use super::ErrorClass;
+use super::assertion::AssertionError;
 use super::spec::{BasicAuth, Encoding, FieldValue, RequestSpec};
 use crate::secret::{Secret, SecretError};
 
@@ -34,10 +36,29 @@ pub enum BuildError {
     },
     #[error("the value of header `{field}` contains characters not allowed in a header")]
     BadHeaderValue { field: String },
+    #[error("`{field}`: {source}")]
+    Assertion {
+        field: String,
+        #[source]
+        source: AssertionError,
+    },
+}
+
+impl BuildError {
+    /// How the login that could not be sent counts: a missing or bad secret is the credentials'
+    /// fault (retried when they change); an expired assertion file is about to be renewed.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            BuildError::Assertion { source, .. } if source.is_transient() => ErrorClass::Transient,
+            _ => ErrorClass::Rejected,
+        }
+    }
 }
 
 struct Resolver {
     sent_secrets: Vec<Secret>,
+    /// The request's `client_id`, which a signed assertion names as its issuer and subject.
+    client_id: Option<Secret>,
 }
 
 /// Field names that carry who is logging in rather than a credential (the presets' `username`,
@@ -66,6 +87,17 @@ impl Resolver {
                 }
                 Ok(secret)
             }
+            FieldValue::Assertion(assertion) => {
+                let client_id = self.client_id.as_ref().map_or("", Secret::expose);
+                let made = assertion
+                    .make(client_id, jiff::Timestamp::now())
+                    .map_err(|source| BuildError::Assertion {
+                        field: field.to_string(),
+                        source,
+                    })?;
+                self.sent_secrets.push(made.clone());
+                Ok(made)
+            }
         }
     }
 }
@@ -77,10 +109,15 @@ impl Resolver {
 pub fn build(spec: &RequestSpec) -> Result<BuiltRequest, BuildError> {
     let mut resolver = Resolver {
         sent_secrets: Vec::new(),
+        client_id: None,
     };
+    // The client id comes first: an assertion names it.
+    if let Some((_, value)) = spec.fields.iter().find(|(name, _)| name == "client_id") {
+        resolver.client_id = Some(resolver.resolve("client_id", value)?);
+    }
     let mut headers = HeaderMap::new();
     for (name, value) in &spec.headers {
-        let secret_header = matches!(value, FieldValue::Secret(_));
+        let secret_header = !matches!(value, FieldValue::Plain(_));
         let resolved = resolver.resolve(name.as_str(), value)?;
         let mut header =
             HeaderValue::from_str(resolved.expose()).map_err(|_| BuildError::BadHeaderValue {

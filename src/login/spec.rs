@@ -11,6 +11,7 @@ use reqwest::Method;
 use reqwest::header::HeaderName;
 use url::Url;
 
+pub use super::assertion::{Assertion, SigningAlg};
 use crate::secret::SecretSource;
 
 /// One value in a request: either plain configuration or a secret read at login time.
@@ -20,6 +21,9 @@ pub enum FieldValue {
     Plain(String),
     /// Read from its source at every login; shown only as its source.
     Secret(SecretSource),
+    /// A client assertion, signed or read at every login ([`Assertion`]); shown only as its
+    /// method and source.
+    Assertion(Assertion),
 }
 
 impl FieldValue {
@@ -28,6 +32,16 @@ impl FieldValue {
         match self {
             FieldValue::Plain(value) => format!("{value:?}"),
             FieldValue::Secret(source) => format!("<{}>", source.describe()),
+            FieldValue::Assertion(assertion) => assertion.describe(),
+        }
+    }
+
+    /// The secret source the value is read or made from, if any.
+    pub fn source(&self) -> Option<&SecretSource> {
+        match self {
+            FieldValue::Plain(_) => None,
+            FieldValue::Secret(source) => Some(source),
+            FieldValue::Assertion(assertion) => Some(assertion.source()),
         }
     }
 }
@@ -105,12 +119,12 @@ impl LoginSpec {
     pub fn secret_sources(&self) -> Vec<(&str, &SecretSource)> {
         let mut sources = Vec::new();
         for (name, value) in &self.request.fields {
-            if let FieldValue::Secret(source) = value {
+            if let Some(source) = value.source() {
                 sources.push((name.as_str(), source));
             }
         }
         for (name, value) in &self.request.headers {
-            if let FieldValue::Secret(source) = value {
+            if let Some(source) = value.source() {
                 sources.push((name.as_str(), source));
             }
         }
@@ -119,7 +133,7 @@ impl LoginSpec {
                 ("basic user", &basic.user),
                 ("basic password", &basic.password),
             ] {
-                if let FieldValue::Secret(source) = value {
+                if let Some(source) = value.source() {
                     sources.push((name, source));
                 }
             }
@@ -239,6 +253,22 @@ impl Canonical<'_> {
                 self.text(text);
             }
             FieldValue::Secret(source) => self.source(source),
+            FieldValue::Assertion(Assertion::Signed {
+                key,
+                alg,
+                key_id,
+                audience,
+            }) => {
+                self.text("signed assertion");
+                self.source(key);
+                self.optional(alg.map(SigningAlg::name));
+                self.optional(key_id.as_deref());
+                self.text(audience);
+            }
+            FieldValue::Assertion(Assertion::Read(source)) => {
+                self.text("read assertion");
+                self.source(source);
+            }
         }
     }
 

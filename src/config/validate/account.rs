@@ -15,6 +15,7 @@ use super::Validator;
 use crate::config::Account;
 use crate::config::raw::{RawAccount, RawField, RawReply, RawRequest};
 use crate::config::values::valid_account_name;
+use crate::login::assertion::SigningAlg;
 use crate::login::preset::{ClientAuth, Need, Preset, PresetInput};
 use crate::login::spec::{
     BasicAuth, Encoding, FieldValue, HttpSettings, LoginSpec, ReplySpec, RequestSpec,
@@ -137,6 +138,65 @@ impl Validator {
         })
     }
 
+    /// Checks that an OAuth2 account has the one client credential its `auth_method` uses (and
+    /// the assertion options only with `private_key_jwt`), each problem at its key.
+    fn client_credential(
+        &mut self,
+        account: &RawAccount,
+        auth: ClientAuth,
+        preset_span: &Range<usize>,
+        key: &dyn Fn(&str) -> String,
+    ) {
+        let method = account
+            .auth_method
+            .as_ref()
+            .map_or("basic", |method| method.get_ref().as_str());
+        let present: Vec<(&'static str, Range<usize>)> = account
+            .credentials()
+            .into_iter()
+            .map(|credential| (credential.name, credential.value.span()))
+            .collect();
+        let wanted = auth.credential();
+        if !present.iter().any(|(name, _)| *name == wanted) {
+            let span = account
+                .auth_method
+                .as_ref()
+                .map_or_else(|| preset_span.clone(), Spanned::span);
+            self.problem(
+                Some(span),
+                &key(wanted),
+                format!("auth_method `{method}` needs `{wanted}`"),
+            );
+        }
+        for other in ["client_secret", "private_key", "client_assertion"] {
+            if other == wanted {
+                continue;
+            }
+            if let Some((_, span)) = present.iter().find(|(name, _)| *name == other) {
+                self.problem(
+                    Some(span.clone()),
+                    &key(other),
+                    format!("`{other}` is not used with auth_method `{method}`"),
+                );
+            }
+        }
+        if auth != ClientAuth::PrivateKeyJwt {
+            for (name, value) in [
+                ("signing_alg", &account.signing_alg),
+                ("key_id", &account.key_id),
+                ("assertion_audience", &account.assertion_audience),
+            ] {
+                if let Some(value) = value {
+                    self.problem(
+                        Some(value.span()),
+                        &key(name),
+                        format!("`{name}` only applies to auth_method `private_key_jwt`"),
+                    );
+                }
+            }
+        }
+    }
+
     /// Every preset-only key present on an account, with its span.
     pub(super) fn preset_keys_present(account: &RawAccount) -> Vec<(&'static str, Range<usize>)> {
         let mut present: Vec<(&'static str, Range<usize>)> = account
@@ -151,6 +211,9 @@ impl Validator {
             ("scope", &account.scope),
             ("audience", &account.audience),
             ("auth_method", &account.auth_method),
+            ("signing_alg", &account.signing_alg),
+            ("key_id", &account.key_id),
+            ("assertion_audience", &account.assertion_audience),
         ];
         for (name, value) in texts {
             if let Some(value) = value {
@@ -231,6 +294,9 @@ impl Validator {
             ("token_name", &account.token_name),
             ("scope", &account.scope),
             ("audience", &account.audience),
+            ("signing_alg", &account.signing_alg),
+            ("key_id", &account.key_id),
+            ("assertion_audience", &account.assertion_audience),
         ] {
             if let Some(value) = value {
                 if value.get_ref().is_empty() {
@@ -242,15 +308,37 @@ impl Validator {
             }
         }
         if let Some(method) = &account.auth_method {
-            match method.get_ref().as_str() {
-                "basic" | "client_secret_basic" => input.auth_method = ClientAuth::Basic,
-                "post" | "client_secret_post" => input.auth_method = ClientAuth::Post,
-                other => self.problem(
+            match ClientAuth::NAMES
+                .iter()
+                .find(|(name, _)| name == method.get_ref())
+            {
+                Some((_, auth)) => input.auth_method = *auth,
+                None => self.problem(
                     Some(method.span()),
                     &key("auth_method"),
-                    format!("unknown auth_method `{other}`, expected `basic` (client_secret_basic) or `post` (client_secret_post)"),
+                    format!(
+                        "unknown auth_method `{}`, expected `basic` (client_secret_basic), `post` (client_secret_post), `private_key_jwt` or `client_assertion`",
+                        method.get_ref()
+                    ),
                 ),
             }
+        }
+        if let Some(alg) = &account.signing_alg
+            && SigningAlg::from_name(alg.get_ref()).is_none()
+        {
+            let names: Vec<&str> = SigningAlg::ALL.iter().map(|alg| alg.name()).collect();
+            self.problem(
+                Some(alg.span()),
+                &key("signing_alg"),
+                format!(
+                    "unknown signing_alg `{}`, expected one of {}",
+                    alg.get_ref(),
+                    names.join(", ")
+                ),
+            );
+        }
+        if preset == Preset::OAuth2 {
+            self.client_credential(account, input.auth_method, &preset_name.span(), &key);
         }
         if self.problems.len() > before {
             return None;
