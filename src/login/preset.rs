@@ -553,4 +553,67 @@ mod tests {
         assert_eq!(names, ["grant_type", "scope", "client_id", "client_secret"]);
         assert_eq!(post.refresh.unwrap().client_fields.len(), 2);
     }
+
+    #[test]
+    fn oauth2_private_key_jwt_sends_a_signed_assertion_naming_the_client() {
+        use base64::Engine as _;
+        let rng = ring::rand::SystemRandom::new();
+        let der = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).expect("a key");
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(der.as_ref())
+        );
+        let input = PresetInput {
+            token_url: Some(Url::parse("https://idp.example/token").unwrap()),
+            values: vec![
+                ("client_id", FieldValue::Plain("id-7".into())),
+                ("private_key", secret(&pem)),
+                ("key_id", FieldValue::Plain("k1".into())),
+            ],
+            auth_method: ClientAuth::PrivateKeyJwt,
+            ..PresetInput::default()
+        };
+        let spec = Preset::OAuth2.build(&input).unwrap();
+        assert!(spec.request.basic_auth.is_none());
+        let built = crate::login::request::build(&spec.request).expect("built");
+        let body = String::from_utf8(built.body.to_vec()).expect("utf-8");
+        let form: Vec<(String, String)> = url::form_urlencoded::parse(body.as_bytes())
+            .into_owned()
+            .collect();
+        let value = |name: &str| {
+            form.iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+                .unwrap_or_else(|| panic!("{name} missing in {body}"))
+        };
+        assert_eq!(value("grant_type"), "client_credentials");
+        assert_eq!(value("client_id"), "id-7");
+        assert_eq!(value("client_assertion_type"), JWT_BEARER);
+        let assertion = value("client_assertion");
+        let claims = assertion.split('.').nth(1).expect("a JWT");
+        let claims: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(claims)
+                .expect("base64url"),
+        )
+        .expect("json");
+        assert_eq!(claims["iss"], "id-7");
+        assert_eq!(claims["aud"], "https://idp.example/token");
+        assert!(
+            built
+                .sent_secrets
+                .iter()
+                .any(|sent| sent.expose() == assertion),
+            "an echoed assertion would be blanked out of error excerpts"
+        );
+        let refresh = spec.refresh.expect("a refresh grant");
+        assert!(
+            refresh
+                .client_fields
+                .iter()
+                .any(|(name, value)| name == "client_assertion"
+                    && matches!(value, FieldValue::Assertion(_))),
+            "the refresh grant authenticates the same way"
+        );
+    }
 }

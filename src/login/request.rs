@@ -131,7 +131,12 @@ pub fn build(spec: &RequestSpec) -> Result<BuiltRequest, BuildError> {
     }
     let mut fields = Vec::with_capacity(spec.fields.len());
     for (name, value) in &spec.fields {
-        fields.push((name.as_str(), resolver.resolve(name, value)?));
+        let resolved = match &resolver.client_id {
+            // Read once, above.
+            Some(client_id) if name == "client_id" => client_id.clone(),
+            _ => resolver.resolve(name, value)?,
+        };
+        fields.push((name.as_str(), resolved));
     }
     let body = match spec.encoding {
         Encoding::Form => {
