@@ -187,6 +187,14 @@ fn describe_account(text: &mut String, account: &Account, line: usize) {
     if let Some(ca) = &account.http.ca_file {
         let _ = write!(http, ", extra CA {}", ca.display());
     }
+    if let Some(identity) = &account.http.client_identity {
+        let _ = write!(
+            http,
+            ", client certificate {} (key {})",
+            identity.cert.display(),
+            identity.key.display()
+        );
+    }
     match &account.http.proxy {
         ProxySetting::None => http.push_str(", no proxy"),
         ProxySetting::Environment => http.push_str(", proxy from the environment"),

@@ -129,6 +129,8 @@ raw_account! {
     max_reply_bytes: Option<Spanned<i64>>,
     ca_file: Option<Spanned<String>>,
     proxy: Option<Spanned<String>>,
+    client_cert: Option<Spanned<String>>,
+    client_key: Option<Spanned<String>>,
     request: Option<Spanned<RawRequest>>,
     reply: Option<Spanned<RawReply>>,
     #[serde(default)]

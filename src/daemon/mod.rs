@@ -273,12 +273,12 @@ impl Reloader<'_> {
                 return;
             }
         };
-        let ca_changed = crate::input::may_block(|| supervisor.ca_changed());
-        if force || text.digest() != self.last_digest || !ca_changed.is_empty() {
+        let files_changed = crate::input::may_block(|| supervisor.files_changed());
+        if force || text.digest() != self.last_digest || !files_changed.is_empty() {
             if !force {
                 self.notifier.reloading();
             }
-            let applied = self.apply(supervisor, &text, &ca_changed).await;
+            let applied = self.apply(supervisor, &text, &files_changed).await;
             self.board.reloaded(applied, self.clock.wall());
             if !force {
                 self.notifier.reloaded();
@@ -305,7 +305,7 @@ impl Reloader<'_> {
         &mut self,
         supervisor: &mut Supervisor,
         text: &config::ConfigText,
-        ca_changed: &[String],
+        files_changed: &[String],
     ) -> bool {
         // Validation opens CA bundles and looks up owner and group names.
         let new = match crate::input::may_block(|| text.validate(SecretCheck::Skip)) {
@@ -325,7 +325,7 @@ impl Reloader<'_> {
                 "[daemon] listen and control_socket take effect when the daemon restarts"
             );
         }
-        match supervisor.reload(new, ca_changed).await {
+        match supervisor.reload(new, files_changed).await {
             Ok(changes) => {
                 self.last_digest = text.digest();
                 self.controller.set_grace(grace);

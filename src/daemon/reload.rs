@@ -93,10 +93,10 @@ impl ReloadPlan {
 
 /// What reloading from `old` to `new` does, given the accounts whose CA bundle changed since
 /// their clients were built.
-pub fn plan(old: &Config, new: &Config, ca_changed: &[String]) -> ReloadPlan {
+pub fn plan(old: &Config, new: &Config, files_changed: &[String]) -> ReloadPlan {
     let mut changes = diff(&old.accounts, &new.accounts);
     let mut ca_restarts = Vec::new();
-    for name in ca_changed {
+    for name in files_changed {
         if new.accounts.contains_key(name) && new.accounts.get(name) == old.accounts.get(name) {
             changes.push(Change::Restart(name.clone()));
             ca_restarts.push(name.clone());
@@ -261,10 +261,11 @@ mod tests {
                 vec![],
             ),
         ];
-        for (why, text, ca_changed, changes, kept, forgotten) in cases {
+        for (why, text, files_changed, changes, kept, forgotten) in cases {
             let new = config(&text);
-            let ca_changed: Vec<String> = ca_changed.iter().map(|name| name.to_string()).collect();
-            let plan = plan(&old, &new, &ca_changed);
+            let files_changed: Vec<String> =
+                files_changed.iter().map(|name| name.to_string()).collect();
+            let plan = plan(&old, &new, &files_changed);
             assert_eq!(plan.changes, changes, "{why}");
             let kept: BTreeSet<PathBuf> = kept
                 .iter()
@@ -272,7 +273,7 @@ mod tests {
                 .collect();
             assert_eq!(plan.kept, kept, "{why}");
             assert_eq!(plan.forgotten, forgotten, "{why}");
-            assert_eq!(plan.ca_restarts, ca_changed, "{why}");
+            assert_eq!(plan.ca_restarts, files_changed, "{why}");
         }
         let louder = config(&format!("[daemon]\nlog_level = \"debug\"\n{base}"));
         let plan = plan(&old, &louder, &[]);

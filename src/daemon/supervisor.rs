@@ -20,7 +20,7 @@ use super::state::{CredentialsDigest, Keys, Saved, StateDir, StateFile};
 use super::status::{AccountCell, Board};
 use crate::config::{self, Account, Config, DaemonSettings};
 use crate::login::Login;
-use crate::login::http::CaDigest;
+use crate::login::http::FilesDigest;
 use crate::output::OutputDir;
 
 /// A gap between the two clocks that grew by more than this means the machine was suspended.
@@ -67,7 +67,7 @@ pub struct Built {
     pub auth: Arc<dyn Authenticator>,
     /// The digest of the CA bundle its HTTP client trusts: when the file's digest differs, the
     /// bundle was rotated and the account restarts with a client that trusts the new one.
-    pub ca_digest: Option<CaDigest>,
+    pub files_digest: Option<FilesDigest>,
 }
 
 /// Builds the logins of accounts. The daemon uses [`HttpLogins`]; tests substitute fakes (any
@@ -92,7 +92,7 @@ where
     fn login_for(&self, account: &Account) -> Result<Built, crate::login::SetupError> {
         Ok(Built {
             auth: self(account),
-            ca_digest: crate::login::http::ca_digest(&account.http),
+            files_digest: crate::login::http::files_digest(&account.http),
         })
     }
 }
@@ -172,7 +172,7 @@ impl Logins for HttpLogins {
     fn login_for(&self, account: &Account) -> Result<Built, crate::login::SetupError> {
         let login = Login::for_account(account, &self.clients)?;
         Ok(Built {
-            ca_digest: login.ca_digest(),
+            files_digest: login.files_digest(),
             auth: Arc::new(login),
         })
     }
@@ -196,7 +196,7 @@ struct Running {
     cell: Arc<AccountCell>,
     /// The digest of the CA bundle the task's HTTP client trusts: a rotated bundle restarts the
     /// account, so that its client trusts the new one.
-    ca_digest: Option<CaDigest>,
+    files_digest: Option<FilesDigest>,
 }
 
 /// Owns the account tasks.
@@ -290,7 +290,7 @@ impl Supervisor {
     fn spawn_with(&mut self, prepared: Prepared, startup_accounts: usize, at_start: bool) {
         let Prepared {
             account,
-            login: Built { auth, ca_digest },
+            login: Built { auth, files_digest },
         } = prepared;
         let digest = crate::input::may_block(|| self.credentials_digest(&account));
         let cell = self.board.insert(&account, digest);
@@ -331,13 +331,13 @@ impl Supervisor {
                 task: handle,
                 generation,
                 cell,
-                ca_digest,
+                files_digest,
             },
         );
     }
 
-    /// Applies a new, already validated config (`ca_changed`: the accounts whose CA bundle was
-    /// rotated, from [`Supervisor::ca_changed`]): checks the output directories of added and
+    /// Applies a new, already validated config (`files_changed`: the accounts whose CA bundle was
+    /// rotated, from [`Supervisor::files_changed`]): checks the output directories of added and
     /// changed accounts first, then stops removed and changed accounts (and deletes the files they
     /// no longer own), then starts added and changed ones. Unchanged accounts are untouched.
     ///
@@ -346,9 +346,9 @@ impl Supervisor {
     pub async fn reload(
         &mut self,
         new: Config,
-        ca_changed: &[String],
+        files_changed: &[String],
     ) -> Result<Vec<Change>, SetupError> {
-        let plan = reload::plan(&self.config, &new, ca_changed);
+        let plan = reload::plan(&self.config, &new, files_changed);
         for name in &plan.ca_restarts {
             tracing::info!(account = %name, "the CA bundle changed: restarting the account with a client that trusts it");
         }
@@ -439,19 +439,26 @@ impl Supervisor {
         Ok(changes)
     }
 
-    /// The accounts whose CA bundle's contents changed since their client was built.
-    pub fn ca_changed(&self) -> Vec<String> {
-        let mut digests: HashMap<&Path, Option<CaDigest>> = HashMap::new();
+    /// The accounts whose client files (CA bundle, client certificate and key) changed since
+    /// their client was built.
+    pub fn files_changed(&self) -> Vec<String> {
+        type Files<'a> = (
+            Option<&'a Path>,
+            Option<&'a crate::login::spec::ClientIdentity>,
+        );
+        let mut digests: HashMap<Files<'_>, Option<FilesDigest>> = HashMap::new();
         self.running
             .iter()
             .filter(|(_, running)| {
-                let Some(path) = running.cell.account().http.ca_file.as_deref() else {
+                let http = &running.cell.account().http;
+                let files = (http.ca_file.as_deref(), http.client_identity.as_ref());
+                if files == (None, None) {
                     return false;
-                };
+                }
                 let now = *digests
-                    .entry(path)
-                    .or_insert_with(|| crate::login::http::ca_digest(&running.cell.account().http));
-                now != running.ca_digest
+                    .entry(files)
+                    .or_insert_with(|| crate::login::http::files_digest(http));
+                now != running.files_digest
             })
             .map(|(name, _)| name.clone())
             .collect()
@@ -550,14 +557,19 @@ impl Supervisor {
         Arc::clone(&self.board)
     }
 
-    /// The files whose changes matter: the config, every secret file and every CA bundle.
+    /// The files whose changes matter: the config, every secret file, every CA bundle and every
+    /// client certificate and key.
     pub fn watched_files(&self) -> Vec<PathBuf> {
         let mut files = BTreeSet::from([self.config.path.clone()]);
         for running in self.running.values() {
             for (_, source) in running.cell.account().login.secret_sources() {
                 files.extend(source.watched_path());
             }
-            files.extend(running.cell.account().http.ca_file.clone());
+            let http = &running.cell.account().http;
+            files.extend(http.ca_file.clone());
+            if let Some(identity) = &http.client_identity {
+                files.extend([identity.cert.clone(), identity.key.clone()]);
+            }
         }
         files.into_iter().collect()
     }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Mutex, Once};
 
-use super::spec::{HttpSettings, ProxySetting};
+use super::spec::{ClientIdentity, HttpSettings, ProxySetting};
 
 /// The `User-Agent` every login sends.
 pub const USER_AGENT: &str = concat!("tokenkeeper/", env!("CARGO_PKG_VERSION"));
@@ -19,6 +19,8 @@ pub const USER_AGENT: &str = concat!("tokenkeeper/", env!("CARGO_PKG_VERSION"));
 pub enum ClientError {
     #[error("ca_file {path}: {message}")]
     CaFile { path: String, message: String },
+    #[error("client certificate {path}: {message}")]
+    ClientCert { path: String, message: String },
     #[error("proxy: {0}")]
     Proxy(String),
     #[error("cannot build the HTTP client: {0}")]
@@ -38,15 +40,99 @@ fn install_crypto_provider() {
 /// The largest CA bundle read: a full system bundle is about 200 KiB.
 const MAX_CA_BUNDLE_BYTES: usize = 8 * 1024 * 1024;
 
-/// A digest of a CA bundle's bytes: it keys the shared clients, and a change of it (a rotated
-/// bundle) restarts the accounts that use the bundle, so their client trusts the new one.
+/// A digest of the files a client is built from (the CA bundle, the client certificate and key):
+/// it keys the shared clients, and a change of it (a rotated bundle or certificate) restarts the
+/// accounts that use those files, so that their client trusts and presents the new ones.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub struct CaDigest([u8; 32]);
+pub struct FilesDigest([u8; 32]);
 
-impl CaDigest {
-    fn of(bytes: &[u8]) -> CaDigest {
-        CaDigest(crate::input::sha256(bytes))
+/// The largest client certificate chain or key read.
+const MAX_IDENTITY_BYTES: usize = 1024 * 1024;
+
+/// The files of a client as they are now: the CA bundle, and the certificate and key as one PEM
+/// buffer (as reqwest takes them), zeroized on drop.
+struct ClientFiles {
+    ca: Option<Vec<u8>>,
+    identity: Option<zeroize::Zeroizing<Vec<u8>>>,
+}
+
+impl ClientFiles {
+    fn read(settings: &HttpSettings) -> Result<ClientFiles, ClientError> {
+        let ca = settings.ca_file.as_deref().map(read_ca_file).transpose()?;
+        let identity = match &settings.client_identity {
+            None => None,
+            Some(identity) => {
+                let cert = read_identity_file(&identity.cert)?;
+                let key = read_identity_file(&identity.key)?;
+                let mut both =
+                    zeroize::Zeroizing::new(Vec::with_capacity(cert.len() + key.len() + 1));
+                both.extend_from_slice(&cert);
+                both.push(b'\n');
+                both.extend_from_slice(&key);
+                Some(both)
+            }
+        };
+        Ok(ClientFiles { ca, identity })
     }
+
+    /// `None` when the client is built from no file at all.
+    fn digest(&self) -> Option<FilesDigest> {
+        if self.ca.is_none() && self.identity.is_none() {
+            return None;
+        }
+        let mut input = Vec::new();
+        for part in [
+            self.ca.as_deref(),
+            self.identity.as_deref().map(|bytes| &bytes[..]),
+        ] {
+            match part {
+                None => input.push(0),
+                Some(bytes) => {
+                    input.push(1);
+                    input.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+                    input.extend_from_slice(bytes);
+                }
+            }
+        }
+        let digest = FilesDigest(crate::input::sha256(&input));
+        zeroize::Zeroize::zeroize(&mut input);
+        Some(digest)
+    }
+}
+
+/// Reads a client certificate and key and checks that they make a TLS client identity, the way a
+/// client is built from them: config validation calls this, so `check` finds a bad pair.
+///
+/// # Errors
+/// A file that cannot be read, or a pair that is not a certificate and its key.
+pub fn check_identity(identity: &ClientIdentity) -> Result<(), ClientError> {
+    let settings_like = ClientFiles::read(&HttpSettings {
+        connect_timeout: std::time::Duration::ZERO,
+        timeout: std::time::Duration::ZERO,
+        max_reply_bytes: 0,
+        ca_file: None,
+        proxy: ProxySetting::None,
+        client_identity: Some(identity.clone()),
+    })?;
+    let Some(pem) = settings_like.identity else {
+        return Ok(());
+    };
+    install_crypto_provider();
+    reqwest::Identity::from_pem(&pem)
+        .map(|_| ())
+        .map_err(|error| ClientError::ClientCert {
+            path: identity.cert.display().to_string(),
+            message: format!("with the key {}: {error}", identity.key.display()),
+        })
+}
+
+fn read_identity_file(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, ClientError> {
+    crate::input::read_file(path, MAX_IDENTITY_BYTES, crate::input::Symlinks::Follow)
+        .map(|file| file.bytes)
+        .map_err(|error| ClientError::ClientCert {
+            path: path.display().to_string(),
+            message: error.to_string(),
+        })
 }
 
 /// A CA bundle read and parsed once. Config validation and client building both load bundles
@@ -79,12 +165,10 @@ impl CaBundle {
     }
 }
 
-/// The digest of the CA bundle's current contents (`None` without a bundle, or when it cannot
-/// be read), to compare with the one a client was built with.
-pub fn ca_digest(settings: &HttpSettings) -> Option<CaDigest> {
-    read_ca_file(settings.ca_file.as_deref()?)
-        .ok()
-        .map(|bytes| CaDigest::of(&bytes))
+/// The digest of the client's files as they are now (`None` without any, or when one cannot be
+/// read), to compare with the one a client was built with.
+pub fn files_digest(settings: &HttpSettings) -> Option<FilesDigest> {
+    ClientFiles::read(settings).ok()?.digest()
 }
 
 fn read_ca_file(path: &Path) -> Result<Vec<u8>, ClientError> {
@@ -98,12 +182,12 @@ fn read_ca_file(path: &Path) -> Result<Vec<u8>, ClientError> {
 
 /// Which client serves a login: the settings and the digest of the CA bundle's bytes (so a
 /// rotated bundle gets a new client).
-type ClientKey = (HttpSettings, Option<CaDigest>);
+type ClientKey = (HttpSettings, Option<FilesDigest>);
 
 /// A client handed out by [`Clients`], with the digest of the CA bundle it trusts.
 pub struct SharedClient {
     pub client: reqwest::Client,
-    pub ca_digest: Option<CaDigest>,
+    pub files_digest: Option<FilesDigest>,
 }
 
 /// The HTTP clients of a set of accounts: one per distinct set of settings and CA bundle
@@ -128,23 +212,27 @@ impl Clients {
     /// # Errors
     /// A bad CA bundle or proxy URL.
     pub fn client_for(&self, settings: &HttpSettings) -> Result<SharedClient, ClientError> {
-        let bytes = settings.ca_file.as_deref().map(read_ca_file).transpose()?;
-        let key = (settings.clone(), bytes.as_deref().map(CaDigest::of));
+        let files = ClientFiles::read(settings)?;
+        let key = (settings.clone(), files.digest());
         let shared = |client: &reqwest::Client| SharedClient {
             client: client.clone(),
-            ca_digest: key.1,
+            files_digest: key.1,
         };
         if let Some(client) = self.lock().get(&key) {
             return Ok(shared(client));
         }
-        let bundle = match (&settings.ca_file, &bytes) {
+        let bundle = match (&settings.ca_file, &files.ca) {
             (Some(path), Some(bytes)) => Some(CaBundle::parse(path, bytes)?),
             _ => None,
         };
-        let client = build_client(settings, bundle.as_ref())?;
+        let client = build_client(
+            settings,
+            bundle.as_ref(),
+            files.identity.as_deref().map(|bytes| &bytes[..]),
+        )?;
         let mut built = self.lock();
-        // A client for the same settings with another bundle is for one that has since been
-        // rotated: the file now holds these bytes, so that client will not be handed out again.
+        // A client for the same settings with other files is for files that have since been
+        // rotated: they now hold these bytes, so that client will not be handed out again.
         built.retain(|(other, digest), _| other != settings || *digest == key.1);
         Ok(shared(built.entry(key.clone()).or_insert(client)))
     }
@@ -173,6 +261,7 @@ const POOL_MAX_IDLE_PER_HOST: usize = 8;
 fn build_client(
     settings: &HttpSettings,
     bundle: Option<&CaBundle>,
+    identity: Option<&[u8]>,
 ) -> Result<reqwest::Client, ClientError> {
     install_crypto_provider();
     let mut builder = reqwest::Client::builder()
@@ -192,6 +281,15 @@ fn build_client(
         .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST);
     if let Some(bundle) = bundle {
         builder = builder.tls_certs_merge(bundle.certificates.clone());
+    }
+    if let (Some(identity), Some(files)) = (identity, &settings.client_identity) {
+        // reqwest's message says what is missing (a key, a certificate), never their contents.
+        let identity =
+            reqwest::Identity::from_pem(identity).map_err(|error| ClientError::ClientCert {
+                path: files.cert.display().to_string(),
+                message: format!("with the key {}: {error}", files.key.display()),
+            })?;
+        builder = builder.identity(identity);
     }
     builder = match &settings.proxy {
         ProxySetting::None => builder.no_proxy(),

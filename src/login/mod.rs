@@ -97,7 +97,7 @@ pub struct Login {
     account: String,
     spec: std::sync::Arc<LoginSpec>,
     client: reqwest::Client,
-    ca_digest: Option<http::CaDigest>,
+    files_digest: Option<http::FilesDigest>,
     max_reply_bytes: usize,
     max_lifetime: SignedDuration,
 }
@@ -139,7 +139,7 @@ impl Login {
         Ok(Login {
             account: account.name.clone(),
             client: shared.client,
-            ca_digest: shared.ca_digest,
+            files_digest: shared.files_digest,
             spec: std::sync::Arc::clone(&account.login),
             max_reply_bytes: account.http.max_reply_bytes,
             max_lifetime: account.max_lifetime,
@@ -148,8 +148,8 @@ impl Login {
 
     /// The digest of the CA bundle this login's client trusts (`None` without one): when the
     /// file's digest differs, the bundle was rotated after the client was built.
-    pub fn ca_digest(&self) -> Option<http::CaDigest> {
-        self.ca_digest
+    pub fn files_digest(&self) -> Option<http::FilesDigest> {
+        self.files_digest
     }
 
     /// Logs in once. With a `refresh_token` from an earlier OAuth2 login, the refresh grant is

@@ -332,6 +332,10 @@ impl Preset {
                 };
                 (None, assertion_fields(assertion))
             }
+            ClientAuth::TlsClientAuth | ClientAuth::SelfSignedTlsClientAuth => {
+                // The certificate travels in the TLS handshake (the account's `client_cert`).
+                (None, vec![("client_id".to_string(), client_id.clone())])
+            }
             ClientAuth::ClientAssertion => {
                 let source = match value("client_assertion")? {
                     FieldValue::Secret(source) => source,
@@ -397,25 +401,37 @@ pub enum ClientAuth {
     PrivateKeyJwt,
     /// A JWT read from `client_assertion` (a file another issuer renews) at each login.
     ClientAssertion,
+    /// `tls_client_auth` (RFC 8705 §2.1): the client certificate of the login connection, issued
+    /// by a CA the server trusts; only `client_id` in the body.
+    TlsClientAuth,
+    /// `self_signed_tls_client_auth` (RFC 8705 §2.2): the same with a self-signed certificate
+    /// the server knows from the client's registration.
+    SelfSignedTlsClientAuth,
 }
 
 impl ClientAuth {
     /// Every method, by its config name(s) (the first is the one docs use).
-    pub const NAMES: [(&'static str, ClientAuth); 6] = [
+    pub const NAMES: [(&'static str, ClientAuth); 8] = [
         ("basic", ClientAuth::Basic),
         ("client_secret_basic", ClientAuth::Basic),
         ("post", ClientAuth::Post),
         ("client_secret_post", ClientAuth::Post),
         ("private_key_jwt", ClientAuth::PrivateKeyJwt),
         ("client_assertion", ClientAuth::ClientAssertion),
+        ("tls_client_auth", ClientAuth::TlsClientAuth),
+        (
+            "self_signed_tls_client_auth",
+            ClientAuth::SelfSignedTlsClientAuth,
+        ),
     ];
 
-    /// The credential key this method needs.
+    /// The key this method needs: a credential, or `client_cert` (with `client_key`).
     pub fn credential(self) -> &'static str {
         match self {
             ClientAuth::Basic | ClientAuth::Post => "client_secret",
             ClientAuth::PrivateKeyJwt => "private_key",
             ClientAuth::ClientAssertion => "client_assertion",
+            ClientAuth::TlsClientAuth | ClientAuth::SelfSignedTlsClientAuth => "client_cert",
         }
     }
 }

@@ -322,6 +322,17 @@ pub struct HttpSettings {
     /// Extra trusted roots (PEM), merged with the system's.
     pub ca_file: Option<std::path::PathBuf>,
     pub proxy: ProxySetting,
+    /// A client certificate for the login connection (mutual TLS, RFC 8705).
+    pub client_identity: Option<ClientIdentity>,
+}
+
+/// A client certificate and its private key, each a PEM file, read when the client is built and
+/// again whenever either changes (the account then restarts with a new client).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ClientIdentity {
+    /// The certificate, then any intermediates.
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 /// Whether and how a proxy is used. Proxy environment variables are ignored unless asked for.

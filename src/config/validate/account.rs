@@ -18,7 +18,8 @@ use crate::config::values::valid_account_name;
 use crate::login::assertion::SigningAlg;
 use crate::login::preset::{ClientAuth, Need, Preset, PresetInput};
 use crate::login::spec::{
-    BasicAuth, Encoding, FieldValue, HttpSettings, LoginSpec, ReplySpec, RequestSpec,
+    BasicAuth, ClientIdentity, Encoding, FieldValue, HttpSettings, LoginSpec, ReplySpec,
+    RequestSpec,
 };
 use crate::secret::SecretSource;
 
@@ -108,6 +109,7 @@ impl Validator {
                 Some(value) => self.proxy(value, &key("proxy")),
                 None => defaults.proxy.clone(),
             },
+            client_identity: self.client_identity(account, &key),
         };
         let max_lifetime = match &account.max_lifetime {
             Some(value) => self.max_lifetime(value, &key("max_lifetime")),
@@ -138,6 +140,50 @@ impl Validator {
         })
     }
 
+    /// The account's client certificate and key: both or neither, absolute paths, and a pair
+    /// that makes a TLS client identity (read now, as a CA bundle is).
+    fn client_identity(
+        &mut self,
+        account: &RawAccount,
+        key: &dyn Fn(&str) -> String,
+    ) -> Option<ClientIdentity> {
+        let (cert, private) = match (&account.client_cert, &account.client_key) {
+            (None, None) => return None,
+            (Some(cert), Some(private)) => (cert, private),
+            (Some(only), None) | (None, Some(only)) => {
+                let missing = if account.client_cert.is_none() {
+                    "client_cert"
+                } else {
+                    "client_key"
+                };
+                self.problem(
+                    Some(only.span()),
+                    &key(missing),
+                    "`client_cert` and `client_key` go together: the certificate and its private key, each a PEM file",
+                );
+                return None;
+            }
+        };
+        let mut path = |value: &Spanned<String>, name: &str| {
+            let path = std::path::PathBuf::from(value.get_ref());
+            if path.is_absolute() {
+                Some(path)
+            } else {
+                self.problem(Some(value.span()), &key(name), "must be an absolute path");
+                None
+            }
+        };
+        let identity = ClientIdentity {
+            cert: path(cert, "client_cert")?,
+            key: path(private, "client_key")?,
+        };
+        if let Err(error) = crate::login::http::check_identity(&identity) {
+            self.problem(Some(cert.span()), &key("client_cert"), error.to_string());
+            return None;
+        }
+        Some(identity)
+    }
+
     /// Checks that an OAuth2 account has the one client credential its `auth_method` uses (and
     /// the assertion options only with `private_key_jwt`), each problem at its key.
     fn client_credential(
@@ -151,11 +197,14 @@ impl Validator {
             .auth_method
             .as_ref()
             .map_or("basic", |method| method.get_ref().as_str());
-        let present: Vec<(&'static str, Range<usize>)> = account
+        let mut present: Vec<(&'static str, Range<usize>)> = account
             .credentials()
             .into_iter()
             .map(|credential| (credential.name, credential.value.span()))
             .collect();
+        if let Some(cert) = &account.client_cert {
+            present.push(("client_cert", cert.span()));
+        }
         let wanted = auth.credential();
         if !present.iter().any(|(name, _)| *name == wanted) {
             let span = account
@@ -168,6 +217,7 @@ impl Validator {
                 format!("auth_method `{method}` needs `{wanted}`"),
             );
         }
+        // A client certificate may also just secure the connection of a secret-based login.
         for other in ["client_secret", "private_key", "client_assertion"] {
             if other == wanted {
                 continue;
@@ -317,7 +367,7 @@ impl Validator {
                     Some(method.span()),
                     &key("auth_method"),
                     format!(
-                        "unknown auth_method `{}`, expected `basic` (client_secret_basic), `post` (client_secret_post), `private_key_jwt` or `client_assertion`",
+                        "unknown auth_method `{}`, expected `basic` (client_secret_basic), `post` (client_secret_post), `private_key_jwt`, `client_assertion`, `tls_client_auth` or `self_signed_tls_client_auth`",
                         method.get_ref()
                     ),
                 ),
