@@ -15,6 +15,7 @@ mod hostile;
 mod http;
 mod kubernetes;
 mod notify;
+mod oauth2_keyless;
 mod oauth2_real;
 mod observe;
 mod presets;

@@ -10,11 +10,21 @@
 //   OIDC_TTL_SECONDS  lifetime of client credentials access tokens, default 60
 //   OIDC_EXIT_ON_STDIN_EOF=1  exit when stdin closes (the harness sets this so that
 //                     a killed test binary never leaves a server behind)
+//   OIDC_JWT_KEYS_DIR when set, an existing directory: a fresh RSA 2048 and EC P-256
+//                     key pair are generated at start, their private keys written there
+//                     as PKCS#8 PEM (rs256.pem, es256.pem, mode 0600), and two
+//                     private_key_jwt clients registered with the public halves
 //
 // Stdout carries exactly one line, `LISTENING <port>`, once the server accepts
-// connections; every other message goes to stderr.
+// connections (and the key files, if asked for, are written); every other
+// message goes to stderr, including one `oidc request:` line per token or
+// introspection request with its client id and final status, so the harness
+// can count the requests that reached the server.
 
+import { generateKeyPairSync } from 'node:crypto';
+import { chmodSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
+import { join } from 'node:path';
 import process from 'node:process';
 
 // oidc-provider prints its NOTICE lines with console.info, i.e. to stdout.
@@ -44,6 +54,7 @@ function parseTtl(raw) {
 
 const port = parsePort(process.argv[2] ?? process.env.OIDC_PORT);
 const ttlSeconds = parseTtl(process.env.OIDC_TTL_SECONDS);
+const jwtKeysDir = process.env.OIDC_JWT_KEYS_DIR || undefined;
 
 // Keep these in step with the constants in tests/it/support/oidc.rs.
 //
@@ -79,6 +90,40 @@ const CLIENTS = [
     redirect_uris: [],
   },
 ];
+
+// The private_key_jwt clients (OpenID Connect Core §9) hold no secret: each is
+// registered with the public half of a key pair made here at start, and the
+// private half is left in OIDC_JWT_KEYS_DIR for the tests to configure. Fresh
+// keys per server mean no private key is ever committed to the repository.
+//
+// oidc-provider accepts an assertion whose `aud` is the issuer or the token
+// endpoint URL (lib/shared/jwt_client_auth.js), and remembers every `jti` until
+// the assertion's `exp` (ReplayDetection), refusing a second use with
+// invalid_client "client assertion tokens must only be used once".
+const JWT_CLIENTS = [
+  { client_id: 'jwt-rs256-client', file: 'rs256.pem', alg: 'RS256', kid: 'rs-1', type: 'rsa', options: { modulusLength: 2048 } },
+  { client_id: 'jwt-es256-client', file: 'es256.pem', alg: 'ES256', kid: 'es-1', type: 'ec', options: { namedCurve: 'P-256' } },
+];
+
+if (jwtKeysDir !== undefined) {
+  for (const { client_id, file, alg, kid, type, options } of JWT_CLIENTS) {
+    const { publicKey, privateKey } = generateKeyPairSync(type, options);
+    const path = join(jwtKeysDir, file);
+    // `mode` only applies when the file is created; chmod covers a leftover file.
+    writeFileSync(path, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
+    chmodSync(path, 0o600);
+    CLIENTS.push({
+      client_id,
+      token_endpoint_auth_method: 'private_key_jwt',
+      token_endpoint_auth_signing_alg: alg,
+      jwks: { keys: [{ ...publicKey.export({ format: 'jwk' }), kid, alg, use: 'sig' }] },
+      grant_types: ['client_credentials'],
+      response_types: [],
+      redirect_uris: [],
+      scope: 'api:read api:write',
+    });
+  }
+}
 
 const { default: Provider } = await import('oidc-provider');
 
@@ -119,19 +164,33 @@ const provider = new Provider(issuer, {
 const REGISTERED_METHOD = new Map(CLIENTS.map((c) => [c.client_id, c.token_endpoint_auth_method]));
 
 function usedAuthMethod(ctx) {
-  const header = ctx.headers.authorization !== undefined;
-  const body = ctx.oidc.params?.client_secret !== undefined;
-  if (header && body) return 'both client_secret_basic and client_secret_post';
-  if (header) return 'client_secret_basic';
-  if (body) return 'client_secret_post';
-  return 'none';
+  const used = [];
+  if (ctx.headers.authorization !== undefined) used.push('client_secret_basic');
+  if (ctx.oidc.params?.client_secret !== undefined) used.push('client_secret_post');
+  // A JWT in the body (RFC 7523 §2.2). The only clients registered here for an
+  // assertion verify it with their public key, so it counts as private_key_jwt.
+  if (ctx.oidc.params?.client_assertion !== undefined) used.push('private_key_jwt');
+  if (used.length === 0) return 'none';
+  if (used.length === 1) return used[0];
+  return `all of ${used.join(', ')}`;
 }
 
 provider.use(async (ctx, next) => {
   await next();
   const route = ctx.oidc?.route;
-  if ((route !== 'token' && route !== 'introspection') || ctx.status !== 200) return;
+  if (route !== 'token' && route !== 'introspection') return;
+  // Logged after the strict-auth check below has had its say, with the final
+  // status. Never the credentials, the assertion or the token.
   const clientId = ctx.oidc.client?.clientId;
+  try {
+    if (ctx.status === 200) await enforceRegisteredMethod(ctx, clientId);
+  } finally {
+    const name = clientId ?? ctx.oidc.params?.client_id ?? '-';
+    console.error(`oidc request: ${route} client ${name} status ${ctx.status}`);
+  }
+});
+
+async function enforceRegisteredMethod(ctx, clientId) {
   const registered = REGISTERED_METHOD.get(clientId);
   const used = usedAuthMethod(ctx);
   if (registered === undefined || used === registered) return;
@@ -144,11 +203,14 @@ provider.use(async (ctx, next) => {
     ctx.set('WWW-Authenticate', `Basic realm="${issuer}", error="invalid_client"`);
   }
   ctx.body = { error: 'invalid_client', error_description: description };
-});
+}
 
+// error_detail is oidc-provider's reason behind a generic invalid_client
+// (`invalid secret provided`, `client assertion tokens must only be used once`).
 for (const event of ['grant.error', 'introspection.error', 'server_error']) {
   provider.on(event, (ctx, err) => {
-    console.error(`oidc ${event}: ${err?.name}: ${err?.message} ${err?.error_description ?? ''}`);
+    const detail = err?.error_detail === undefined ? '' : ` (${err.error_detail})`;
+    console.error(`oidc ${event}: ${err?.name}: ${err?.message} ${err?.error_description ?? ''}${detail}`);
   });
 }
 

@@ -15,6 +15,15 @@
 //! `client_secret_post` from any client with a secret; server.mjs adds a check
 //! that turns a request authenticated the unregistered way into a 401
 //! `invalid_client`, so the tests also prove the preset picks the right method.
+//!
+//! [`OidcProvider::start_with_jwt_keys`] also registers two `private_key_jwt`
+//! clients whose key pairs the server makes at start; their private keys are
+//! left as PKCS#8 PEM files in a directory the provider owns
+//! ([`OidcProvider::rs256_key`], [`OidcProvider::es256_key`]).
+//!
+//! The server logs one `oidc request: <route> client <id> status <n>` line per
+//! token or introspection request; [`OidcProvider::settled_log`] waits until
+//! every earlier request is in the log, so tests can count requests.
 
 // Each integration test uses only some of these helpers.
 use std::io::{BufRead, BufReader, Read, Write};
@@ -41,6 +50,14 @@ pub const POST_CLIENT_SECRET: &str = "p0st-client-secret";
 /// The only client the introspection endpoint answers (`client_secret_basic`).
 pub const INTROSPECTOR_CLIENT_ID: &str = "introspector";
 pub const INTROSPECTOR_CLIENT_SECRET: &str = "introspector-secret";
+/// Registered for `private_key_jwt` with RS256 and the public half of
+/// [`OidcProvider::rs256_key`] under `kid` [`JWT_RS256_KID`]; scopes `api:read api:write`.
+pub const JWT_RS256_CLIENT_ID: &str = "jwt-rs256-client";
+pub const JWT_RS256_KID: &str = "rs-1";
+/// Registered for `private_key_jwt` with ES256 (P-256) and the public half of
+/// [`OidcProvider::es256_key`] under `kid` [`JWT_ES256_KID`]; scopes `api:read api:write`.
+pub const JWT_ES256_CLIENT_ID: &str = "jwt-es256-client";
+pub const JWT_ES256_KID: &str = "es-1";
 
 /// How long [`OidcProvider::start`] waits for the `LISTENING` line.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -59,6 +76,9 @@ pub struct OidcProvider {
     log: Arc<Mutex<String>>,
     /// Joined after a failed start so the panic shows all the server wrote.
     stderr_reader: Option<JoinHandle<()>>,
+    /// Where the server wrote the `private_key_jwt` clients' private keys, if asked to; removed
+    /// only after `Drop` has killed the server (fields are dropped after `drop` runs).
+    jwt_keys: Option<tempfile::TempDir>,
 }
 
 impl OidcProvider {
@@ -69,6 +89,19 @@ impl OidcProvider {
     /// PATH or `tests/oidc/node_modules` is not installed and `CI` is unset; with
     /// `CI` set that panics instead. A server that fails to start always panics.
     pub fn start(ttl_seconds: u64) -> Option<OidcProvider> {
+        OidcProvider::spawn(ttl_seconds, None)
+    }
+
+    /// Like [`OidcProvider::start`], and the server also makes an RSA 2048 and an EC P-256 key
+    /// pair, writes their private keys (PKCS#8 PEM, mode 0600) to a new temporary directory before
+    /// it listens, and registers [`JWT_RS256_CLIENT_ID`] and [`JWT_ES256_CLIENT_ID`] with the
+    /// public halves.
+    pub fn start_with_jwt_keys(ttl_seconds: u64) -> Option<OidcProvider> {
+        let keys = tempfile::tempdir().expect("creating a directory for the server's keys failed");
+        OidcProvider::spawn(ttl_seconds, Some(keys))
+    }
+
+    fn spawn(ttl_seconds: u64, jwt_keys: Option<tempfile::TempDir>) -> Option<OidcProvider> {
         assert!(
             ttl_seconds > 0,
             "the oidc-provider token TTL must be at least 1 s"
@@ -79,12 +112,18 @@ impl OidcProvider {
             return None;
         }
 
-        let mut child = Command::new("node")
+        let mut command = Command::new("node");
+        command
             .arg(dir.join("server.mjs"))
             .arg("0")
             .current_dir(&dir)
             .env("OIDC_TTL_SECONDS", ttl_seconds.to_string())
             .env("OIDC_EXIT_ON_STDIN_EOF", "1")
+            .env_remove("OIDC_JWT_KEYS_DIR");
+        if let Some(keys) = &jwt_keys {
+            command.env("OIDC_JWT_KEYS_DIR", keys.path());
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -110,6 +149,7 @@ impl OidcProvider {
             port: 0,
             log,
             stderr_reader: Some(stderr_reader),
+            jwt_keys,
         };
         match port_rx.recv_timeout(START_TIMEOUT) {
             Ok(Ok(port)) => {
@@ -147,8 +187,36 @@ impl OidcProvider {
         format!("{}/token/introspection", self.issuer())
     }
 
-    /// What the server has written to stderr so far (its warnings, and one line
-    /// per refused token or introspection request).
+    /// The RSA private key (PKCS#8 PEM) of [`JWT_RS256_CLIENT_ID`]. Panics unless the server was
+    /// started with [`OidcProvider::start_with_jwt_keys`].
+    pub fn rs256_key(&self) -> PathBuf {
+        self.jwt_key("rs256.pem")
+    }
+
+    /// The EC P-256 private key (PKCS#8 PEM) of [`JWT_ES256_CLIENT_ID`]. Panics unless the server
+    /// was started with [`OidcProvider::start_with_jwt_keys`].
+    pub fn es256_key(&self) -> PathBuf {
+        self.jwt_key("es256.pem")
+    }
+
+    fn jwt_key(&self, file: &str) -> PathBuf {
+        let keys = self
+            .jwt_keys
+            .as_ref()
+            .expect("the server was started without OIDC_JWT_KEYS_DIR: use start_with_jwt_keys");
+        let path = keys.path().join(file);
+        assert!(
+            path.is_file(),
+            "oidc-provider listened without writing {}",
+            path.display()
+        );
+        path
+    }
+
+    /// What the server has written to stderr so far: its warnings, one
+    /// `oidc request: <route> client <id> status <n>` line per token or
+    /// introspection request, and a line with the reason for each refused one.
+    /// Lines of requests still in flight may be missing: see [`OidcProvider::settled_log`].
     pub fn log(&self) -> String {
         self.log
             .lock()
@@ -156,10 +224,46 @@ impl OidcProvider {
             .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
     }
 
+    /// The server's log once every request answered before this call is in it: makes one
+    /// introspection request and waits (at most 10 s) for its line, which the server writes
+    /// after those of all earlier requests. For counting requests that must not have happened.
+    pub async fn settled_log(&self) -> String {
+        let marker = "oidc request: introspection client introspector status 200";
+        let before = self.log().matches(marker).count();
+        // A token the server never issued: introspection answers 200 with `active: false`.
+        assert!(!self.introspect("tokenkeeper-log-barrier").await);
+        let deadline = std::time::Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            let log = self.log();
+            if log.matches(marker).count() > before {
+                return log;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "oidc-provider answered an introspection request but did not log it:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// How many token requests naming `client_id` the server has logged, whatever their status.
+    pub fn token_requests(log: &str, client_id: &str) -> usize {
+        let prefix = format!("oidc request: token client {client_id} status ");
+        log.lines().filter(|line| line.starts_with(&prefix)).count()
+    }
+
     /// Asks the introspection endpoint (RFC 7662), as the introspector client,
     /// whether `token` is a live access token. Panics on anything but a 200 reply
     /// with a boolean `active`.
     pub async fn introspect(&self, token: &str) -> bool {
+        // `introspection` has checked that `active` is a boolean.
+        self.introspection(token).await["active"] == true
+    }
+
+    /// The introspection endpoint's whole reply (RFC 7662 §2.2) for `token`, asked as the
+    /// introspector client: for an active token it names the `client_id` it was issued to and
+    /// its `scope`. Panics on anything but a 200 reply with a JSON object.
+    pub async fn introspection(&self, token: &str) -> serde_json::Value {
         let body = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("token", token)
             .append_pair("token_type_hint", "access_token")
@@ -188,9 +292,12 @@ impl OidcProvider {
         );
         let json: serde_json::Value = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("introspection reply is not JSON ({e}): {text}"));
-        json.get("active")
-            .and_then(serde_json::Value::as_bool)
-            .unwrap_or_else(|| panic!("introspection reply has no boolean `active`: {text}"))
+        assert!(
+            json.get("active")
+                .is_some_and(serde_json::Value::is_boolean),
+            "introspection reply has no boolean `active`: {text}"
+        );
+        json
     }
 
     /// Kills the server and panics with `what` and everything it logged.

@@ -71,7 +71,7 @@ impl Pki {
 }
 
 /// Runs `openssl` in `dir` with the whitespace-separated `args`; panics with its stderr if it fails.
-fn openssl(dir: &Path, args: &str) {
+pub fn openssl(dir: &Path, args: &str) {
     let output = Command::new("openssl")
         .args(args.split_whitespace())
         .current_dir(dir)
