@@ -36,8 +36,8 @@ pub enum Error {
     #[error("{failed} of {total} accounts have no fresh token")]
     Accounts { failed: usize, total: usize },
     /// An account's login cannot be set up (a bad CA bundle or proxy).
-    #[error("account {account}: {message}")]
-    Setup { account: String, message: String },
+    #[error(transparent)]
+    Setup(#[from] crate::login::SetupError),
     /// `token`'s login failed.
     #[error(transparent)]
     Login(#[from] LoginError),
@@ -90,7 +90,7 @@ impl Error {
             Error::Start(_)
             | Error::Signals(_)
             | Error::Accounts { .. }
-            | Error::Setup { .. }
+            | Error::Setup(_)
             | Error::Login(_)
             | Error::Stdout(_)
             | Error::Stdin(_)

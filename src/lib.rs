@@ -150,13 +150,7 @@ async fn print_token(config: &config::Config, name: &str) -> Result<(), Error> {
             known: config.accounts.keys().cloned().collect(),
         });
     };
-    let login =
-        login::Login::for_account(account, &login::http::Clients::new()).map_err(|error| {
-            Error::Setup {
-                account: name.to_string(),
-                message: error.to_string(),
-            }
-        })?;
+    let login = login::Login::for_account(account, &login::http::Clients::new())?;
     let outcome = login.login(None).await?;
     let mut stdout = std::io::stdout().lock();
     stdout

@@ -27,8 +27,8 @@ const ONCE_CONCURRENCY: usize = 8;
 pub enum RoundError {
     #[error(transparent)]
     Login(#[from] LoginError),
-    #[error("account {account}: {message}")]
-    Setup { account: String, message: String },
+    #[error(transparent)]
+    Setup(#[from] crate::login::SetupError),
     #[error(transparent)]
     Publish(#[from] output::PublishError),
 }
@@ -46,10 +46,7 @@ pub struct RoundReport {
 /// # Errors
 /// The login's error, or the outputs that could not be written.
 pub async fn round(account: &Account, clients: &Clients) -> Result<RoundReport, RoundError> {
-    let login = Login::for_account(account, clients).map_err(|error| RoundError::Setup {
-        account: account.name.clone(),
-        message: error.to_string(),
-    })?;
+    let login = Login::for_account(account, clients)?;
     let outcome = login.login(None).await?;
     let outputs = output::publish_all(account, &outcome.token)?;
     Ok(RoundReport { outcome, outputs })

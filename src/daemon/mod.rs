@@ -250,7 +250,8 @@ impl Reloader<'_> {
         }
     }
 
-    /// Re-reads the config once; applies it when its text changed, a CA bundle was rotated, or
+    /// Re-reads the config once; applies it when its text changed, a CA bundle or client
+    /// certificate was rotated, or
     /// when `force`d by SIGHUP; then wakes the accounts whose secrets changed. An invalid config
     /// is logged and the running one kept.
     async fn reload(&mut self, supervisor: &mut Supervisor, force: bool) {

@@ -61,8 +61,9 @@ pub fn task_settings_differ(old: &config::DaemonSettings, new: &config::DaemonSe
 pub struct ReloadPlan {
     /// Per account: start, stop, or restart.
     pub changes: Vec<Change>,
-    /// Accounts restarted only because their CA bundle's contents changed.
-    pub ca_restarts: Vec<String>,
+    /// Accounts restarted only because the contents of their client files (CA bundle, client
+    /// certificate or key) changed.
+    pub files_restarts: Vec<String>,
     /// Output paths the new config writes: not removed with the accounts that stop.
     pub kept: BTreeSet<PathBuf>,
     /// Accounts gone from the config: their state files go too.
@@ -91,15 +92,15 @@ impl ReloadPlan {
     }
 }
 
-/// What reloading from `old` to `new` does, given the accounts whose CA bundle changed since
-/// their clients were built.
+/// What reloading from `old` to `new` does, given the accounts whose client files (CA bundle,
+/// client certificate and key) changed since their clients were built.
 pub fn plan(old: &Config, new: &Config, files_changed: &[String]) -> ReloadPlan {
     let mut changes = diff(&old.accounts, &new.accounts);
-    let mut ca_restarts = Vec::new();
+    let mut files_restarts = Vec::new();
     for name in files_changed {
         if new.accounts.contains_key(name) && new.accounts.get(name) == old.accounts.get(name) {
             changes.push(Change::Restart(name.clone()));
-            ca_restarts.push(name.clone());
+            files_restarts.push(name.clone());
         }
     }
     if task_settings_differ(&old.daemon, &new.daemon) {
@@ -125,7 +126,7 @@ pub fn plan(old: &Config, new: &Config, files_changed: &[String]) -> ReloadPlan 
         .collect();
     ReloadPlan {
         changes,
-        ca_restarts,
+        files_restarts,
         kept,
         forgotten,
         state_dir_changed: (old.daemon.state_files, &old.daemon.state_dir)
@@ -273,7 +274,7 @@ mod tests {
                 .collect();
             assert_eq!(plan.kept, kept, "{why}");
             assert_eq!(plan.forgotten, forgotten, "{why}");
-            assert_eq!(plan.ca_restarts, files_changed, "{why}");
+            assert_eq!(plan.files_restarts, files_changed, "{why}");
         }
         let louder = config(&format!("[daemon]\nlog_level = \"debug\"\n{base}"));
         let plan = plan(&old, &louder, &[]);

@@ -65,8 +65,9 @@ impl Prepared {
 /// A login built for an account.
 pub struct Built {
     pub auth: Arc<dyn Authenticator>,
-    /// The digest of the CA bundle its HTTP client trusts: when the file's digest differs, the
-    /// bundle was rotated and the account restarts with a client that trusts the new one.
+    /// The digest of the files its HTTP client was built from (CA bundle, client certificate and
+    /// key): when the files' digest differs, one was rotated and the account restarts with a
+    /// client built from the new files.
     pub files_digest: Option<FilesDigest>,
 }
 
@@ -194,8 +195,8 @@ struct Running {
     /// The account on the board (and so the account itself); its wake signal carries the keyed
     /// digest of the account's secret values, to notice rotation without keeping secrets.
     cell: Arc<AccountCell>,
-    /// The digest of the CA bundle the task's HTTP client trusts: a rotated bundle restarts the
-    /// account, so that its client trusts the new one.
+    /// The digest of the files the task's HTTP client was built from: a rotated CA bundle or
+    /// client certificate restarts the account, so that its client uses the new ones.
     files_digest: Option<FilesDigest>,
 }
 
@@ -336,8 +337,8 @@ impl Supervisor {
         );
     }
 
-    /// Applies a new, already validated config (`files_changed`: the accounts whose CA bundle was
-    /// rotated, from [`Supervisor::files_changed`]): checks the output directories of added and
+    /// Applies a new, already validated config (`files_changed`: the accounts whose CA bundle or client
+    /// certificate was rotated, from [`Supervisor::files_changed`]): checks the output directories of added and
     /// changed accounts first, then stops removed and changed accounts (and deletes the files they
     /// no longer own), then starts added and changed ones. Unchanged accounts are untouched.
     ///
@@ -349,8 +350,15 @@ impl Supervisor {
         files_changed: &[String],
     ) -> Result<Vec<Change>, SetupError> {
         let plan = reload::plan(&self.config, &new, files_changed);
-        for name in &plan.ca_restarts {
-            tracing::info!(account = %name, "the CA bundle changed: restarting the account with a client that trusts it");
+        for name in &plan.files_restarts {
+            let http = new.accounts.get(name).map(|account| &account.http);
+            let what =
+                match http.map(|http| (http.ca_file.is_some(), http.client_identity.is_some())) {
+                    Some((true, false)) => "the CA bundle changed",
+                    Some((false, true)) => "the client certificate or key changed",
+                    _ => "the CA bundle or the client certificate changed",
+                };
+            tracing::info!(account = %name, "{what}: restarting the account with a client built from the new files");
         }
         // A new state directory is opened (and checked) before anything changes.
         let state = if plan.state_dir_changed {

@@ -21,6 +21,8 @@ pub enum ClientError {
     CaFile { path: String, message: String },
     #[error("client certificate {path}: {message}")]
     ClientCert { path: String, message: String },
+    #[error("client key {path}: {message}")]
+    ClientKey { path: String, message: String },
     #[error("proxy: {0}")]
     Proxy(String),
     #[error("cannot build the HTTP client: {0}")]
@@ -62,8 +64,9 @@ impl ClientFiles {
         let identity = match &settings.client_identity {
             None => None,
             Some(identity) => {
-                let cert = read_identity_file(&identity.cert)?;
-                let key = read_identity_file(&identity.key)?;
+                let cert = read_identity_file(&identity.cert, IdentityPart::Cert)?;
+                let key = read_identity_file(&identity.key, IdentityPart::Key)?;
+                verify_identity(&cert, &key, identity)?;
                 let mut both =
                     zeroize::Zeroizing::new(Vec::with_capacity(cert.len() + key.len() + 1));
                 both.extend_from_slice(&cert);
@@ -104,35 +107,91 @@ impl ClientFiles {
 /// client is built from them: config validation calls this, so `check` finds a bad pair.
 ///
 /// # Errors
-/// A file that cannot be read, or a pair that is not a certificate and its key.
+/// A file that cannot be read, or a pair that is not a certificate chain and its key.
 pub fn check_identity(identity: &ClientIdentity) -> Result<(), ClientError> {
-    let settings_like = ClientFiles::read(&HttpSettings {
-        connect_timeout: std::time::Duration::ZERO,
-        timeout: std::time::Duration::ZERO,
-        max_reply_bytes: 0,
-        ca_file: None,
-        proxy: ProxySetting::None,
-        client_identity: Some(identity.clone()),
-    })?;
-    let Some(pem) = settings_like.identity else {
-        return Ok(());
-    };
-    install_crypto_provider();
-    reqwest::Identity::from_pem(&pem)
-        .map(|_| ())
-        .map_err(|error| ClientError::ClientCert {
-            path: identity.cert.display().to_string(),
-            message: format!("with the key {}: {error}", identity.key.display()),
-        })
+    let cert = read_identity_file(&identity.cert, IdentityPart::Cert)?;
+    let key = read_identity_file(&identity.key, IdentityPart::Key)?;
+    verify_identity(&cert, &key, identity)
 }
 
-fn read_identity_file(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>, ClientError> {
+/// Which file of a client identity an error is about.
+#[derive(Clone, Copy)]
+enum IdentityPart {
+    Cert,
+    Key,
+}
+
+impl IdentityPart {
+    fn error(self, path: &Path, message: impl Into<String>) -> ClientError {
+        let path = path.display().to_string();
+        let message = message.into();
+        match self {
+            IdentityPart::Cert => ClientError::ClientCert { path, message },
+            IdentityPart::Key => ClientError::ClientKey { path, message },
+        }
+    }
+}
+
+/// Checks that `cert` (PEM) holds a certificate chain and `key` (PEM) a private key rustls can
+/// sign with, and that the key is the first certificate's. reqwest checks less when a client is
+/// built (a key of another certificate only fails at the first handshake), and its messages do not
+/// say which file is wrong. Messages name the file and what is wrong, never bytes from the file
+/// (the PEM parser's own errors can quote a line, so they are not shown).
+fn verify_identity(cert: &[u8], key: &[u8], files: &ClientIdentity) -> Result<(), ClientError> {
+    use rustls::pki_types::pem::{self, PemObject as _};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let cert_error = |message: &str| IdentityPart::Cert.error(&files.cert, message);
+    let key_error = |message: &str| IdentityPart::Key.error(&files.key, message);
+    let chain = CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| cert_error("is not a readable PEM file"))?;
+    if chain.is_empty() {
+        return Err(cert_error(
+            "holds no certificate (a PEM `CERTIFICATE` section)",
+        ));
+    }
+    let private = PrivateKeyDer::from_pem_slice(key).map_err(|error| {
+        key_error(match error {
+            pem::Error::NoItemsFound => {
+                "holds no private key (a PEM `PRIVATE KEY`, `RSA PRIVATE KEY` or \
+                 `EC PRIVATE KEY` section)"
+            }
+            _ => "is not a readable PEM file",
+        })
+    })?;
+    install_crypto_provider();
+    let provider = rustls::crypto::ring::default_provider();
+    let signer = provider
+        .key_provider
+        .load_private_key(private)
+        .map_err(|_| {
+            key_error(
+                "is not a private key rustls can sign with (RSA, ECDSA P-256/P-384 or Ed25519)",
+            )
+        })?;
+    let certified = rustls::sign::CertifiedKey::new(chain, signer);
+    match certified.keys_match() {
+        // Unknown: the key type cannot tell its public half; the handshake will tell.
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(()),
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+            Err(key_error(&format!(
+                "is not the private key of the certificate in {}",
+                files.cert.display()
+            )))
+        }
+        Err(_) => Err(cert_error(
+            "starts with a certificate that cannot be parsed",
+        )),
+    }
+}
+
+fn read_identity_file(
+    path: &Path,
+    part: IdentityPart,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, ClientError> {
     crate::input::read_file(path, MAX_IDENTITY_BYTES, crate::input::Symlinks::Follow)
         .map(|file| file.bytes)
-        .map_err(|error| ClientError::ClientCert {
-            path: path.display().to_string(),
-            message: error.to_string(),
-        })
+        .map_err(|error| part.error(path, error.to_string()))
 }
 
 /// A CA bundle read and parsed once. Config validation and client building both load bundles
@@ -283,11 +342,16 @@ fn build_client(
         builder = builder.tls_certs_merge(bundle.certificates.clone());
     }
     if let (Some(identity), Some(files)) = (identity, &settings.client_identity) {
-        // reqwest's message says what is missing (a key, a certificate), never their contents.
+        // The pair passed `verify_identity` when it was read; this only fails on what that does
+        // not check, and reqwest's message quotes no bytes of the files.
         let identity =
             reqwest::Identity::from_pem(identity).map_err(|error| ClientError::ClientCert {
                 path: files.cert.display().to_string(),
-                message: format!("with the key {}: {error}", files.key.display()),
+                message: format!(
+                    "with the key {}: not a client identity: {}",
+                    files.key.display(),
+                    error_chain(&error)
+                ),
             })?;
         builder = builder.identity(identity);
     }

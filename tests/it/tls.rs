@@ -706,9 +706,9 @@ async fn client_certificate_config_errors_name_the_key_and_its_line() {
                 cert_line(&client.pem),
                 key_line(&garbage)
             ),
-            "client_cert",
-            "client_cert",
-            "garbage.key",
+            "client_key",
+            "client_key",
+            "holds no private key",
         ),
         (
             "key-as-cert",
@@ -719,7 +719,7 @@ async fn client_certificate_config_errors_name_the_key_and_its_line() {
             ),
             "client_cert",
             "client_cert",
-            "client1.key",
+            "holds no certificate",
         ),
         (
             "missing-key-file",
@@ -728,8 +728,8 @@ async fn client_certificate_config_errors_name_the_key_and_its_line() {
                 cert_line(&client.pem),
                 key_line(&root.join("absent.key"))
             ),
-            "client_cert",
-            "client_cert",
+            "client_key",
+            "client_key",
             "absent.key",
         ),
         (
@@ -770,12 +770,9 @@ async fn client_certificate_config_errors_name_the_key_and_its_line() {
     }
 }
 
-/// Config load must refuse a certificate and key that are not a pair (the README: "checked at
-/// load"; the brief: "must make a TLS client identity"). Today `check` accepts them and only the
-/// first login fails, when rustls builds the client ("keys may not be consistent: KeyMismatch").
+/// Config load refuses a certificate and key that are not a pair (reqwest alone would accept
+/// them and fail at the first handshake), at the key's line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "tokenkeeper bug: check_identity parses the PEM only, so `check` accepts a key that \
-            is not the certificate's (exit 0); remove this once it is fixed"]
 async fn a_key_that_is_not_the_certificates_is_a_config_error() {
     if !prerequisites_present() {
         return;
@@ -795,18 +792,28 @@ async fn a_key_that_is_not_the_certificates_is_a_config_error() {
     );
     let run = tokenkeeper(&["check", "--config", &config_path], &[]).await;
     assert_eq!(run.code, 3, "check with a mismatched key: {run:?}");
-    let line = line_of(&config_path, "client_cert =");
+    let line = line_of(&config_path, "client_key =");
+    let problem = run
+        .stderr
+        .lines()
+        .find(|text| text.contains(&format!("line {line}: accounts.tls.client_key:")))
+        .unwrap_or_else(|| panic!("no problem at the client_key line {line}: {run:?}"));
     assert!(
-        run.stderr
-            .contains(&format!("line {line}: accounts.tls.client_cert:")),
-        "{}",
-        run.stderr
+        problem.contains("is not the private key of the certificate in")
+            && problem.contains("client1.pem"),
+        "{problem}"
     );
+    // `once` refuses the same config before any connection.
+    let once = tokenkeeper(&["once", "--config", &config_path], &[]).await;
+    assert_eq!(once.code, 3, "once with a mismatched key: {once:?}");
     assert_no_key_material(&run.all_output(), &[&client.key, &pki.leaf_key]);
 }
 
+/// A rotation caught half-way (the new key beside the old certificate) never reaches the wire:
+/// the new files are refused as a config, naming the key, and the running client keeps the old
+/// pair, so forced logins still succeed with it. The whole pair then takes over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_mismatched_key_fails_the_login_before_connecting() {
+async fn a_half_rotated_identity_is_refused_and_the_old_one_keeps_working() {
     if !prerequisites_present() {
         return;
     }
@@ -814,32 +821,121 @@ async fn a_mismatched_key_fails_the_login_before_connecting() {
     let root = scratch.path();
     let pki_dir = root.join("pki");
     let pki = Pki::generate(&pki_dir);
-    let client = client_cert(&pki_dir, "client1", "tokenkeeper-client-1", 11);
+    let first = client_cert(&pki_dir, "client1", "tokenkeeper-client-1", 11);
+    let second = client_cert(&pki_dir, "client2", "tokenkeeper-client-2", 12);
     let server = TlsServer::start_mtls(&pki, root, &pki.ca_pem);
-    let dir = root.join("mismatch");
-    let config_path = account_config(
+    let identity = root.join("identity");
+    std::fs::create_dir(&identity).expect("create the identity directory");
+    let (cert, key) = (identity.join("client.pem"), identity.join("client.key"));
+    std::fs::copy(&first.pem, &cert).expect("install the first certificate");
+    std::fs::copy(&first.key, &key).expect("install the first key");
+    let dir = root.join("half");
+    let token_url = format!("https://127.0.0.1:{}/token", server.port);
+    let account = std::fs::read_to_string(account_config(
         &dir,
-        &format!("https://127.0.0.1:{}/token", server.port),
+        &token_url,
         &pki.ca_pem,
-        &tls_client_auth(&client.pem, &pki.leaf_key),
+        &tls_client_auth(&cert, &key),
+    ))
+    .expect("read the config");
+    let config_path = write_config(
+        &dir,
+        &format!(
+            "[daemon]\nretry_base = \"200ms\"\nretry_cap = \"1s\"\nrefresh_request_interval = \
+             \"1s\"\nstate_dir = \"{}\"\n{account}",
+            root.join("state").display()
+        ),
     );
-    let run = tokenkeeper(&["once", "--config", &config_path], &[]).await;
-    assert_ne!(run.code, 0, "login with a mismatched key: {run:?}");
-    // rustls compares the key with the certificate when the client is built.
-    assert!(run.stderr.contains("KeyMismatch"), "{}", run.stderr);
-    assert_eq!(
-        server.count(),
-        0,
-        "a request with a mismatched key was served"
+    let daemon = crate::support::Daemon::start(&config_path, root, &[]);
+    let token_file = dir.join("tls.token");
+    let limit = Duration::from_secs(20);
+    assert!(
+        eventually(limit, || token_file.exists()).await,
+        "no first token: daemon log:\n{}\nserver log:\n{}",
+        daemon.log(),
+        server.log()
+    );
+
+    // Half a rotation: the new key only.
+    rename_into_place(&second.key, &key);
+    assert!(
+        eventually(limit, || daemon
+            .log()
+            .contains("is not the private key of the certificate in"))
+        .await,
+        "the mismatched pair was not refused: {}",
+        daemon.log()
+    );
+    let refused = daemon
+        .log()
+        .lines()
+        .find(|line| line.contains("is not the private key of the certificate in"))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(refused.contains("client_key"), "{refused}");
+    assert!(
+        !daemon.log().contains("restarting the account"),
+        "the half-rotated pair restarted the account: {}",
+        daemon.log()
+    );
+    // A forced login still presents the old certificate, and succeeds.
+    let served = server.count();
+    let mut last_signal: Option<std::time::Instant> = None;
+    assert!(
+        eventually(limit, || {
+            if last_signal.is_none_or(|at| at.elapsed() > Duration::from_millis(1500)) {
+                daemon.signal(rustix::process::Signal::USR1);
+                last_signal = Some(std::time::Instant::now());
+            }
+            server.count() > served
+        })
+        .await,
+        "no forced login with the old pair: {}",
+        daemon.log()
+    );
+    assert!(
+        server
+            .clients()
+            .iter()
+            .all(|cn| cn == "tokenkeeper-client-1"),
+        "{:?}",
+        server.clients()
+    );
+
+    // The rest of the rotation: the new certificate makes the pair whole again.
+    rename_into_place(&second.pem, &cert);
+    assert!(
+        eventually(limit, || daemon.log().contains(
+            "restarting the account with a client built from the new files"
+        ))
+        .await,
+        "the completed rotation was not noticed: {}",
+        daemon.log()
+    );
+    let mut last_signal: Option<std::time::Instant> = None;
+    assert!(
+        eventually(limit, || {
+            if last_signal.is_none_or(|at| at.elapsed() > Duration::from_millis(1500)) {
+                daemon.signal(rustix::process::Signal::USR1);
+                last_signal = Some(std::time::Instant::now());
+            }
+            server
+                .clients()
+                .iter()
+                .any(|cn| cn == "tokenkeeper-client-2")
+        })
+        .await,
+        "no login presented the new certificate: {:?}\n{}",
+        server.clients(),
+        daemon.log()
     );
     assert_eq!(
         server.failed_handshakes(),
         0,
-        "it connected: {}",
+        "a mismatched pair reached the server: {}",
         server.log()
     );
-    assert!(!dir.join("tls.token").exists());
-    assert_no_key_material(&run.all_output(), &[&client.key, &pki.leaf_key]);
+    assert_no_key_material(&daemon.log(), &[&first.key, &second.key]);
 }
 
 /// Replaces `path` with the contents of `source` through a rename, as config management does.
@@ -959,6 +1055,12 @@ async fn a_rotated_client_certificate_reaches_the_running_daemon() {
         .await,
         "the token file does not hold the last token: {:?}",
         std::fs::read_to_string(&token_file)
+    );
+    assert_eq!(
+        server.failed_handshakes(),
+        0,
+        "a mismatched pair reached the server: {}",
+        server.log()
     );
     assert_no_key_material(&daemon.log(), &[&first.key, &second.key]);
 }

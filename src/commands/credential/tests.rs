@@ -1,3 +1,7 @@
+//! Tests of the credential helpers: each protocol's answer (kubectl, git, docker), and refusals
+//! (missing, expired, foreign or empty files; tokens git's lines cannot carry) that name the
+//! account and the file and never the token.
+
 use super::*;
 
 /// A token no message may ever show.

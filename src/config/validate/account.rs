@@ -178,7 +178,11 @@ impl Validator {
             key: path(private, "client_key")?,
         };
         if let Err(error) = crate::login::http::check_identity(&identity) {
-            self.problem(Some(cert.span()), &key("client_cert"), error.to_string());
+            let (at, name) = match error {
+                crate::login::http::ClientError::ClientKey { .. } => (private, "client_key"),
+                _ => (cert, "client_cert"),
+            };
+            self.problem(Some(at.span()), &key(name), error.to_string());
             return None;
         }
         Some(identity)

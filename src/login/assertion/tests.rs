@@ -1,3 +1,7 @@
+//! Tests of client assertions: signed assertions checked against the key's public half with ring
+//! (claims, a fresh `jti`, the algorithm a key implies), keys that do not fit refused without
+//! showing them, assertion files sent as read until they expire, and plans that show only sources.
+
 use super::*;
 use base64::Engine as _;
 use ring::rand::SystemRandom;
