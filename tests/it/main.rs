@@ -16,6 +16,7 @@ mod http;
 mod kubernetes;
 mod notify;
 mod oauth2_keyless;
+mod oauth2_mtls;
 mod oauth2_real;
 mod observe;
 mod presets;

@@ -16,7 +16,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::support::pki::{Pki, openssl};
+use crate::support::pki::{Pki, client_cert};
 use crate::support::{eventually, tokenkeeper, write_config, write_secret};
 
 /// How long the server may take to print its `LISTENING` line.
@@ -372,51 +372,6 @@ async fn a_rotated_ca_bundle_reaches_the_running_daemon_without_a_restart() {
 // Mutual TLS: client certificates (`client_cert`, `client_key`) and the RFC 8705 auth methods.
 // The server is started with `--client-ca`, so it requires a certificate chaining to that CA, and
 // it records, per served token request, the certificate's CN and the form fields' names.
-
-/// The extension section of a TLS client certificate, in an openssl config of the tests' own
-/// (`support/pki.rs`'s config makes server certificates only).
-const CLIENT_OPENSSL_CONFIG: &str = "\
-[req]
-distinguished_name = dn
-[dn]
-[client]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = clientAuth
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-";
-
-/// A client certificate and its key (EC P-256, PKCS#8 PEM), as files.
-struct ClientCert {
-    pem: PathBuf,
-    key: PathBuf,
-}
-
-/// Makes a client certificate for `/CN=<cn>` signed by the CA that `Pki::generate(pki_dir)` made,
-/// as `<name>.pem` and `<name>.key` in `pki_dir`; `serial` must differ between certificates of
-/// one CA.
-fn client_cert(pki_dir: &Path, name: &str, cn: &str, serial: u32) -> ClientCert {
-    std::fs::write(pki_dir.join("client.cnf"), CLIENT_OPENSSL_CONFIG).expect("write client.cnf");
-    let p256 = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
-    openssl(
-        pki_dir,
-        &format!(
-            "req -new -config client.cnf {p256} -keyout {name}.key -out {name}.csr -subj /CN={cn}"
-        ),
-    );
-    openssl(
-        pki_dir,
-        &format!(
-            "x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -set_serial {serial} -days 2 \
-             -extfile client.cnf -extensions client -out {name}.pem"
-        ),
-    );
-    ClientCert {
-        pem: pki_dir.join(format!("{name}.pem")),
-        key: pki_dir.join(format!("{name}.key")),
-    }
-}
 
 /// A one-account `oauth2` config in `dir` (writing `dir/tls.token`, trusting `ca_file`) with the
 /// account keys `extra` (the credential and client certificate lines); its path.

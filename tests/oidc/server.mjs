@@ -14,16 +14,26 @@
 //                     key pair are generated at start, their private keys written there
 //                     as PKCS#8 PEM (rs256.pem, es256.pem, mode 0600), and two
 //                     private_key_jwt clients registered with the public halves
+//   OIDC_MTLS_DIR     when set, a directory holding ca.pem, leaf.pem, leaf.key and
+//                     self-signed.pem: the server speaks HTTPS with leaf.pem (issuer
+//                     https://127.0.0.1:<port>), asks every client for a certificate
+//                     (verified against ca.pem, but not required, so oidc-provider
+//                     itself judges a missing or untrusted one), and registers two
+//                     RFC 8705 clients: mtls-client (tls_client_auth, subject DN
+//                     CN=tokenkeeper-client-1) and self-signed-client
+//                     (self_signed_tls_client_auth, the certificate self-signed.pem)
 //
 // Stdout carries exactly one line, `LISTENING <port>`, once the server accepts
 // connections (and the key files, if asked for, are written); every other
 // message goes to stderr, including one `oidc request:` line per token or
-// introspection request with its client id and final status, so the harness
-// can count the requests that reached the server.
+// introspection request with its client id and final status (and the subject
+// of a client certificate, when one was presented), so the harness can count
+// the requests that reached the server.
 
-import { generateKeyPairSync } from 'node:crypto';
-import { chmodSync, writeFileSync } from 'node:fs';
+import { X509Certificate, generateKeyPairSync } from 'node:crypto';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
+import * as https from 'node:https';
 import { join } from 'node:path';
 import process from 'node:process';
 
@@ -55,6 +65,7 @@ function parseTtl(raw) {
 const port = parsePort(process.argv[2] ?? process.env.OIDC_PORT);
 const ttlSeconds = parseTtl(process.env.OIDC_TTL_SECONDS);
 const jwtKeysDir = process.env.OIDC_JWT_KEYS_DIR || undefined;
+const mtlsDir = process.env.OIDC_MTLS_DIR || undefined;
 
 // Keep these in step with the constants in tests/it/support/oidc.rs.
 //
@@ -125,15 +136,68 @@ if (jwtKeysDir !== undefined) {
   }
 }
 
+// The RFC 8705 clients. mtls-client is known by its certificate's subject,
+// which must chain to ca.pem; self-signed-client by its certificate itself
+// (oidc-provider matches the SHA-256 thumbprint of the presented certificate
+// against the x5c of the registered key).
+const CERTIFICATE_METHODS = new Set(['tls_client_auth', 'self_signed_tls_client_auth']);
+if (mtlsDir !== undefined) {
+  const selfSigned = new X509Certificate(readFileSync(join(mtlsDir, 'self-signed.pem')));
+  CLIENTS.push(
+    {
+      client_id: 'mtls-client',
+      token_endpoint_auth_method: 'tls_client_auth',
+      tls_client_auth_subject_dn: 'CN=tokenkeeper-client-1',
+      grant_types: ['client_credentials'],
+      response_types: [],
+      redirect_uris: [],
+      scope: 'api:read api:write',
+    },
+    {
+      client_id: 'self-signed-client',
+      token_endpoint_auth_method: 'self_signed_tls_client_auth',
+      jwks: {
+        keys: [{
+          ...selfSigned.publicKey.export({ format: 'jwk' }),
+          x5c: [selfSigned.raw.toString('base64')],
+          use: 'sig',
+        }],
+      },
+      grant_types: ['client_credentials'],
+      response_types: [],
+      redirect_uris: [],
+      scope: 'api:read',
+    },
+  );
+}
+
+// The client certificate presented on this request's connection, if any.
+function presentedCertificate(ctx) {
+  const peer = ctx.socket?.getPeerCertificate?.();
+  if (peer === undefined || peer === null || peer.raw === undefined) return undefined;
+  return new X509Certificate(peer.raw);
+}
+
 const { default: Provider } = await import('oidc-provider');
 
-const server = http.createServer();
+const server = mtlsDir === undefined
+  ? http.createServer()
+  : https.createServer({
+    cert: readFileSync(join(mtlsDir, 'leaf.pem')),
+    key: readFileSync(join(mtlsDir, 'leaf.key')),
+    ca: readFileSync(join(mtlsDir, 'ca.pem')),
+    // Asked for, verified, but not required: a client without one (the
+    // introspector) still connects, and oidc-provider refuses an mTLS client
+    // whose certificate is missing or untrusted with invalid_client.
+    requestCert: true,
+    rejectUnauthorized: false,
+  });
 await new Promise((resolve, reject) => {
   server.once('error', reject);
   server.listen(port, '127.0.0.1', resolve);
 });
 const actualPort = server.address().port;
-const issuer = `http://127.0.0.1:${actualPort}`;
+const issuer = `${mtlsDir === undefined ? 'http' : 'https'}://127.0.0.1:${actualPort}`;
 
 const provider = new Provider(issuer, {
   clients: CLIENTS,
@@ -148,7 +212,23 @@ const provider = new Provider(issuer, {
       allowedPolicy: async (ctx, client) => client.clientId === 'introspector',
     },
     devInteractions: { enabled: false },
+    mTLS: {
+      enabled: mtlsDir !== undefined,
+      tlsClientAuth: mtlsDir !== undefined,
+      selfSignedTlsClientAuth: mtlsDir !== undefined,
+      getCertificate: presentedCertificate,
+      // Node verified the chain against ca.pem during the handshake.
+      certificateAuthorized: (ctx) => ctx.socket.authorized === true,
+      certificateSubjectMatches: (ctx, property, expected) => {
+        if (property !== 'tls_client_auth_subject_dn') return false;
+        return presentedCertificate(ctx)?.subject === expected;
+      },
+    },
   },
+  clientAuthMethods: [
+    'client_secret_basic', 'client_secret_post', 'private_key_jwt', 'none',
+    ...(mtlsDir === undefined ? [] : CERTIFICATE_METHODS),
+  ],
   ttl: { ClientCredentials: ttlSeconds },
   clientBasedCORS: () => false,
   cookies: { keys: ['tokenkeeper-test-only-cookie-key'] },
@@ -163,8 +243,13 @@ const provider = new Provider(issuer, {
 // rejects; it never accepts anything oidc-provider refused.
 const REGISTERED_METHOD = new Map(CLIENTS.map((c) => [c.client_id, c.token_endpoint_auth_method]));
 
-function usedAuthMethod(ctx) {
+function usedAuthMethod(ctx, registered) {
   const used = [];
+  // A certificate authenticates only a client registered for it; the others
+  // may present one (or not) without it counting.
+  if (CERTIFICATE_METHODS.has(registered) && presentedCertificate(ctx) !== undefined) {
+    used.push(registered);
+  }
   if (ctx.headers.authorization !== undefined) used.push('client_secret_basic');
   if (ctx.oidc.params?.client_secret !== undefined) used.push('client_secret_post');
   // A JWT in the body (RFC 7523 §2.2). The only clients registered here for an
@@ -186,13 +271,15 @@ provider.use(async (ctx, next) => {
     if (ctx.status === 200) await enforceRegisteredMethod(ctx, clientId);
   } finally {
     const name = clientId ?? ctx.oidc.params?.client_id ?? '-';
-    console.error(`oidc request: ${route} client ${name} status ${ctx.status}`);
+    const certificate = presentedCertificate(ctx);
+    const subject = certificate === undefined ? '' : ` certificate ${certificate.subject}`;
+    console.error(`oidc request: ${route} client ${name} status ${ctx.status}${subject}`);
   }
 });
 
 async function enforceRegisteredMethod(ctx, clientId) {
   const registered = REGISTERED_METHOD.get(clientId);
-  const used = usedAuthMethod(ctx);
+  const used = usedAuthMethod(ctx, registered);
   if (registered === undefined || used === registered) return;
 
   await ctx.oidc.entities.ClientCredentials?.destroy();

@@ -21,6 +21,11 @@
 //! left as PKCS#8 PEM files in a directory the provider owns
 //! ([`OidcProvider::rs256_key`], [`OidcProvider::es256_key`]).
 //!
+//! [`OidcProvider::start_with_mtls`] serves HTTPS with a certificate of a
+//! test PKI, asks clients for certificates, and registers two RFC 8705
+//! clients: [`MTLS_CLIENT_ID`] (`tls_client_auth`, by subject) and
+//! [`SELF_SIGNED_CLIENT_ID`] (`self_signed_tls_client_auth`, by thumbprint).
+//!
 //! The server logs one `oidc request: <route> client <id> status <n>` line per
 //! token or introspection request; [`OidcProvider::settled_log`] waits until
 //! every earlier request is in the log, so tests can count requests.
@@ -58,6 +63,13 @@ pub const JWT_RS256_KID: &str = "rs-1";
 /// [`OidcProvider::es256_key`] under `kid` [`JWT_ES256_KID`]; scopes `api:read api:write`.
 pub const JWT_ES256_CLIENT_ID: &str = "jwt-es256-client";
 pub const JWT_ES256_KID: &str = "es-1";
+/// Registered for `tls_client_auth` with the subject DN `CN=` [`MTLS_CLIENT_CN`], which must chain
+/// to the test PKI's CA; scopes `api:read api:write`.
+pub const MTLS_CLIENT_ID: &str = "mtls-client";
+pub const MTLS_CLIENT_CN: &str = "tokenkeeper-client-1";
+/// Registered for `self_signed_tls_client_auth` with the certificate `self-signed.pem` of the
+/// directory given to [`OidcProvider::start_with_mtls`]; scope `api:read`.
+pub const SELF_SIGNED_CLIENT_ID: &str = "self-signed-client";
 
 /// How long [`OidcProvider::start`] waits for the `LISTENING` line.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -79,6 +91,8 @@ pub struct OidcProvider {
     /// Where the server wrote the `private_key_jwt` clients' private keys, if asked to; removed
     /// only after `Drop` has killed the server (fields are dropped after `drop` runs).
     jwt_keys: Option<tempfile::TempDir>,
+    /// The CA of the server's HTTPS certificate, when it serves HTTPS.
+    https_ca: Option<PathBuf>,
 }
 
 impl OidcProvider {
@@ -89,7 +103,7 @@ impl OidcProvider {
     /// PATH or `tests/oidc/node_modules` is not installed and `CI` is unset; with
     /// `CI` set that panics instead. A server that fails to start always panics.
     pub fn start(ttl_seconds: u64) -> Option<OidcProvider> {
-        OidcProvider::spawn(ttl_seconds, None)
+        OidcProvider::spawn(ttl_seconds, None, None)
     }
 
     /// Like [`OidcProvider::start`], and the server also makes an RSA 2048 and an EC P-256 key
@@ -98,10 +112,23 @@ impl OidcProvider {
     /// public halves.
     pub fn start_with_jwt_keys(ttl_seconds: u64) -> Option<OidcProvider> {
         let keys = tempfile::tempdir().expect("creating a directory for the server's keys failed");
-        OidcProvider::spawn(ttl_seconds, Some(keys))
+        OidcProvider::spawn(ttl_seconds, Some(keys), None)
     }
 
-    fn spawn(ttl_seconds: u64, jwt_keys: Option<tempfile::TempDir>) -> Option<OidcProvider> {
+    /// Like [`OidcProvider::start`], over HTTPS: `dir` holds a test PKI made by
+    /// `Pki::generate(dir)` (`ca.pem`, `leaf.pem`, `leaf.key`) and `self-signed.pem`, the
+    /// certificate [`SELF_SIGNED_CLIENT_ID`] is registered with. Every connection is asked for a
+    /// client certificate, verified against `ca.pem` but not required, so that oidc-provider
+    /// itself refuses a missing or untrusted one (`invalid_client`).
+    pub fn start_with_mtls(ttl_seconds: u64, dir: &Path) -> Option<OidcProvider> {
+        OidcProvider::spawn(ttl_seconds, None, Some(dir))
+    }
+
+    fn spawn(
+        ttl_seconds: u64,
+        jwt_keys: Option<tempfile::TempDir>,
+        mtls_dir: Option<&Path>,
+    ) -> Option<OidcProvider> {
         assert!(
             ttl_seconds > 0,
             "the oidc-provider token TTL must be at least 1 s"
@@ -119,9 +146,13 @@ impl OidcProvider {
             .current_dir(&dir)
             .env("OIDC_TTL_SECONDS", ttl_seconds.to_string())
             .env("OIDC_EXIT_ON_STDIN_EOF", "1")
-            .env_remove("OIDC_JWT_KEYS_DIR");
+            .env_remove("OIDC_JWT_KEYS_DIR")
+            .env_remove("OIDC_MTLS_DIR");
         if let Some(keys) = &jwt_keys {
             command.env("OIDC_JWT_KEYS_DIR", keys.path());
+        }
+        if let Some(dir) = mtls_dir {
+            command.env("OIDC_MTLS_DIR", dir);
         }
         let mut child = command
             .stdin(Stdio::piped())
@@ -150,6 +181,7 @@ impl OidcProvider {
             log,
             stderr_reader: Some(stderr_reader),
             jwt_keys,
+            https_ca: mtls_dir.map(|dir| dir.join("ca.pem")),
         };
         match port_rx.recv_timeout(START_TIMEOUT) {
             Ok(Ok(port)) => {
@@ -172,9 +204,15 @@ impl OidcProvider {
         }
     }
 
-    /// `http://127.0.0.1:<port>`, exactly as the server's discovery document says.
+    /// `http://127.0.0.1:<port>` (`https` when started with [`OidcProvider::start_with_mtls`]),
+    /// exactly as the server's discovery document says.
     pub fn issuer(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.https_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// oidc-provider's default token endpoint path, `/token`.
@@ -268,7 +306,7 @@ impl OidcProvider {
             .append_pair("token", token)
             .append_pair("token_type_hint", "access_token")
             .finish();
-        let reply = http_client()
+        let reply = http_client(self.https_ca.as_deref())
             .post(self.introspection_endpoint())
             .header(
                 "authorization",
@@ -336,14 +374,20 @@ fn basic_authorization(id: &str, secret: &str) -> String {
     format!("Basic {}", STANDARD.encode(pair))
 }
 
-/// A plain-HTTP client; reqwest is built without a bundled crypto provider, so
-/// rustls needs one installed before any client exists, even for http URLs.
-fn http_client() -> reqwest::Client {
+/// A client for the server, trusting `https_ca` when it serves HTTPS; reqwest is
+/// built without a bundled crypto provider, so rustls needs one installed before
+/// any client exists, even for http URLs.
+fn http_client(https_ca: Option<&Path>) -> reqwest::Client {
     // Err only means a provider is already installed (by the daemon or another
     // test), which is exactly what is needed.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
+    let mut builder = reqwest::Client::builder().timeout(REQUEST_TIMEOUT);
+    if let Some(ca) = https_ca {
+        let pem = std::fs::read(ca).expect("reading the test CA failed");
+        let ca = reqwest::Certificate::from_pem(&pem).expect("the test CA is not PEM");
+        builder = builder.add_root_certificate(ca);
+    }
+    builder
         .build()
         .expect("building a reqwest client for oidc-provider failed")
 }

@@ -1,6 +1,7 @@
 //! A private PKI for HTTPS tests, made by the `openssl` CLI at test time: an EC P-256 CA and a
-//! leaf certificate it signed for `IP:127.0.0.1` only. Used by `tls.rs` (the token endpoint the
-//! daemon logs in to) and `credential.rs` (the API server kubectl calls).
+//! leaf certificate it signed for `IP:127.0.0.1` only, and client certificates (signed by the CA,
+//! or self-signed). Used by `tls.rs` (the token endpoint the daemon logs in to), `oauth2_mtls.rs`
+//! (oidc-provider behind HTTPS) and `credential.rs` (the API server kubectl calls).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -70,6 +71,75 @@ impl Pki {
     }
 }
 
+/// The extension section of a TLS client certificate, for `openssl`
+/// (`OPENSSL_CONFIG` above makes the CA and server certificates only).
+const CLIENT_OPENSSL_CONFIG: &str = "\
+[req]
+distinguished_name = dn
+[dn]
+[client]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+[self_signed]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+";
+
+/// A client certificate and its key (EC P-256, PKCS#8 PEM), as files.
+pub struct ClientCert {
+    pub pem: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Makes a client certificate for `/CN=<cn>` signed by the CA that `Pki::generate(pki_dir)` made,
+/// as `<name>.pem` and `<name>.key` in `pki_dir`; `serial` must differ between certificates of
+/// one CA.
+pub fn client_cert(pki_dir: &Path, name: &str, cn: &str, serial: u32) -> ClientCert {
+    std::fs::write(pki_dir.join("client.cnf"), CLIENT_OPENSSL_CONFIG).expect("write client.cnf");
+    let p256 = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+    openssl(
+        pki_dir,
+        &format!(
+            "req -new -config client.cnf {p256} -keyout {name}.key -out {name}.csr -subj /CN={cn}"
+        ),
+    );
+    openssl(
+        pki_dir,
+        &format!(
+            "x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -set_serial {serial} -days 2 \
+             -extfile client.cnf -extensions client -out {name}.pem"
+        ),
+    );
+    ClientCert {
+        pem: pki_dir.join(format!("{name}.pem")),
+        key: pki_dir.join(format!("{name}.key")),
+    }
+}
+
+/// Makes a self-signed client certificate for `/CN=<cn>` (EC P-256), as `<name>.pem` and
+/// `<name>.key` in `dir`: what RFC 8705 `self_signed_tls_client_auth` registers by its
+/// thumbprint instead of chaining it to a CA.
+pub fn self_signed_client_cert(dir: &Path, name: &str, cn: &str) -> ClientCert {
+    std::fs::create_dir_all(dir).expect("create the pki directory");
+    std::fs::write(dir.join("client.cnf"), CLIENT_OPENSSL_CONFIG).expect("write client.cnf");
+    openssl(
+        dir,
+        &format!(
+            "req -x509 -config client.cnf -extensions self_signed -newkey ec -pkeyopt \
+             ec_paramgen_curve:P-256 -nodes -keyout {name}.key -out {name}.pem -days 2 \
+             -subj /CN={cn}"
+        ),
+    );
+    ClientCert {
+        pem: dir.join(format!("{name}.pem")),
+        key: dir.join(format!("{name}.key")),
+    }
+}
 /// Runs `openssl` in `dir` with the whitespace-separated `args`; panics with its stderr if it fails.
 pub fn openssl(dir: &Path, args: &str) {
     let output = Command::new("openssl")
