@@ -547,7 +547,17 @@ impl Reply<'_> {
                 }
             }
             if !parts.is_empty() {
-                return self.quote(&parts.join(": "));
+                let quoted = self.quote(&parts.join(": "));
+                // A registered code still says why, when the text around it is withheld.
+                if quoted == scrub::WITHHELD
+                    && let Some(code) = json
+                        .pointer("/error")
+                        .and_then(|value| value.as_str())
+                        .and_then(|code| self.scrubber.registered_code(code))
+                {
+                    return format!("{code}: {quoted}");
+                }
+                return quoted;
             }
         }
         if self.body.is_empty() {

@@ -139,6 +139,23 @@ async fn bad_replies_write_nothing_and_keep_the_old_token() {
                 tokenkeeper::login::scrub::WITHHELD,
             ],
         ),
+        // The description echoes the secret, so it is withheld; the registered code still says
+        // why the login was refused.
+        (
+            "echoing oauth2 error",
+            json(
+                401,
+                &format!(
+                    r#"{{"error":"invalid_client","error_description":"unknown secret {}"}}"#,
+                    credentials.apinizer_client_secret
+                ),
+            ),
+            &[
+                "credentials rejected",
+                "HTTP 401",
+                "invalid_client: [reply text withheld",
+            ],
+        ),
         (
             "302 redirect",
             Fault::Redirect {

@@ -67,16 +67,56 @@ pub fn quote(text: &str, sent_secrets: &[Secret]) -> String {
     Scrubber::new(sent_secrets).quote(text)
 }
 
+/// The error codes a token endpoint answers with (RFC 6749 §5.2, RFC 6750 §3.1, RFC 8707 §2):
+/// a fixed vocabulary, so naming one shows nothing of the reply's own text.
+const OAUTH2_ERROR_CODES: &[&str] = &[
+    "invalid_request",
+    "invalid_client",
+    "invalid_grant",
+    "unauthorized_client",
+    "unsupported_grant_type",
+    "invalid_scope",
+    "invalid_target",
+    "invalid_token",
+    "insufficient_scope",
+    "access_denied",
+    "server_error",
+    "temporarily_unavailable",
+];
+
 /// [`quote`] for many pieces of one reply: what is looked for is worked out once.
 pub struct Scrubber {
     needles: Needles,
+    /// Every secret whole, lower-cased, for [`Scrubber::registered_code`].
+    wholes: Vec<Zeroizing<Vec<u8>>>,
 }
 
 impl Scrubber {
     pub fn new(sent_secrets: &[Secret]) -> Scrubber {
         Scrubber {
             needles: Needles::new(sent_secrets),
+            wholes: sent_secrets
+                .iter()
+                .map(|secret| Zeroizing::new(secret.expose().as_bytes().to_ascii_lowercase()))
+                .filter(|whole| !whole.is_empty())
+                .collect(),
         }
+    }
+
+    /// `code` as one of the registered OAuth2 error codes, when it is one (exactly) and holds no
+    /// whole secret. Shown when the rest of a reply is withheld: a fragment of a secret such as
+    /// `client` would withhold `invalid_client` and hide why a login was refused, but what is
+    /// shown then is this crate's constant, not reply text.
+    pub fn registered_code(&self, code: &str) -> Option<&'static str> {
+        let known = OAUTH2_ERROR_CODES.iter().find(|known| **known == code)?;
+        let holds_secret = self.wholes.iter().any(|whole| {
+            whole.len() <= known.len()
+                && known
+                    .as_bytes()
+                    .windows(whole.len())
+                    .any(|window| window == whole.as_slice())
+        });
+        (!holds_secret).then_some(*known)
     }
 
     /// See [`quote`].

@@ -633,3 +633,39 @@ fn an_echo_of_part_of_a_secret_is_withheld_too() {
         "invalid client: authentication failed"
     );
 }
+
+#[test]
+fn a_registered_error_code_is_named_unless_it_holds_a_whole_secret() {
+    // `client` of this secret withholds any text with `invalid_client` in it.
+    let scrubber = Scrubber::new(&secrets(&["client-7Qx9"]));
+    assert_eq!(
+        scrubber.quote("invalid_client: no such client"),
+        WITHHELD,
+        "the fragment rule changed; this test no longer shows what it is for"
+    );
+    assert_eq!(
+        scrubber.registered_code("invalid_client"),
+        Some("invalid_client")
+    );
+    // Only exact registered codes: anything else is reply text.
+    for text in [
+        "invalid_client ",
+        "Invalid_Client",
+        "invalid_clients",
+        "client-7Qx9",
+        "",
+    ] {
+        assert_eq!(scrubber.registered_code(text), None, "{text:?}");
+    }
+    // A secret that a code spells out is never shown through it, in any case.
+    for secret in ["invalid_client", "CLIENT", "id_cl"] {
+        let scrubber = Scrubber::new(&secrets(&[secret]));
+        assert_eq!(scrubber.registered_code("invalid_client"), None, "{secret}");
+        // Other codes are still named.
+        assert_eq!(
+            scrubber.registered_code("invalid_grant"),
+            Some("invalid_grant"),
+            "{secret}"
+        );
+    }
+}
