@@ -224,6 +224,14 @@ async fn private_key_jwt_logs_in_to_oidc_provider_with_rs256_and_es256() {
         } else {
             &[]
         };
+        let check = tokenkeeper(&["check", "--config", &config], &[]).await;
+        assert_eq!(check.code, 0, "{what}: check: {check:?}");
+        assert!(
+            check.stdout.contains("private_key_jwt")
+                && check.stdout.contains(&key.display().to_string()),
+            "{what}: check does not show the method and the key's source: {check:?}"
+        );
+        assert_no_leak(&what, &check.all_output(), key, &[]);
         let run = tokenkeeper(&["once", "--config", &config], env).await;
         assert_eq!(run.code, 0, "{what}: {run:?}");
         let token = written_token(scratch.path(), &what, &run);
@@ -363,6 +371,19 @@ async fn a_client_assertion_file_is_sent_as_is_and_its_rotation_used() {
     assert_no_leak(
         "first assertion",
         &run.all_output(),
+        &es256,
+        &[&first, &first_token],
+    );
+    // `check` shows the assertion by its source only.
+    let check = tokenkeeper(&["check", "--config", &config], &[]).await;
+    assert_eq!(check.code, 0, "check: {check:?}");
+    assert!(
+        check.stdout.contains("client_assertion") && check.stdout.contains("assertion.jwt"),
+        "check does not show the assertion's source: {check:?}"
+    );
+    assert_no_leak(
+        "check",
+        &check.all_output(),
         &es256,
         &[&first, &first_token],
     );

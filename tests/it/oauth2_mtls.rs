@@ -128,6 +128,14 @@ async fn tls_client_auth_and_self_signed_certificates_log_in_to_oidc_provider() 
                 scratch.path(),
             ),
         );
+        // `check` shows the certificate and key by their paths, never what is in them.
+        let check = tokenkeeper(&["check", "--config", &config_path], &[]).await;
+        assert_eq!(check.code, 0, "{what}: check: {check:?}");
+        assert!(
+            check.stdout.contains(method) && check.stdout.contains(&cert.key.display().to_string()),
+            "{what}: check does not show the method and the key's path: {check:?}"
+        );
+        assert_no_key_material(&what, &check.all_output(), &[&cert.key]);
         let before = OidcProvider::token_requests(&setup.provider.settled_log().await, client_id);
         let run = tokenkeeper(
             &["once", "--config", &config_path],
