@@ -132,8 +132,12 @@ async fn tls_client_auth_and_self_signed_certificates_log_in_to_oidc_provider() 
         let check = tokenkeeper(&["check", "--config", &config_path], &[]).await;
         assert_eq!(check.code, 0, "{what}: check: {check:?}");
         assert!(
-            check.stdout.contains(method) && check.stdout.contains(&cert.key.display().to_string()),
-            "{what}: check does not show the method and the key's path: {check:?}"
+            check.stdout.contains(&format!(
+                "client certificate {} (key {})",
+                cert.pem.display(),
+                cert.key.display()
+            )),
+            "{what}: check does not show the certificate's and key's paths: {check:?}"
         );
         assert_no_key_material(&what, &check.all_output(), &[&cert.key]);
         let before = OidcProvider::token_requests(&setup.provider.settled_log().await, client_id);
