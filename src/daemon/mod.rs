@@ -12,6 +12,7 @@ pub mod clock;
 pub mod control;
 pub mod limiter;
 pub mod listen;
+pub mod logins;
 mod memory;
 pub mod metrics;
 pub mod notify;
@@ -34,8 +35,9 @@ use tokio::sync::mpsc;
 
 use clock::Clock;
 pub use control::Controller;
+pub use logins::{AuthFactory, Built, HttpLogins, Logins, http_logins};
 pub use reload::Change;
-pub use supervisor::{AuthFactory, HttpLogins, Logins, SetupError, Supervisor, http_logins};
+pub use supervisor::{SetupError, Supervisor};
 
 use crate::config::{self, SecretCheck};
 

@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use super::account::{AccountTask, Authenticator, Shared};
+use super::account::{AccountTask, Shared};
 use super::clock::Clock;
 use super::limiter::Limiter;
+use super::logins::{AuthFactory, Built};
 use super::reload::{self, Change};
 use super::state::{CredentialsDigest, Keys, Saved, StateDir, StateFile};
 use super::status::{AccountCell, Board};
 use crate::config::{self, Account, Config, DaemonSettings};
-use crate::login::Login;
 use crate::login::http::FilesDigest;
 use crate::output::OutputDir;
 
@@ -58,42 +58,6 @@ impl Prepared {
         Ok(Prepared {
             account: Arc::clone(account),
             login: crate::input::may_block(|| factory.login_for(account))?,
-        })
-    }
-}
-
-/// A login built for an account.
-pub struct Built {
-    pub auth: Arc<dyn Authenticator>,
-    /// The digest of the files its HTTP client was built from (CA bundle, client certificate and
-    /// key): when the files' digest differs, one was rotated and the account restarts with a
-    /// client built from the new files.
-    pub files_digest: Option<FilesDigest>,
-}
-
-/// Builds the logins of accounts. The daemon uses [`HttpLogins`]; tests substitute fakes (any
-/// closure from an account to a login is one).
-pub trait Logins: Send + Sync {
-    /// The login of an account.
-    ///
-    /// # Errors
-    /// A login that cannot be set up (a bad CA bundle or proxy), naming the account.
-    fn login_for(&self, account: &Account) -> Result<Built, crate::login::SetupError>;
-
-    /// After a reload: what the logins keep for accounts (HTTP clients) may go when no account
-    /// uses these settings any more.
-    fn retain(&self, _in_use: &[&crate::login::spec::HttpSettings]) {}
-}
-
-/// A fake login trusts the bundle as it is now.
-impl<F> Logins for F
-where
-    F: Fn(&Account) -> Arc<dyn Authenticator> + Send + Sync,
-{
-    fn login_for(&self, account: &Account) -> Result<Built, crate::login::SetupError> {
-        Ok(Built {
-            auth: self(account),
-            files_digest: crate::login::http::files_digest(&account.http),
         })
     }
 }
@@ -158,34 +122,6 @@ fn restorable(account: &Account, state: &StateFile, compare_outputs: bool) -> Op
         return None;
     }
     Some(saved)
-}
-
-/// The logins the daemon builds for its accounts.
-pub type AuthFactory = Arc<dyn Logins>;
-
-/// HTTP logins, sharing one client between accounts with the same settings.
-#[derive(Default)]
-pub struct HttpLogins {
-    clients: crate::login::http::Clients,
-}
-
-impl Logins for HttpLogins {
-    fn login_for(&self, account: &Account) -> Result<Built, crate::login::SetupError> {
-        let login = Login::for_account(account, &self.clients)?;
-        Ok(Built {
-            files_digest: login.files_digest(),
-            auth: Arc::new(login),
-        })
-    }
-
-    fn retain(&self, in_use: &[&crate::login::spec::HttpSettings]) {
-        self.clients.retain(in_use);
-    }
-}
-
-/// The real factory: an HTTP [`Login`] per account.
-pub fn http_logins() -> AuthFactory {
-    Arc::new(HttpLogins::default())
 }
 
 struct Running {

@@ -130,6 +130,11 @@ async fn refresh_points_of_accounts_that_started_together_stay_spread() {
         fleet.stop().await;
         let lowest = shares.iter().copied().fold(f64::INFINITY, f64::min);
         let highest = shares.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        eprintln!(
+            "lifetime {lifetime:?}: first renewals at {:.1} %..{:.1} % of the lifetime",
+            lowest * 100.0,
+            highest * 100.0
+        );
         assert!(
             highest - lowest >= 0.10,
             "lifetime {lifetime:?}: refresh points within {lowest:.3}..{highest:.3} of the lifetime"
@@ -153,6 +158,10 @@ async fn tiny_lifetimes_give_bounded_logins() {
         fleet.stop().await;
         let calls = login.calls();
         let per_lifetime = calls.len() as f64 * lifetime.as_secs_f64() / span.as_secs_f64();
+        eprintln!(
+            "lifetime {seconds} s: {} logins in 60 s, {per_lifetime:.2} per lifetime",
+            calls.len()
+        );
         // At most one login a second (plus the first); at least one per lifetime from 2 s up.
         assert!(
             calls.len() <= 61,
