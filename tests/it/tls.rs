@@ -16,7 +16,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::support::pki::{Pki, client_cert};
+use crate::support::pki::{ClientCert, Pki, client_cert};
 use crate::support::{eventually, tokenkeeper, write_config, write_secret};
 
 /// How long the server may take to print its `LISTENING` line.
@@ -764,87 +764,154 @@ async fn a_key_that_is_not_the_certificates_is_a_config_error() {
     assert_no_key_material(&run.all_output(), &[&client.key, &pki.leaf_key]);
 }
 
+/// A daemon logging in with client 1's certificate and key, installed as the files of an
+/// identity directory (as a mounted Secret would be), with client 2's pair ready to be renamed
+/// in. Quick retries, and forced refreshes allowed every second: a restarted account reuses its
+/// token from the state file, so the tests ask for the logins that present a certificate.
+struct Rotation {
+    daemon: crate::support::Daemon,
+    server: TlsServer,
+    first: ClientCert,
+    second: ClientCert,
+    cert: PathBuf,
+    key: PathBuf,
+    token_file: PathBuf,
+    /// Removed last, after the daemon and the server are gone.
+    _scratch: tempfile::TempDir,
+}
+
+/// How long each step of a rotation test may take.
+const ROTATION_LIMIT: Duration = Duration::from_secs(20);
+
+impl Rotation {
+    /// `None` when the test's tools are missing (outside CI).
+    async fn start() -> Option<Rotation> {
+        if !prerequisites_present() {
+            return None;
+        }
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let root = scratch.path();
+        let pki_dir = root.join("pki");
+        let pki = Pki::generate(&pki_dir);
+        let first = client_cert(&pki_dir, "client1", "tokenkeeper-client-1", 11);
+        let second = client_cert(&pki_dir, "client2", "tokenkeeper-client-2", 12);
+        let server = TlsServer::start_mtls(&pki, root, &pki.ca_pem);
+        let identity = root.join("identity");
+        std::fs::create_dir(&identity).expect("create the identity directory");
+        let (cert, key) = (identity.join("client.pem"), identity.join("client.key"));
+        std::fs::copy(&first.pem, &cert).expect("install the first certificate");
+        std::fs::copy(&first.key, &key).expect("install the first key");
+        let dir = root.join("rotation");
+        let token_url = format!("https://127.0.0.1:{}/token", server.port);
+        let account = std::fs::read_to_string(account_config(
+            &dir,
+            &token_url,
+            &pki.ca_pem,
+            &tls_client_auth(&cert, &key),
+        ))
+        .expect("read the config");
+        let config_path = write_config(
+            &dir,
+            &format!(
+                "[daemon]\nretry_base = \"200ms\"\nretry_cap = \"1s\"\nrefresh_request_interval = \
+                 \"1s\"\nstate_dir = \"{}\"\n{account}",
+                root.join("state").display()
+            ),
+        );
+        let daemon = crate::support::Daemon::start(&config_path, root, &[]);
+        let token_file = dir.join("tls.token");
+        assert!(
+            eventually(ROTATION_LIMIT, || token_file.exists()).await,
+            "no first token: daemon log:\n{}\nserver log:\n{}",
+            daemon.log(),
+            server.log()
+        );
+        assert_eq!(
+            server.clients(),
+            ["tokenkeeper-client-1"],
+            "{}",
+            server.log()
+        );
+        Some(Rotation {
+            daemon,
+            server,
+            first,
+            second,
+            cert,
+            key,
+            token_file,
+            _scratch: scratch,
+        })
+    }
+
+    /// Asks for logins (SIGUSR1, at most every 1.5 s) until `done`; whether it came in time.
+    async fn refresh_until(&self, mut done: impl FnMut(&TlsServer) -> bool) -> bool {
+        let mut last_signal: Option<std::time::Instant> = None;
+        eventually(ROTATION_LIMIT, || {
+            if last_signal.is_none_or(|at| at.elapsed() > Duration::from_millis(1500)) {
+                self.daemon.signal(rustix::process::Signal::USR1);
+                last_signal = Some(std::time::Instant::now());
+            }
+            done(&self.server)
+        })
+        .await
+    }
+
+    /// Whether the server served a login presenting client 2's certificate.
+    fn second_presented(server: &TlsServer) -> bool {
+        server
+            .clients()
+            .iter()
+            .any(|cn| cn == "tokenkeeper-client-2")
+    }
+
+    /// The checks every rotation test ends with: no mismatched pair ever reached the server, and
+    /// no key material reached the log.
+    fn assert_clean(&self) {
+        assert_eq!(
+            self.server.failed_handshakes(),
+            0,
+            "a mismatched pair reached the server: {}",
+            self.server.log()
+        );
+        assert_no_key_material(&self.daemon.log(), &[&self.first.key, &self.second.key]);
+    }
+}
+
 /// A rotation caught half-way (the new key beside the old certificate) never reaches the wire:
 /// the new files are refused as a config, naming the key, and the running client keeps the old
 /// pair, so forced logins still succeed with it. The whole pair then takes over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_rotated_identity_is_refused_and_the_old_one_keeps_working() {
-    if !prerequisites_present() {
+    let Some(rotation) = Rotation::start().await else {
         return;
-    }
-    let scratch = tempfile::tempdir().expect("tempdir");
-    let root = scratch.path();
-    let pki_dir = root.join("pki");
-    let pki = Pki::generate(&pki_dir);
-    let first = client_cert(&pki_dir, "client1", "tokenkeeper-client-1", 11);
-    let second = client_cert(&pki_dir, "client2", "tokenkeeper-client-2", 12);
-    let server = TlsServer::start_mtls(&pki, root, &pki.ca_pem);
-    let identity = root.join("identity");
-    std::fs::create_dir(&identity).expect("create the identity directory");
-    let (cert, key) = (identity.join("client.pem"), identity.join("client.key"));
-    std::fs::copy(&first.pem, &cert).expect("install the first certificate");
-    std::fs::copy(&first.key, &key).expect("install the first key");
-    let dir = root.join("half");
-    let token_url = format!("https://127.0.0.1:{}/token", server.port);
-    let account = std::fs::read_to_string(account_config(
-        &dir,
-        &token_url,
-        &pki.ca_pem,
-        &tls_client_auth(&cert, &key),
-    ))
-    .expect("read the config");
-    let config_path = write_config(
-        &dir,
-        &format!(
-            "[daemon]\nretry_base = \"200ms\"\nretry_cap = \"1s\"\nrefresh_request_interval = \
-             \"1s\"\nstate_dir = \"{}\"\n{account}",
-            root.join("state").display()
-        ),
-    );
-    let daemon = crate::support::Daemon::start(&config_path, root, &[]);
-    let token_file = dir.join("tls.token");
-    let limit = Duration::from_secs(20);
-    assert!(
-        eventually(limit, || token_file.exists()).await,
-        "no first token: daemon log:\n{}\nserver log:\n{}",
-        daemon.log(),
-        server.log()
-    );
+    };
+    let (daemon, server) = (&rotation.daemon, &rotation.server);
+    let refusal = "is not the private key of the certificate in";
 
     // Half a rotation: the new key only.
-    rename_into_place(&second.key, &key);
+    rename_into_place(&rotation.second.key, &rotation.key);
     assert!(
-        eventually(limit, || daemon
-            .log()
-            .contains("is not the private key of the certificate in"))
-        .await,
+        eventually(ROTATION_LIMIT, || daemon.log().contains(refusal)).await,
         "the mismatched pair was not refused: {}",
         daemon.log()
     );
-    let refused = daemon
-        .log()
-        .lines()
-        .find(|line| line.contains("is not the private key of the certificate in"))
-        .map(str::to_string)
-        .unwrap_or_default();
-    assert!(refused.contains("client_key"), "{refused}");
+    let log = daemon.log();
+    let refused = log.lines().find(|line| line.contains(refusal));
     assert!(
-        !daemon.log().contains("restarting the account"),
-        "the half-rotated pair restarted the account: {}",
-        daemon.log()
+        refused.is_some_and(|line| line.contains("client_key")),
+        "{refused:?}"
+    );
+    assert!(
+        !log.contains("restarting the account"),
+        "the half-rotated pair restarted the account: {log}"
     );
     // A forced login still presents the old certificate, and succeeds.
     let served = server.count();
-    let mut last_signal: Option<std::time::Instant> = None;
     assert!(
-        eventually(limit, || {
-            if last_signal.is_none_or(|at| at.elapsed() > Duration::from_millis(1500)) {
-                daemon.signal(rustix::process::Signal::USR1);
-                last_signal = Some(std::time::Instant::now());
-            }
-            server.count() > served
-        })
-        .await,
+        rotation
+            .refresh_until(|server| server.count() > served)
+            .await,
         "no forced login with the old pair: {}",
         daemon.log()
     );
@@ -858,39 +925,22 @@ async fn a_half_rotated_identity_is_refused_and_the_old_one_keeps_working() {
     );
 
     // The rest of the rotation: the new certificate makes the pair whole again.
-    rename_into_place(&second.pem, &cert);
+    rename_into_place(&rotation.second.pem, &rotation.cert);
     assert!(
-        eventually(limit, || daemon.log().contains(
+        eventually(ROTATION_LIMIT, || daemon.log().contains(
             "restarting the account with a client built from the new files"
         ))
         .await,
         "the completed rotation was not noticed: {}",
         daemon.log()
     );
-    let mut last_signal: Option<std::time::Instant> = None;
     assert!(
-        eventually(limit, || {
-            if last_signal.is_none_or(|at| at.elapsed() > Duration::from_millis(1500)) {
-                daemon.signal(rustix::process::Signal::USR1);
-                last_signal = Some(std::time::Instant::now());
-            }
-            server
-                .clients()
-                .iter()
-                .any(|cn| cn == "tokenkeeper-client-2")
-        })
-        .await,
+        rotation.refresh_until(Rotation::second_presented).await,
         "no login presented the new certificate: {:?}\n{}",
         server.clients(),
         daemon.log()
     );
-    assert_eq!(
-        server.failed_handshakes(),
-        0,
-        "a mismatched pair reached the server: {}",
-        server.log()
-    );
-    assert_no_key_material(&daemon.log(), &[&first.key, &second.key]);
+    rotation.assert_clean();
 }
 
 /// Replaces `path` with the contents of `source` through a rename, as config management does.
@@ -905,82 +955,27 @@ fn rename_into_place(source: &Path, path: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_client_certificate_reaches_the_running_daemon() {
-    if !prerequisites_present() {
+    let Some(rotation) = Rotation::start().await else {
         return;
-    }
-    let scratch = tempfile::tempdir().expect("tempdir");
-    let root = scratch.path();
-    let pki_dir = root.join("pki");
-    let pki = Pki::generate(&pki_dir);
-    let first = client_cert(&pki_dir, "client1", "tokenkeeper-client-1", 11);
-    let second = client_cert(&pki_dir, "client2", "tokenkeeper-client-2", 12);
-    let server = TlsServer::start_mtls(&pki, root, &pki.ca_pem);
-    // The identity in a directory of its own, as a mounted Secret would be.
-    let identity = root.join("identity");
-    std::fs::create_dir(&identity).expect("create the identity directory");
-    let (cert, key) = (identity.join("client.pem"), identity.join("client.key"));
-    std::fs::copy(&first.pem, &cert).expect("install the first certificate");
-    std::fs::copy(&first.key, &key).expect("install the first key");
-    let dir = root.join("rotation");
-    let token_url = format!("https://127.0.0.1:{}/token", server.port);
-    let account = std::fs::read_to_string(account_config(
-        &dir,
-        &token_url,
-        &pki.ca_pem,
-        &tls_client_auth(&cert, &key),
-    ))
-    .expect("read the config");
-    // Quick retries, and forced refreshes allowed every second: the restarted account reuses its
-    // token from the state file, so the test asks for the login that presents the new certificate.
-    let config_path = write_config(
-        &dir,
-        &format!(
-            "[daemon]\nretry_base = \"200ms\"\nretry_cap = \"1s\"\nrefresh_request_interval = \
-             \"1s\"\nstate_dir = \"{}\"\n{account}",
-            root.join("state").display()
-        ),
-    );
-    let daemon = crate::support::Daemon::start(&config_path, root, &[]);
-    let token_file = dir.join("tls.token");
-    let limit = Duration::from_secs(20);
-    assert!(
-        eventually(limit, || token_file.exists()).await,
-        "no first token: daemon log:\n{}\nserver log:\n{}",
-        daemon.log(),
-        server.log()
-    );
-    assert_eq!(
-        server.clients(),
-        ["tokenkeeper-client-1"],
-        "{}",
-        server.log()
-    );
+    };
+    let (daemon, server) = (&rotation.daemon, &rotation.server);
 
     // The rotation: the key first, then the certificate, each renamed into place.
-    rename_into_place(&second.key, &key);
-    rename_into_place(&second.pem, &cert);
+    rename_into_place(&rotation.second.key, &rotation.key);
+    rename_into_place(&rotation.second.pem, &rotation.cert);
     let rotated = std::time::Instant::now();
     assert!(
-        eventually(limit, || daemon.log().contains("restarting the account")).await,
+        eventually(ROTATION_LIMIT, || daemon
+            .log()
+            .contains("restarting the account"))
+        .await,
         "the rotation was not noticed: {}",
         daemon.log()
     );
-    // Ask for logins (SIGUSR1) until one presents the new certificate: a request that reaches
-    // the account before its restart would log in with the old one.
-    let mut last_signal: Option<std::time::Instant> = None;
-    let presented_second = eventually(limit, || {
-        if last_signal.is_none_or(|at| at.elapsed() > Duration::from_millis(1500)) {
-            daemon.signal(rustix::process::Signal::USR1);
-            last_signal = Some(std::time::Instant::now());
-        }
-        server
-            .clients()
-            .iter()
-            .any(|cn| cn == "tokenkeeper-client-2")
-    })
-    .await;
+    // Ask for logins until one presents the new certificate: a request that reaches the account
+    // before its restart would log in with the old one.
     assert!(
-        presented_second,
+        rotation.refresh_until(Rotation::second_presented).await,
         "no login presented the new certificate: clients {:?}\ndaemon log:\n{}\nserver log:\n{}",
         server.clients(),
         daemon.log(),
@@ -1003,19 +998,13 @@ async fn a_rotated_client_certificate_reaches_the_running_daemon() {
     );
     // The token file holds what the server issued last (to the new certificate or later).
     assert!(
-        eventually(limit, || {
-            std::fs::read_to_string(&token_file)
+        eventually(ROTATION_LIMIT, || {
+            std::fs::read_to_string(&rotation.token_file)
                 .is_ok_and(|token| token == format!("tls-token-{}", server.count()))
         })
         .await,
         "the token file does not hold the last token: {:?}",
-        std::fs::read_to_string(&token_file)
+        std::fs::read_to_string(&rotation.token_file)
     );
-    assert_eq!(
-        server.failed_handshakes(),
-        0,
-        "a mismatched pair reached the server: {}",
-        server.log()
-    );
-    assert_no_key_material(&daemon.log(), &[&first.key, &second.key]);
+    rotation.assert_clean();
 }
