@@ -85,6 +85,9 @@ pub enum Command {
         #[command(subcommand)]
         helper: CredentialHelper,
     },
+    /// Print a new random fleet key (Base64 of 32 bytes) for fleet mode's key file. Every member
+    /// of a fleet needs the same key; keep the file readable by the daemon only.
+    FleetKey,
     /// Start a built-in loopback token endpoint speaking the seed systems' logins, write an
     /// example config for it in a new temporary directory, and run the daemon against it (real
     /// token files, rotating every two minutes) until Ctrl-C.

@@ -44,6 +44,9 @@ pub enum Error {
     /// `token` or a credential helper could not write the token to stdout.
     #[error("cannot write the token to stdout: {0}")]
     Stdout(#[source] std::io::Error),
+    /// The system's random source failed (making a fleet key).
+    #[error("the system's random source failed")]
+    Random,
     /// A credential helper could not read its request.
     #[error("cannot read the request on stdin: {0}")]
     Stdin(#[source] std::io::Error),
@@ -94,6 +97,7 @@ impl Error {
             | Error::Login(_)
             | Error::Stdout(_)
             | Error::Stdin(_)
+            | Error::Random
             | Error::Demo(_)
             | Error::NoControlSocket
             | Error::Daemon(_)

@@ -27,6 +27,7 @@ pub mod daemon;
 pub mod demo;
 pub mod error;
 pub mod expiry;
+pub mod fleet;
 pub mod hook;
 pub mod input;
 pub mod login;
@@ -116,6 +117,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
             }
         }
         Command::Credential { helper } => commands::credential::run(&cli.config, &helper),
+        Command::FleetKey => fleet_key(),
         Command::Demo { once, dir } => demo::run(dir, once).await,
     }
 }
@@ -127,11 +129,22 @@ pub fn reports_plainly(command: &Command) -> bool {
         command,
         Command::Check
             | Command::Credential { .. }
+            | Command::FleetKey
             | Command::Demo { .. }
             | Command::Status { .. }
             | Command::Refresh { .. }
             | Command::Probe { .. }
     )
+}
+
+/// `fleet-key`: a fresh key on stdout, nowhere else.
+fn fleet_key() -> Result<(), Error> {
+    let key = fleet::seal::FleetKey::generate().map_err(|_| Error::Random)?;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(key.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(Error::Stdout)
 }
 
 fn load_for_run(path: &std::path::Path) -> Result<config::Config, Error> {

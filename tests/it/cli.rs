@@ -213,3 +213,32 @@ async fn demo_writes_real_token_files() {
         run.stderr
     );
 }
+
+#[tokio::test]
+async fn fleet_key_prints_a_fresh_key_that_loads() {
+    use base64::Engine as _;
+    let scratch = tempfile::tempdir().unwrap();
+    let mut keys = Vec::new();
+    for _ in 0..2 {
+        // No config is needed (none exists at the default path's stand-in either).
+        let run = tokenkeeper(
+            &["--config", "/nonexistent/tokenkeeper.toml", "fleet-key"],
+            &[],
+        )
+        .await;
+        assert_eq!(run.code, 0, "{run:?}");
+        assert!(run.stderr.is_empty(), "{run:?}");
+        let text = run.stdout.clone();
+        assert!(text.ends_with('\n') && text.trim().len() == 44, "{text:?}");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .expect("Base64");
+        assert_eq!(bytes.len(), 32);
+        let path = scratch.path().join(format!("key{}", keys.len()));
+        std::fs::write(&path, &text).unwrap();
+        let key = tokenkeeper::fleet::seal::FleetKey::load(&path).expect("the key loads");
+        keys.push((text, key.fingerprint().to_string()));
+    }
+    assert_ne!(keys[0].0, keys[1].0, "two runs printed the same key");
+    assert_ne!(keys[0].1, keys[1].1);
+}
