@@ -5,4 +5,5 @@
 //! Invariant: nothing read from the store is published unless it opens with the fleet key for
 //! that account and is newer than what the member holds ([`seal`]).
 
+pub mod follow;
 pub mod seal;

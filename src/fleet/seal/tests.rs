@@ -58,7 +58,14 @@ fn values_that_are_not_this_fleets_publication_for_this_account_do_not_open() {
     let at = flipped.len() - 10;
     flipped[at] = if flipped[at] == b'A' { b'B' } else { b'A' };
     // (case, the key, prefix and account it is opened with, the value, the error)
-    type Case = (&'static str, FleetKey, &'static str, &'static str, Vec<u8>, OpenError);
+    type Case = (
+        &'static str,
+        FleetKey,
+        &'static str,
+        &'static str,
+        Vec<u8>,
+        OpenError,
+    );
     let cases: Vec<Case> = vec![
         (
             "another key",
