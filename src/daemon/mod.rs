@@ -109,7 +109,12 @@ pub async fn run(
     // The config's parse is done with: its memory goes back to the kernel.
     crate::input::may_block(memory::release_freed);
     if watch_files {
+        test_watch_delay();
         reloader.watcher = start_watcher(&supervisor.watched_files(), &reloader.events);
+        // The accounts started (and may have logged in) before the watcher was there: a file
+        // changed in between made no event, so one quiet re-read now catches it (a no-op when
+        // nothing changed). The receiver is this loop's own, so the send cannot fail.
+        let _ = reloader.events.send(());
     }
     let mut clock_check = tokio::time::interval(CLOCK_CHECK_INTERVAL);
     clock_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -224,6 +229,18 @@ async fn test_wedge() {
         return;
     }
     std::future::pending::<()>().await;
+}
+
+/// In debug builds, `TOKENKEEPER_TEST_WATCH_DELAY_MS` holds the start of the file watcher back
+/// (after the accounts started), so that a test can change a file in that window for certain.
+fn test_watch_delay() {
+    #[cfg(debug_assertions)]
+    if let Some(delay) = std::env::var("TOKENKEEPER_TEST_WATCH_DELAY_MS")
+        .ok()
+        .and_then(|value| value.parse::<u64>().ok())
+    {
+        std::thread::sleep(Duration::from_millis(delay));
+    }
 }
 
 /// What a reload needs besides the supervisor.

@@ -927,3 +927,48 @@ async fn a_config_given_by_a_relative_path_is_still_watched() {
     );
     assert!(daemon.log().contains("added=1"), "{}", daemon.log());
 }
+
+/// A secret rotated after the accounts started but before the file watcher was up (a window
+/// that a loaded machine makes wide; the test widens it for certain) is still noticed: the
+/// daemon re-reads once when its watcher starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_before_the_watcher_is_up_is_not_missed() {
+    let setup = setup(Duration::from_secs(3600)).await;
+    let base = setup.endpoint.base_url();
+    let credentials = Credentials::demo();
+    std::fs::write(&setup.apinizer_secret, "wrong-secret\n").unwrap();
+    let config = write_config(
+        setup.scratch.path(),
+        &(FAST.to_string()
+            + "rejected_retry = \"30m\"\n"
+            + &apinizer("plain", &base, &setup.apinizer_secret, &setup.out)),
+    );
+    let daemon = Daemon::start(
+        &config,
+        setup.scratch.path(),
+        &[("TOKENKEEPER_TEST_WATCH_DELAY_MS", "3000")],
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || daemon
+            .log()
+            .contains("credentials rejected"))
+        .await,
+        "{}",
+        daemon.log()
+    );
+    // Still inside the watcher's delay: no event can come of this.
+    replace_file(
+        &setup.apinizer_secret,
+        &format!("{}\n", credentials.apinizer_client_secret),
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || setup
+            .out
+            .join("plain.token")
+            .exists())
+        .await,
+        "the rotation was missed: {}",
+        daemon.log()
+    );
+    assert!(daemon.log().contains("secret changed"), "{}", daemon.log());
+}
