@@ -389,7 +389,10 @@ fn start_watcher(
     events: &mpsc::UnboundedSender<()>,
 ) -> Option<watch::FileWatcher> {
     match watch::FileWatcher::new(files, events.clone()) {
-        Ok(watcher) => Some(watcher),
+        Ok(watcher) => {
+            tracing::debug!(files = files.len(), "watching the config and secret files");
+            Some(watcher)
+        }
         Err(error) => {
             tracing::warn!("cannot watch files, relying on SIGHUP: {error}");
             None

@@ -1,12 +1,20 @@
 //! What a follower makes of a publication it opened: publish it, or refuse it and say why. A pure
 //! decision, so that every rule is table-tested without a store.
 //!
-//! Invariant: a follower never publishes an expired token, a replayed or older publication, or a
-//! token obtained before the one it holds.
+//! Invariant: a follower never publishes an expired token; while the token it holds is live, it
+//! publishes only newer publications (a replay, a reordered write or a deposed leader's value is
+//! refused) whose token was not obtained before the held one (beyond [`CLOCK_SKEW`]). Once the
+//! held token has expired, any live publication is better than none: a leader whose terms
+//! restarted (a store restored from a backup, a Lease recreated) is followed again. What a
+//! follower holds across its own restarts is the caller's to keep.
 
 use jiff::Timestamp;
 
 use super::seal::Publication;
+
+/// How far apart members' clocks may be: a new leader whose token looks obtained up to this much
+/// before the held one (its clock behind) is still followed.
+pub const CLOCK_SKEW: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
 
 /// The verdict on a publication.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,8 +28,8 @@ pub enum Verdict {
         held: (i64, u64),
         offered: (i64, u64),
     },
-    /// Newer by its term and sequence, but its token was obtained before the held one's: a
-    /// leader must never take a consumer back to an older token.
+    /// Newer by its term and sequence, but its token was obtained before the held one's (by more
+    /// than [`CLOCK_SKEW`]): a leader must never take a consumer back to an older token.
     OlderToken {
         held_obtained_at: Timestamp,
         offered_obtained_at: Timestamp,
@@ -59,7 +67,7 @@ pub fn judge(held: Option<&Publication>, offered: &Publication, now: Timestamp) 
             expires_at: offered.token.expires_at,
         };
     }
-    let Some(held) = held else {
+    let Some(held) = held.filter(|held| held.token.expires_at > now) else {
         return Verdict::Publish;
     };
     if !offered.is_newer_than(held) {
@@ -68,7 +76,7 @@ pub fn judge(held: Option<&Publication>, offered: &Publication, now: Timestamp) 
             offered: (offered.term, offered.seq),
         };
     }
-    if offered.token.obtained_at < held.token.obtained_at {
+    if offered.token.obtained_at < held.token.obtained_at - CLOCK_SKEW {
         return Verdict::OlderToken {
             held_obtained_at: held.token.obtained_at,
             offered_obtained_at: offered.token.obtained_at,
@@ -107,8 +115,35 @@ mod tests {
     fn a_follower_publishes_only_newer_live_tokens() {
         let held = offer(5, 2, 100, 3700);
         let now = at(200);
-        let cases: [(&str, Option<&Publication>, Publication, &str); 9] = [
+        let dead = offer(9, 9, 0, 150);
+        let cases: [(&str, Option<&Publication>, Publication, &str); 13] = [
             ("first", None, offer(1, 0, 100, 3700), "publish"),
+            // Terms restarted (a restored store): followed once the held token is dead.
+            (
+                "after the held one expired",
+                Some(&dead),
+                offer(1, 0, 190, 3790),
+                "publish",
+            ),
+            (
+                "expired, after the held one expired",
+                Some(&dead),
+                offer(1, 0, 0, 190),
+                "expired",
+            ),
+            // A new leader whose clock is 30 s behind: within the allowed skew.
+            (
+                "newer, clock behind",
+                Some(&held),
+                offer(6, 0, 70, 3670),
+                "publish",
+            ),
+            (
+                "newer, much older token",
+                Some(&held),
+                offer(6, 0, 39, 3639),
+                "older token",
+            ),
             ("first, expired", None, offer(1, 0, 0, 200), "expired"),
             (
                 "next in the term",
@@ -147,9 +182,9 @@ mod tests {
                 "expired",
             ),
             (
-                "newer, older token",
+                "newer, an hour-old token",
                 Some(&held),
-                offer(6, 0, 90, 3690),
+                offer(6, 0, -3500, 300),
                 "older token",
             ),
         ];

@@ -95,12 +95,11 @@ impl FleetKey {
         let mut fingerprint = [0u8; 8];
         // Both lengths are within HKDF-SHA256's limit of 255 hash lengths, so expansion and
         // filling cannot fail.
-        let expanded = prk
-            .expand(&[b"sealing v1"], Len(KEY_BYTES))
+        prk.expand(&[b"sealing v1"], Len(KEY_BYTES))
             .and_then(|okm| okm.fill(&mut sealing[..]))
             .and_then(|()| prk.expand(&[b"fingerprint v1"], Len(fingerprint.len())))
-            .and_then(|okm| okm.fill(&mut fingerprint));
-        debug_assert!(expanded.is_ok());
+            .and_then(|okm| okm.fill(&mut fingerprint))
+            .unwrap_or_else(|_| unreachable!("HKDF-SHA256 expands to 32 and 8 bytes"));
         // A 32-byte key is what ChaCha20-Poly1305 takes, so this cannot fail.
         let unbound = UnboundKey::new(&aead::CHACHA20_POLY1305, &sealing[..])
             .unwrap_or_else(|_| unreachable!("a 32-byte ChaCha20-Poly1305 key"));
@@ -134,15 +133,18 @@ impl FleetKey {
     /// Seals `publication` for `account` under the key `prefix`.
     ///
     /// # Errors
-    /// The system's random source failed.
+    /// The system's random source failed, or the sealed value would be larger than
+    /// [`MAX_SEALED_BYTES`] (and so refused by [`FleetKey::open`]).
     pub fn seal(
         &self,
         prefix: &str,
         account: &str,
         publication: &Publication,
-    ) -> Result<String, ring::error::Unspecified> {
+    ) -> Result<String, SealError> {
         let mut nonce = [0u8; aead::NONCE_LEN];
-        SystemRandom::new().fill(&mut nonce)?;
+        SystemRandom::new()
+            .fill(&mut nonce)
+            .map_err(|_| SealError::Random)?;
         let body = Body {
             term: publication.term,
             seq: publication.seq,
@@ -153,19 +155,27 @@ impl FleetKey {
         };
         // Room for the whole plaintext and the tag up front, so that no growth leaves a copy of
         // the token in freed memory. Serializing strings and integers into memory cannot fail.
-        let room = body.token.len() + body.leader.len() + 256 + aead::MAX_TAG_LEN;
+        // JSON escaping at most doubles a string here: a token is printable ASCII, and `"` and
+        // `\` take two bytes each (a member name is checked the same way by the config).
+        let room = 2 * (body.token.len() + body.leader.len()) + 256 + aead::MAX_TAG_LEN;
         let mut buffer = Zeroizing::new(Vec::with_capacity(room));
         serde_json::to_writer(&mut *buffer, &body)
             .unwrap_or_else(|_| unreachable!("a publication serializes"));
-        self.sealing.seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(associated_data(prefix, account)),
-            &mut *buffer,
-        )?;
+        self.sealing
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(associated_data(prefix, account)),
+                &mut *buffer,
+            )
+            .map_err(|_| SealError::Random)?;
         let mut sealed = Vec::with_capacity(nonce.len() + buffer.len());
         sealed.extend_from_slice(&nonce);
         sealed.extend_from_slice(&buffer);
-        Ok(format!("{MAGIC}{}", URL_SAFE_NO_PAD.encode(sealed)))
+        let value = format!("{MAGIC}{}", URL_SAFE_NO_PAD.encode(sealed));
+        if value.len() > MAX_SEALED_BYTES {
+            return Err(SealError::TooLarge(value.len()));
+        }
+        Ok(value)
     }
 
     /// Opens a value stored for `account` under `prefix`.
@@ -231,11 +241,19 @@ impl FleetKey {
 fn decode_key(bytes: &[u8]) -> Option<Zeroizing<[u8; KEY_BYTES]>> {
     let mut key = Zeroizing::new([0u8; KEY_BYTES]);
     if bytes.len() == KEY_BYTES {
+        // Random bytes are all printable with a chance of about 1e-14: such a file is a
+        // passphrase or a truncated text key, not a key.
+        if bytes
+            .iter()
+            .all(|byte| byte.is_ascii_graphic() || *byte == b' ')
+        {
+            return None;
+        }
         key.copy_from_slice(bytes);
         return Some(key);
     }
     let text = std::str::from_utf8(bytes).ok()?.trim();
-    if text.len() == 2 * KEY_BYTES {
+    if text.len() == 2 * KEY_BYTES && text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
         for (byte, pair) in key.iter_mut().zip(text.as_bytes().chunks(2)) {
             *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
         }
@@ -258,6 +276,15 @@ fn associated_data(prefix: &str, account: &str) -> Vec<u8> {
     data.extend_from_slice(account.as_bytes());
     data.push(0);
     data
+}
+
+/// Why a publication could not be sealed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    #[error("the system's random source failed")]
+    Random,
+    #[error("the sealed publication would be {0} bytes, more than {MAX_SEALED_BYTES}")]
+    TooLarge(usize),
 }
 
 /// Why a stored value was not accepted. Never carries the value.

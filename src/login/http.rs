@@ -66,13 +66,7 @@ impl ClientFiles {
             Some(identity) => {
                 let cert = read_identity_file(&identity.cert, IdentityPart::Cert)?;
                 let key = read_identity_file(&identity.key, IdentityPart::Key)?;
-                verify_identity(&cert, &key, identity)?;
-                let mut both =
-                    zeroize::Zeroizing::new(Vec::with_capacity(cert.len() + key.len() + 1));
-                both.extend_from_slice(&cert);
-                both.push(b'\n');
-                both.extend_from_slice(&key);
-                Some(both)
+                Some(verify_identity(&cert, &key, identity)?)
             }
         };
         Ok(ClientFiles { ca, identity })
@@ -111,7 +105,7 @@ impl ClientFiles {
 pub fn check_identity(identity: &ClientIdentity) -> Result<(), ClientError> {
     let cert = read_identity_file(&identity.cert, IdentityPart::Cert)?;
     let key = read_identity_file(&identity.key, IdentityPart::Key)?;
-    verify_identity(&cert, &key, identity)
+    verify_identity(&cert, &key, identity).map(drop)
 }
 
 /// Which file of a client identity an error is about.
@@ -132,13 +126,19 @@ impl IdentityPart {
     }
 }
 
-/// Checks that `cert` (PEM) holds a certificate chain and `key` (PEM) a private key rustls can
-/// sign with, and that the key is the first certificate's. reqwest checks less when a client is
-/// built (a key of another certificate only fails at the first handshake), and its messages do not
-/// say which file is wrong. Messages name the file and what is wrong, never bytes from the file
-/// (the PEM parser's own errors can quote a line, so they are not shown).
-fn verify_identity(cert: &[u8], key: &[u8], files: &ClientIdentity) -> Result<(), ClientError> {
-    use rustls::pki_types::pem::{self, PemObject as _};
+/// Checks that `cert` (PEM) holds a certificate chain and `key` (PEM) exactly one private key
+/// rustls can sign with, and that the key is the first certificate's; returns the chain and the
+/// key re-encoded as one PEM buffer, which is what the client is built from, so that the client
+/// presents exactly what was checked (reqwest's own parse would take the last of several keys
+/// and refuse other sections). Other sections in the files (a CSR, comments) are ignored.
+/// Messages name the file and what is wrong, never bytes from the file (the PEM parser's own
+/// errors can quote a line, so they are not shown).
+fn verify_identity(
+    cert: &[u8],
+    key: &[u8],
+    files: &ClientIdentity,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, ClientError> {
+    use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let cert_error = |message: &str| IdentityPart::Cert.error(&files.cert, message);
     let key_error = |message: &str| IdentityPart::Key.error(&files.key, message);
@@ -150,15 +150,32 @@ fn verify_identity(cert: &[u8], key: &[u8], files: &ClientIdentity) -> Result<()
             "holds no certificate (a PEM `CERTIFICATE` section)",
         ));
     }
-    let private = PrivateKeyDer::from_pem_slice(key).map_err(|error| {
-        key_error(match error {
-            pem::Error::NoItemsFound => {
+    let unreadable = |_| key_error("is not a readable PEM file");
+    let mut keys = PrivateKeyDer::pem_slice_iter(key);
+    let private = match keys.next() {
+        Some(private) => private.map_err(unreadable)?,
+        None => {
+            return Err(key_error(
                 "holds no private key (a PEM `PRIVATE KEY`, `RSA PRIVATE KEY` or \
-                 `EC PRIVATE KEY` section)"
-            }
-            _ => "is not a readable PEM file",
-        })
-    })?;
+                 `EC PRIVATE KEY` section)",
+            ));
+        }
+    };
+    if keys.next().is_some() {
+        return Err(key_error(
+            "holds more than one private key: which one goes with the certificate is ambiguous",
+        ));
+    }
+    let label = match &private {
+        PrivateKeyDer::Pkcs1(_) => "RSA PRIVATE KEY",
+        PrivateKeyDer::Sec1(_) => "EC PRIVATE KEY",
+        _ => "PRIVATE KEY",
+    };
+    let mut identity = zeroize::Zeroizing::new(Vec::new());
+    for der in &chain {
+        push_pem(&mut identity, "CERTIFICATE", der.as_ref());
+    }
+    push_pem(&mut identity, label, private.secret_der());
     install_crypto_provider();
     let provider = rustls::crypto::ring::default_provider();
     let signer = provider
@@ -172,7 +189,9 @@ fn verify_identity(cert: &[u8], key: &[u8], files: &ClientIdentity) -> Result<()
     let certified = rustls::sign::CertifiedKey::new(chain, signer);
     match certified.keys_match() {
         // Unknown: the key type cannot tell its public half; the handshake will tell.
-        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(()),
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+            Ok(identity)
+        }
         Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
             Err(key_error(&format!(
                 "is not the private key of the certificate in {}",
@@ -183,6 +202,21 @@ fn verify_identity(cert: &[u8], key: &[u8], files: &ClientIdentity) -> Result<()
             "starts with a certificate that cannot be parsed",
         )),
     }
+}
+
+/// Appends `der` to `out` as a PEM section labelled `label`; the Base64 text is built in a
+/// zeroized buffer, as it may be a key's.
+fn push_pem(out: &mut zeroize::Zeroizing<Vec<u8>>, label: &str, der: &[u8]) {
+    use base64::Engine as _;
+    let text = zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(der));
+    let lines = text.len().div_ceil(64);
+    out.reserve(text.len() + lines + 2 * label.len() + 40);
+    out.extend_from_slice(format!("-----BEGIN {label}-----\n").as_bytes());
+    for line in text.as_bytes().chunks(64) {
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
+    out.extend_from_slice(format!("-----END {label}-----\n").as_bytes());
 }
 
 fn read_identity_file(
@@ -342,8 +376,8 @@ fn build_client(
         builder = builder.tls_certs_merge(bundle.certificates.clone());
     }
     if let (Some(identity), Some(files)) = (identity, &settings.client_identity) {
-        // The pair passed `verify_identity` when it was read; this only fails on what that does
-        // not check, and reqwest's message quotes no bytes of the files.
+        // The buffer is the chain and key `verify_identity` checked and re-encoded; this only
+        // fails on what that does not check, and reqwest's message quotes no bytes of it.
         let identity =
             reqwest::Identity::from_pem(identity).map_err(|error| ClientError::ClientCert {
                 path: files.cert.display().to_string(),

@@ -946,7 +946,10 @@ async fn a_rotation_before_the_watcher_is_up_is_not_missed() {
     let daemon = Daemon::start(
         &config,
         setup.scratch.path(),
-        &[("TOKENKEEPER_TEST_WATCH_DELAY_MS", "3000")],
+        &[
+            ("TOKENKEEPER_TEST_WATCH_DELAY_MS", "5000"),
+            ("RUST_LOG", "tokenkeeper=debug"),
+        ],
     );
     assert!(
         eventually(Duration::from_secs(10), || daemon
@@ -956,10 +959,22 @@ async fn a_rotation_before_the_watcher_is_up_is_not_missed() {
         "{}",
         daemon.log()
     );
-    // Still inside the watcher's delay: no event can come of this.
+    // Still inside the watcher's delay: no event can come of this. (Were the watcher up already,
+    // the test would prove nothing: it fails rather than pass vacuously.)
+    let watching = "watching the config and secret files";
+    assert!(
+        !daemon.log().contains(watching),
+        "the watcher was up before the rotation: {}",
+        daemon.log()
+    );
     replace_file(
         &setup.apinizer_secret,
         &format!("{}\n", credentials.apinizer_client_secret),
+    );
+    assert!(
+        !daemon.log().contains(watching),
+        "the watcher came up during the rotation: {}",
+        daemon.log()
     );
     assert!(
         eventually(Duration::from_secs(20), || setup

@@ -254,7 +254,7 @@ async fn oidc_provider_refuses_a_wrong_certificate_as_rejected_credentials() {
 }
 
 /// The daemon keeps a `tls_client_auth` token live across several of the server's short
-/// lifetimes, each renewal a new TLS connection presenting the certificate.
+/// lifetimes, every renewal authenticated by the certificate (on a new or a kept-alive connection).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_renews_a_tls_client_auth_token() {
     let Some(setup) = start(4) else {

@@ -633,6 +633,12 @@ async fn client_certificate_config_errors_name_the_key_and_its_line() {
     let pki = Pki::generate(&pki_dir);
     let client = client_cert(&pki_dir, "client1", "tokenkeeper-client-1", 11);
     let garbage = write_secret(root, "garbage.key", "this is not a PEM private key");
+    let read = |path: &Path| std::fs::read_to_string(path).expect("read a PEM file");
+    let two_keys = write_secret(
+        root,
+        "two.key",
+        &format!("{}{}", read(&client.key), read(&pki.leaf_key)),
+    );
     let token_url = "https://127.0.0.1:1/token";
     let cert_line = |path: &Path| format!("client_cert = \"{}\"", path.display());
     let key_line = |path: &Path| format!("client_key = \"{}\"", path.display());
@@ -664,6 +670,17 @@ async fn client_certificate_config_errors_name_the_key_and_its_line() {
             "client_key",
             "client_key",
             "holds no private key",
+        ),
+        (
+            "two-keys",
+            format!(
+                "{method}\n{}\n{}",
+                cert_line(&client.pem),
+                key_line(&two_keys)
+            ),
+            "client_key",
+            "client_key",
+            "more than one private key",
         ),
         (
             "key-as-cert",
@@ -723,10 +740,32 @@ async fn client_certificate_config_errors_name_the_key_and_its_line() {
         assert!(problem.contains(message), "{case}: {problem}");
         assert_no_key_material(&run.all_output(), &[&client.key, &pki.leaf_key]);
     }
+
+    // One file holding the certificate and its key serves as both, as many tools write them.
+    let combined = write_secret(
+        root,
+        "combined.pem",
+        &format!("{}{}", read(&client.pem), read(&client.key)),
+    );
+    let dir = root.join("combined");
+    let config_path = account_config(
+        &dir,
+        token_url,
+        &pki.ca_pem,
+        &format!(
+            "{method}\n{}\n{}",
+            cert_line(&combined),
+            key_line(&combined)
+        ),
+    );
+    let run = tokenkeeper(&["check", "--config", &config_path], &[]).await;
+    assert_eq!(run.code, 0, "a combined certificate and key file: {run:?}");
+    assert_no_key_material(&run.all_output(), &[&client.key]);
 }
 
-/// Config load refuses a certificate and key that are not a pair (reqwest alone would accept
-/// them and fail at the first handshake), at the key's line.
+/// Config load refuses a certificate and key that are not a pair, at the key's line (rustls would
+/// refuse them too, but only when the client is built at start, with a message that names no
+/// file).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_that_is_not_the_certificates_is_a_config_error() {
     if !prerequisites_present() {

@@ -227,6 +227,11 @@ fn a_key_file_that_is_not_a_key_is_refused_naming_the_path_only() {
         ("hex-bad", format!("{}zz", "a".repeat(62)).into_bytes()),
         ("base64-of-31", STANDARD.encode([9u8; 31]).into_bytes()),
         ("raw-33", vec![1u8; 33]),
+        (
+            "passphrase-32",
+            b"correct horse battery staple 123".to_vec(),
+        ),
+        ("hex-with-plus", format!("+{}", "a".repeat(63)).into_bytes()),
     ] {
         let path = dir.path().join(name);
         std::fs::write(&path, &bytes).unwrap();
@@ -241,4 +246,37 @@ fn a_key_file_that_is_not_a_key_is_refused_naming_the_path_only() {
     let missing = dir.path().join("missing");
     let error = FleetKey::load(&missing).unwrap_err().to_string();
     assert!(error.contains(&missing.display().to_string()), "{error}");
+}
+
+#[test]
+fn a_publication_too_large_to_open_is_not_sealed() {
+    let key = key(7);
+    let mut big = publication(1, 1);
+    big.leader = "m".repeat(MAX_SEALED_BYTES);
+    assert!(matches!(
+        key.seal(PREFIX, "a", &big),
+        Err(SealError::TooLarge(_))
+    ));
+    // A token full of characters JSON escapes still seals and opens whole.
+    let quoted = "\"\\".repeat(2000);
+    let obtained_at = Timestamp::now();
+    let escaped = Publication {
+        term: 1,
+        seq: 1,
+        leader: "m".to_string(),
+        token: Token::new(
+            Secret::new(quoted.clone()),
+            obtained_at,
+            obtained_at + jiff::SignedDuration::from_secs(60),
+        )
+        .unwrap(),
+    };
+    let sealed = key.seal(PREFIX, "a", &escaped).unwrap();
+    assert_eq!(
+        key.open(PREFIX, "a", sealed.as_bytes())
+            .unwrap()
+            .token
+            .expose(),
+        quoted
+    );
 }
