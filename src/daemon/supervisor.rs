@@ -438,7 +438,11 @@ impl Supervisor {
             tracing::error!(account = %name, "the account's task stopped unexpectedly; restarting it");
             // Revivals are spaced by the tick: no start-up spread.
             if let Err(error) = self.spawn(running.cell.account(), 1) {
-                tracing::error!(account = %name, "cannot restart: {error}");
+                // Kept as it was (its task finished), so the next tick tries again: a login that
+                // cannot be built now (a file mid-rotation) may be buildable then.
+                tracing::error!(account = %name, "cannot restart, trying again at the next check: {error}");
+                self.pending_exits.push((name.clone(), running.generation));
+                self.running.insert(name, running);
             }
         }
     }

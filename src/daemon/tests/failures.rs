@@ -187,6 +187,62 @@ async fn a_panicking_account_task_is_restarted() {
     assert_eq!(code, 0);
 }
 
+/// Hands out one login, but fails to build it on the listed calls (0-based), as a bad CA bundle
+/// or client certificate would.
+struct FlakyLogins {
+    login: Arc<dyn Authenticator>,
+    failing: Vec<usize>,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl crate::daemon::Logins for FlakyLogins {
+    fn login_for(
+        &self,
+        account: &crate::config::Account,
+    ) -> Result<crate::daemon::Built, crate::login::SetupError> {
+        let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.failing.contains(&call) {
+            return Err(crate::login::SetupError {
+                account: account.name.clone(),
+                source: crate::login::http::ClientError::Proxy("a test failure".to_string()),
+            });
+        }
+        Ok(crate::daemon::Built {
+            auth: Arc::clone(&self.login),
+            files_digest: None,
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_revival_that_cannot_build_its_login_is_tried_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = test_clock();
+    let scripted = Scripted::new(
+        &clock,
+        vec![Answer::Panic],
+        Answer::Token(Duration::from_secs(3600)),
+    );
+    // Call 0 starts the account; its task panics; calls 1 and 2 (the revivals) fail.
+    let factory: AuthFactory = Arc::new(FlakyLogins {
+        login: Arc::clone(&scripted) as Arc<dyn Authenticator>,
+        failing: vec![1, 2],
+        calls: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let harness =
+        Harness::start_with_factory(dir, clock, Arc::clone(&scripted), "", "", factory).await;
+    pass(crate::daemon::CLOCK_CHECK_INTERVAL * 5).await;
+    let calls = harness.scripted.calls();
+    assert_eq!(
+        calls.len(),
+        2,
+        "the account was not revived once its login could be built: {calls:?}"
+    );
+    assert_eq!(harness.read(), harness.scripted.last_token());
+    let (code, ..) = harness.stop().await;
+    assert_eq!(code, 0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn while_writes_fail_the_older_file_goes_when_its_token_expires() {
     let dir = tempfile::tempdir().unwrap();

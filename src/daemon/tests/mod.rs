@@ -200,6 +200,20 @@ impl Harness {
         daemon_table: &str,
         output_keys: &str,
     ) -> Harness {
+        let factory = same_login(Arc::clone(&scripted) as Arc<dyn Authenticator>);
+        Harness::start_with_factory(dir, clock, scripted, daemon_table, output_keys, factory).await
+    }
+
+    /// Like [`Harness::start_with_output`], building logins with `factory` (which should hand
+    /// out `scripted`).
+    async fn start_with_factory(
+        dir: tempfile::TempDir,
+        clock: Arc<TestClock>,
+        scripted: Arc<Scripted>,
+        daemon_table: &str,
+        output_keys: &str,
+        factory: AuthFactory,
+    ) -> Harness {
         std::fs::create_dir_all(dir.path().join("out")).unwrap();
         let secret = dir.path().join("secret");
         if !secret.exists() {
@@ -226,7 +240,6 @@ path = "{out}/a.token"
             state = dir.path().join("state").display(),
         );
         std::fs::write(dir.path().join("config.toml"), config).unwrap();
-        let factory = same_login(Arc::clone(&scripted) as Arc<dyn Authenticator>);
         let (control, daemon) = spawn_run(dir.path().join("config.toml"), &clock, factory);
         Harness {
             clock,
