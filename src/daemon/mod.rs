@@ -390,7 +390,10 @@ fn start_watcher(
 ) -> Option<watch::FileWatcher> {
     match watch::FileWatcher::new(files, events.clone()) {
         Ok(watcher) => {
-            tracing::debug!(files = files.len(), "watching the config and secret files");
+            tracing::debug!(
+                files = files.len(),
+                "watching the config's files for changes"
+            );
             Some(watcher)
         }
         Err(error) => {

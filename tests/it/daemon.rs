@@ -961,7 +961,7 @@ async fn a_rotation_before_the_watcher_is_up_is_not_missed() {
     );
     // Still inside the watcher's delay: no event can come of this. (Were the watcher up already,
     // the test would prove nothing: it fails rather than pass vacuously.)
-    let watching = "watching the config and secret files";
+    let watching = "watching the config's files for changes";
     assert!(
         !daemon.log().contains(watching),
         "the watcher was up before the rotation: {}",
