@@ -51,24 +51,38 @@ pub struct FilesDigest([u8; 32]);
 /// The largest client certificate chain or key read.
 const MAX_IDENTITY_BYTES: usize = 1024 * 1024;
 
-/// The files of a client as they are now: the CA bundle, and the certificate and key as one PEM
-/// buffer (as reqwest takes them), zeroized on drop.
+/// The files of a client as they are now, as read: the CA bundle, and the certificate and key
+/// (zeroized on drop). Their digest is of these bytes, so telling a rotation costs a read and a
+/// hash; the files are parsed and checked only when a client is built from them, as the CA bundle
+/// is.
 struct ClientFiles {
     ca: Option<Vec<u8>>,
-    identity: Option<zeroize::Zeroizing<Vec<u8>>>,
+    identity: Option<IdentityFiles>,
+}
+
+/// A client certificate file and key file, as read.
+struct IdentityFiles {
+    cert: zeroize::Zeroizing<Vec<u8>>,
+    key: zeroize::Zeroizing<Vec<u8>>,
+}
+
+impl IdentityFiles {
+    fn read(identity: &ClientIdentity) -> Result<IdentityFiles, ClientError> {
+        Ok(IdentityFiles {
+            cert: read_identity_file(&identity.cert, IdentityPart::Cert)?,
+            key: read_identity_file(&identity.key, IdentityPart::Key)?,
+        })
+    }
 }
 
 impl ClientFiles {
     fn read(settings: &HttpSettings) -> Result<ClientFiles, ClientError> {
         let ca = settings.ca_file.as_deref().map(read_ca_file).transpose()?;
-        let identity = match &settings.client_identity {
-            None => None,
-            Some(identity) => {
-                let cert = read_identity_file(&identity.cert, IdentityPart::Cert)?;
-                let key = read_identity_file(&identity.key, IdentityPart::Key)?;
-                Some(verify_identity(&cert, &key, identity)?)
-            }
-        };
+        let identity = settings
+            .client_identity
+            .as_ref()
+            .map(IdentityFiles::read)
+            .transpose()?;
         Ok(ClientFiles { ca, identity })
     }
 
@@ -77,11 +91,18 @@ impl ClientFiles {
         if self.ca.is_none() && self.identity.is_none() {
             return None;
         }
-        let mut input = Vec::new();
-        for part in [
+        let parts = [
             self.ca.as_deref(),
-            self.identity.as_deref().map(|bytes| &bytes[..]),
-        ] {
+            self.identity.as_ref().map(|files| &files.cert[..]),
+            self.identity.as_ref().map(|files| &files.key[..]),
+        ];
+        // Sized up front: the input holds the key, and growing would leave copies of it behind.
+        let size = parts
+            .iter()
+            .map(|part| 9 + part.map_or(0, <[u8]>::len))
+            .sum();
+        let mut input = zeroize::Zeroizing::new(Vec::with_capacity(size));
+        for part in parts {
             match part {
                 None => input.push(0),
                 Some(bytes) => {
@@ -91,9 +112,7 @@ impl ClientFiles {
                 }
             }
         }
-        let digest = FilesDigest(crate::input::sha256(&input));
-        zeroize::Zeroize::zeroize(&mut input);
-        Some(digest)
+        Some(FilesDigest(crate::input::sha256(&input)))
     }
 }
 
@@ -103,9 +122,8 @@ impl ClientFiles {
 /// # Errors
 /// A file that cannot be read, or a pair that is not a certificate chain and its key.
 pub fn check_identity(identity: &ClientIdentity) -> Result<(), ClientError> {
-    let cert = read_identity_file(&identity.cert, IdentityPart::Cert)?;
-    let key = read_identity_file(&identity.key, IdentityPart::Key)?;
-    verify_identity(&cert, &key, identity).map(drop)
+    let files = IdentityFiles::read(identity)?;
+    verify_identity(&files.cert, &files.key, identity).map(drop)
 }
 
 /// Which file of a client identity an error is about.
@@ -299,8 +317,9 @@ impl Clients {
         Clients::default()
     }
 
-    /// The client for `settings`, built on first use. The CA bundle, if any, is read each time
-    /// (a rotation gets a new client) but parsed only when a client is built.
+    /// The client for `settings`, built on first use. The CA bundle and client certificate, if
+    /// any, are read each time (a rotation gets a new client) but parsed and checked only when a
+    /// client is built.
     ///
     /// # Errors
     /// A bad CA bundle or proxy URL.
@@ -318,10 +337,14 @@ impl Clients {
             (Some(path), Some(bytes)) => Some(CaBundle::parse(path, bytes)?),
             _ => None,
         };
+        let identity = match (&settings.client_identity, &files.identity) {
+            (Some(paths), Some(read)) => Some(verify_identity(&read.cert, &read.key, paths)?),
+            _ => None,
+        };
         let client = build_client(
             settings,
             bundle.as_ref(),
-            files.identity.as_deref().map(|bytes| &bytes[..]),
+            identity.as_deref().map(|pem| &pem[..]),
         )?;
         let mut built = self.lock();
         // A client for the same settings with other files is for files that have since been
