@@ -28,6 +28,7 @@ pub mod demo;
 pub mod error;
 pub mod expiry;
 pub mod fleet;
+pub mod hex;
 pub mod hook;
 pub mod input;
 pub mod login;

@@ -71,7 +71,7 @@ pub struct CredentialsDigest([u8; 32]);
 
 impl CredentialsDigest {
     fn hex(&self) -> String {
-        hex(&self.0)
+        crate::hex::encode(&self.0)
     }
 
     #[cfg(test)]
@@ -80,8 +80,8 @@ impl CredentialsDigest {
     }
 
     fn from_hex(text: &str) -> Option<CredentialsDigest> {
-        let bytes = unhex(text)?;
-        Some(CredentialsDigest(bytes.try_into().ok()?))
+        let bytes = crate::hex::decode(text)?;
+        Some(CredentialsDigest(bytes[..].try_into().ok()?))
     }
 }
 
@@ -110,7 +110,7 @@ impl Keys {
         let mut context = hmac::Context::with_key(&self.key);
         context.update(LOGIN_DOMAIN);
         spec.canonical(&mut |bytes| context.update(bytes));
-        hex(&context.sign().as_ref()[..16])
+        crate::hex::encode(&context.sign().as_ref()[..16])
     }
 
     /// A keyed digest of every secret value the login reads now (files, environment variables,
@@ -472,7 +472,7 @@ impl StateFile {
         // Writing into a Vec never fails, and a document of strings has no keys JSON refuses.
         serde_json::to_writer(&mut *bytes, &*document).expect("serializing strings into a Vec");
         drop(document);
-        let tag = hex(self.dir.keys.sign(&bytes).as_ref());
+        let tag = crate::hex::encode(self.dir.keys.sign(&bytes).as_ref());
         bytes.push(b'\n');
         bytes.extend_from_slice(tag.as_bytes());
         bytes.push(b'\n');
@@ -490,30 +490,11 @@ impl StateFile {
 }
 
 /// Splits `<text>\n<hex tag>\n` into the text and the tag's bytes.
-fn split_signed(bytes: &[u8]) -> Option<(&[u8], Vec<u8>)> {
+fn split_signed(bytes: &[u8]) -> Option<(&[u8], zeroize::Zeroizing<Vec<u8>>)> {
     let body = bytes.strip_suffix(b"\n")?;
     let split = body.iter().rposition(|byte| *byte == b'\n')?;
     let tag = std::str::from_utf8(&body[split + 1..]).ok()?;
-    Some((&body[..split], unhex(tag)?))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut text = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        let _ = write!(text, "{byte:02x}");
-    }
-    text
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|index| u8::from_str_radix(text.get(index..index + 2)?, 16).ok())
-        .collect()
+    Some((&body[..split], crate::hex::decode(tag)?))
 }
 
 #[cfg(test)]

@@ -253,10 +253,9 @@ fn decode_key(bytes: &[u8]) -> Option<Zeroizing<[u8; KEY_BYTES]>> {
         return Some(key);
     }
     let text = std::str::from_utf8(bytes).ok()?.trim();
-    if text.len() == 2 * KEY_BYTES && text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
-        for (byte, pair) in key.iter_mut().zip(text.as_bytes().chunks(2)) {
-            *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
-        }
+    if text.len() == 2 * KEY_BYTES {
+        let decoded = crate::hex::decode(text)?;
+        key.copy_from_slice(&decoded);
         return Some(key);
     }
     let decoded = Zeroizing::new(STANDARD.decode(text).ok()?);
