@@ -53,6 +53,8 @@ pub struct Config {
     pub lines: BTreeMap<String, usize>,
     /// How `run` schedules, retries and stops.
     pub daemon: DaemonSettings,
+    /// The `[fleet]` table: how members coordinate the accounts with `fleet = true`.
+    pub fleet: Option<FleetSettings>,
     /// Things that work but deserve the operator's attention (literal secrets in a readable file).
     pub warnings: Vec<String>,
 }
@@ -71,7 +73,54 @@ pub struct Account {
     pub outputs: Vec<OutputSpec>,
     /// What to tell the account's consumer after its files change.
     pub on_change: Option<crate::hook::HookSpec>,
+    /// One member of the fleet logs in for this account and shares the token (`fleet = true`).
+    pub fleet: bool,
 }
+
+/// The `[fleet]` table: the etcd cluster, this member's name, the key publications are sealed
+/// with, and what to do when the cluster cannot be reached.
+#[derive(Debug, Clone)]
+pub struct FleetSettings {
+    /// etcd client URLs, tried in turn.
+    pub endpoints: Vec<url::Url>,
+    /// Every key the fleet uses starts with this (no trailing `/`).
+    pub prefix: String,
+    /// This member's name, shown to the others as the leader's.
+    pub member: String,
+    pub key_file: PathBuf,
+    /// The key, loaded when the config was (its fingerprint tells members' keys apart).
+    pub key: Arc<crate::fleet::seal::FleetKey>,
+    /// The TTL of the member's lease: a leader that dies is replaced after at most this long.
+    pub lease_ttl: Duration,
+    /// The connection to etcd: a CA bundle and a client certificate, if any.
+    pub http: crate::login::spec::HttpSettings,
+    /// etcd's own user, when the cluster has authentication on.
+    pub username: Option<String>,
+    pub password: Option<crate::secret::SecretSource>,
+    /// Once the token held has expired and the store cannot be reached, log in alone (the token
+    /// is not shared). Off by default: see the README's fleet section.
+    pub login_alone_after_expiry: bool,
+}
+
+impl PartialEq for FleetSettings {
+    fn eq(&self, other: &FleetSettings) -> bool {
+        self.endpoints == other.endpoints
+            && self.prefix == other.prefix
+            && self.member == other.member
+            && self.key_file == other.key_file
+            && self.key.fingerprint() == other.key.fingerprint()
+            && self.lease_ttl == other.lease_ttl
+            && self.http == other.http
+            && self.username == other.username
+            && self.password == other.password
+            && self.login_alone_after_expiry == other.login_alone_after_expiry
+    }
+}
+
+/// The default `[fleet] prefix`.
+pub const DEFAULT_FLEET_PREFIX: &str = "/tokenkeeper";
+/// The default `[fleet] lease_ttl`.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 
 /// What to do with an account's files when its token expires and no new one could be had.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

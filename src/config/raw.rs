@@ -16,8 +16,26 @@ pub(super) struct RawConfig {
     pub(super) defaults: RawDefaults,
     #[serde(default)]
     pub(super) daemon: RawDaemon,
+    pub(super) fleet: Option<Spanned<RawFleet>>,
     #[serde(default)]
     pub(super) accounts: BTreeMap<String, Spanned<RawAccount>>,
+}
+
+/// The `[fleet]` table: the coordination store and this member.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFleet {
+    pub(super) endpoints: Option<Spanned<Vec<String>>>,
+    pub(super) prefix: Option<Spanned<String>>,
+    pub(super) member: Option<Spanned<String>>,
+    pub(super) key_file: Option<Spanned<String>>,
+    pub(super) lease_ttl: Option<Spanned<String>>,
+    pub(super) ca_file: Option<Spanned<String>>,
+    pub(super) client_cert: Option<Spanned<String>>,
+    pub(super) client_key: Option<Spanned<String>>,
+    pub(super) username: Option<Spanned<String>>,
+    pub(super) password: Option<Spanned<SecretSource>>,
+    pub(super) login_alone_after_expiry: Option<bool>,
 }
 
 /// The `[daemon]` table.
@@ -136,6 +154,7 @@ raw_account! {
     #[serde(default)]
     outputs: Vec<Spanned<RawOutput>>,
     on_change: Option<Spanned<RawHook>>,
+    fleet: Option<Spanned<bool>>,
 }
 
 /// `[accounts.NAME.on_change]`: a command or a signal to a pid file.

@@ -135,7 +135,7 @@ pub fn check_url(text: &str, allow_http: bool, base: bool) -> Result<Url, String
 }
 
 /// Loopback IP literals and `localhost` itself; `localhost.example.com` is not loopback.
-fn is_loopback_host(host: &str) -> bool {
+pub(crate) fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || host

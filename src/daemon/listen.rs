@@ -173,7 +173,11 @@ async fn respond(board: &Board, request: &Request<Incoming>) -> Response<Full<By
             }
         }
         "/readyz" => match status::readiness(&board.snapshot(), now) {
-            Ok(()) => text(StatusCode::OK, "ok\n".to_string()),
+            Ok(()) => {
+                let notes = status::readiness_notes(&board.snapshot());
+                let body = std::iter::once("ok".to_string()).chain(notes);
+                text(StatusCode::OK, body.map(|line| line + "\n").collect())
+            }
             Err(problems) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 problems.iter().map(|line| format!("{line}\n")).collect(),

@@ -108,6 +108,7 @@ struct Sample {
     next_refresh: f64,
     failures: u32,
     counts: Counts,
+    fleet: Option<super::status::FleetView>,
 }
 
 /// A family of per-account series: its name, help, type, and how to encode one account's
@@ -182,6 +183,7 @@ impl Metrics {
                     next_refresh: seconds(status.next_attempt),
                     failures: status.consecutive_failures,
                     counts: status.counts,
+                    fleet: status.fleet.clone(),
                     name: view.name,
                 }
             })
@@ -205,7 +207,7 @@ impl AccountSeries {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    const FAMILIES: [PerAccount; 8] = [
+    const FAMILIES: [PerAccount; 11] = [
         PerAccount {
             name: "token_expiry_timestamp_seconds",
             help: "When the token held expires, in seconds since the epoch (0: no token yet)",
@@ -279,6 +281,54 @@ impl AccountSeries {
                 family
                     .encode_family(&sample.account())?
                     .encode_counter::<NoLabelSet, _, u64>(&sample.counts.write_failures, None)
+            },
+        },
+        PerAccount {
+            name: "fleet_role",
+            help: "A fleet account's role on this member: 1 for the role it has (leader, follower, candidate, alone), 0 for the others",
+            kind: MetricType::Gauge,
+            encode: |sample, family| {
+                let Some(fleet) = &sample.fleet else {
+                    return Ok(());
+                };
+                for role in crate::fleet::Role::ALL {
+                    let labels = [("account", sample.name.as_str()), ("role", role.name())];
+                    family
+                        .encode_family(&labels)?
+                        .encode_gauge(&i64::from(fleet.role == role))?;
+                }
+                Ok(())
+            },
+        },
+        PerAccount {
+            name: "fleet_logins",
+            help: "Logins this member made for a fleet account, by role: as the leader, or alone with the store out of reach",
+            kind: MetricType::Counter,
+            encode: |sample, family| {
+                let Some(fleet) = &sample.fleet else {
+                    return Ok(());
+                };
+                for (role, count) in [
+                    ("leader", fleet.logins_as_leader),
+                    ("alone", fleet.logins_alone),
+                ] {
+                    let labels = [("account", sample.name.as_str()), ("role", role)];
+                    family
+                        .encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+                }
+                Ok(())
+            },
+        },
+        PerAccount {
+            name: "fleet_store_reachable",
+            help: "1 while this member reaches the fleet's store (etcd) for the account, else 0",
+            kind: MetricType::Gauge,
+            encode: |sample, family| {
+                let Some(fleet) = &sample.fleet else {
+                    return Ok(());
+                };
+                gauge(family, sample, &i64::from(fleet.store_error.is_none()))
             },
         },
     ];

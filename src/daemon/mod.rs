@@ -10,6 +10,7 @@
 pub mod account;
 pub mod clock;
 pub mod control;
+pub mod fleet;
 pub mod limiter;
 pub mod listen;
 pub mod logins;

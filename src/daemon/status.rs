@@ -68,6 +68,24 @@ pub struct AccountStatus {
     /// Whether the task has had its first go: a login finished (either way), or a token kept
     /// from before a restart was written.
     pub attempted: bool,
+    /// The account's place in the fleet, for a `fleet = true` account.
+    pub fleet: Option<FleetView>,
+}
+
+/// A fleet account as its member sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FleetView {
+    pub role: crate::fleet::Role,
+    /// The member that leads, when known (this one's name when it leads).
+    pub leader: Option<String>,
+    /// The leader's term (its election key's revision), when known.
+    pub term: Option<i64>,
+    /// Why the store cannot be reached (or was refusing), while that lasts.
+    pub store_error: Option<String>,
+    /// Logins this member made as the leader.
+    pub logins_as_leader: u64,
+    /// Logins this member made alone, the store out of reach.
+    pub logins_alone: u64,
 }
 
 impl Default for AccountStatus {
@@ -83,6 +101,7 @@ impl Default for AccountStatus {
             counts: Counts::default(),
             written: false,
             attempted: false,
+            fleet: None,
         }
     }
 }
@@ -451,6 +470,26 @@ pub fn readiness(accounts: &[AccountView], now: Timestamp) -> Result<(), Vec<Str
     }
 }
 
+/// What a ready daemon still wants an operator to know, one line per account: fleet accounts
+/// serving the last token while the store cannot be reached.
+pub fn readiness_notes(accounts: &[AccountView]) -> Vec<String> {
+    accounts
+        .iter()
+        .filter_map(|view| {
+            let fleet = view.status.fleet.as_ref()?;
+            let error = fleet.store_error.as_ref()?;
+            let until = view
+                .status
+                .expires_at
+                .map_or_else(String::new, |at| format!(" until it expires at {at:.0}"));
+            Some(format!(
+                "{}: serving the last token{until}: the fleet store cannot be reached: {error}",
+                view.name
+            ))
+        })
+        .collect()
+}
+
 /// The one-line summary systemd shows (`STATUS=`): counts, and the first account in trouble.
 pub fn summary(accounts: &[AccountView], now: Timestamp) -> String {
     let ready = accounts
@@ -497,6 +536,14 @@ pub fn status_json(accounts: &[AccountView], now: Timestamp) -> serde_json::Valu
                 "last_error": status.last_error,
                 "consecutive_failures": status.consecutive_failures,
                 "outputs": view.outputs,
+                "fleet": status.fleet.as_ref().map(|fleet| serde_json::json!({
+                    "role": fleet.role.name(),
+                    "leader": fleet.leader,
+                    "term": fleet.term,
+                    "store_error": fleet.store_error,
+                    "logins_as_leader": fleet.logins_as_leader,
+                    "logins_alone": fleet.logins_alone,
+                })),
             })
         })
         .collect();

@@ -19,7 +19,8 @@ use super::logins::{AuthFactory, Built};
 use super::reload::{self, Change};
 use super::state::{CredentialsDigest, Keys, Saved, StateDir, StateFile};
 use super::status::{AccountCell, Board};
-use crate::config::{self, Account, Config, DaemonSettings};
+use crate::config::{self, Account, Config, DaemonSettings, FleetSettings};
+use crate::fleet::session::Session;
 use crate::login::http::FilesDigest;
 use crate::output::OutputDir;
 
@@ -42,6 +43,9 @@ pub enum SetupError {
     /// The status listener's address cannot be bound.
     #[error("{0}")]
     Listen(String),
+    /// The fleet's store client cannot be set up, or a reload would change the `[fleet]` table.
+    #[error("{0}")]
+    Fleet(String),
 }
 
 /// How long a reload waits for a stopped account's task to be gone.
@@ -164,6 +168,40 @@ pub struct Supervisor {
     last_clock_offset: Duration,
     /// What the accounts report, for status views, metrics and systemd.
     board: Arc<Board>,
+    /// This member's session with the fleet's store, when the config has a `[fleet]` table.
+    fleet: Option<(Arc<Session>, Arc<FleetSettings>)>,
+}
+
+/// Connects to the fleet's store: its client (TLS, etcd's own user) and this member's lease.
+fn start_fleet(settings: &FleetSettings) -> Result<(Arc<Session>, Arc<FleetSettings>), SetupError> {
+    let http = crate::login::http::Clients::new()
+        .client_for(&settings.http)
+        .map_err(|error| SetupError::Fleet(format!("[fleet]: {error}")))?
+        .client;
+    let credentials = match (&settings.username, &settings.password) {
+        (Some(name), Some(source)) => {
+            let password = crate::input::may_block(|| source.resolve())
+                .map_err(|error| SetupError::Fleet(format!("[fleet] password: {error}")))?;
+            Some((name.clone(), password))
+        }
+        _ => None,
+    };
+    let client = crate::fleet::etcd::Client::new(crate::fleet::etcd::ClientSettings {
+        endpoints: settings.endpoints.clone(),
+        http,
+        credentials,
+    });
+    tracing::info!(
+        member = %settings.member,
+        prefix = %settings.prefix,
+        endpoints = settings.endpoints.len(),
+        key = %settings.key.fingerprint(),
+        "joining the fleet"
+    );
+    Ok((
+        Session::start(client, settings.lease_ttl),
+        Arc::new(settings.clone()),
+    ))
 }
 
 impl Supervisor {
@@ -192,7 +230,9 @@ impl Supervisor {
         let limiter = Limiter::new(config.daemon.max_concurrent_logins);
         let last_clock_offset = clock.boot().saturating_sub(clock.timer());
         let board = Board::new(clock.wall());
+        let fleet = config.fleet.as_ref().map(start_fleet).transpose()?;
         let mut supervisor = Supervisor {
+            fleet,
             settings: Arc::new(config.daemon.clone()),
             config,
             running: BTreeMap::new(),
@@ -243,6 +283,22 @@ impl Supervisor {
         let saved = state
             .as_ref()
             .and_then(|state| crate::input::may_block(|| restorable(&account, state, at_start)));
+        // A fleet account logs in only while its member leads (or is alone).
+        let fleet = match (&self.fleet, account.fleet) {
+            (Some((session, settings)), true) => Some((
+                Arc::clone(session),
+                Arc::clone(settings),
+                super::fleet::Slot::new(Arc::clone(&cell)),
+            )),
+            _ => None,
+        };
+        let auth: Arc<dyn super::account::Authenticator> = match &fleet {
+            Some((_, _, slot)) => Arc::new(super::fleet::FleetLogin {
+                inner: auth,
+                slot: Arc::clone(slot),
+            }),
+            None => auth,
+        };
         let task = AccountTask::new(
             account.clone(),
             auth,
@@ -258,8 +314,14 @@ impl Supervisor {
             generation,
             exits: self.exits.0.clone(),
         };
+        let future: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = match fleet {
+            Some((session, settings, slot)) => {
+                Box::pin(super::fleet::FleetTask::new(task, session, settings, slot).run())
+            }
+            None => Box::pin(task.run()),
+        };
         let handle = tokio::spawn(Noticed {
-            future: Box::pin(task.run()),
+            future,
             _notice: notice,
         });
         self.running.insert(
@@ -285,6 +347,12 @@ impl Supervisor {
         new: Config,
         files_changed: &[String],
     ) -> Result<Vec<Change>, SetupError> {
+        if self.config.fleet != new.fleet {
+            return Err(SetupError::Fleet(
+                "the [fleet] table changed: restart the daemon to apply it (nothing else was changed)"
+                    .to_string(),
+            ));
+        }
         let plan = reload::plan(&self.config, &new, files_changed);
         for name in &plan.files_restarts {
             let http = new.accounts.get(name).map(|account| &account.http);
@@ -541,6 +609,9 @@ impl Supervisor {
                 tracing::warn!(account = %name, "did not stop within the grace period; aborting");
                 abort.abort();
             }
+        }
+        if let Some((session, _)) = &self.fleet {
+            session.close().await;
         }
     }
 }

@@ -109,7 +109,11 @@ impl Validator {
                 Some(value) => self.proxy(value, &key("proxy")),
                 None => defaults.proxy.clone(),
             },
-            client_identity: self.client_identity(account, &key),
+            client_identity: self.client_identity(
+                account.client_cert.as_ref(),
+                account.client_key.as_ref(),
+                &key,
+            ),
         };
         let max_lifetime = match &account.max_lifetime {
             Some(value) => self.max_lifetime(value, &key("max_lifetime")),
@@ -137,21 +141,23 @@ impl Validator {
             max_lifetime,
             outputs,
             on_change,
+            fleet: account.fleet.as_ref().is_some_and(|flag| *flag.get_ref()),
         })
     }
 
     /// The account's client certificate and key: both or neither, absolute paths, and a pair
     /// that makes a TLS client identity (read now, as a CA bundle is).
-    fn client_identity(
+    pub(super) fn client_identity(
         &mut self,
-        account: &RawAccount,
+        cert: Option<&Spanned<String>>,
+        private: Option<&Spanned<String>>,
         key: &dyn Fn(&str) -> String,
     ) -> Option<ClientIdentity> {
-        let (cert, private) = match (&account.client_cert, &account.client_key) {
+        let (cert, private) = match (cert, private) {
             (None, None) => return None,
             (Some(cert), Some(private)) => (cert, private),
             (Some(only), None) | (None, Some(only)) => {
-                let missing = if account.client_cert.is_none() {
+                let missing = if cert.is_none() {
                     "client_cert"
                 } else {
                     "client_key"

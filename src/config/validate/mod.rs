@@ -8,6 +8,7 @@
 //! stay in [`crate::secret::Secret`]s.
 
 mod account;
+mod fleet;
 mod hook;
 mod outputs;
 mod secrets;
@@ -54,6 +55,7 @@ pub(super) fn validate(
     };
     let defaults = validator.defaults(&raw.defaults);
     let daemon = validator.daemon(&raw.daemon);
+    let fleet = raw.fleet.as_ref().and_then(|fleet| validator.fleet(fleet));
     let mut accounts = BTreeMap::new();
     if raw.accounts.is_empty() {
         validator.problem(
@@ -65,6 +67,16 @@ pub(super) fn validate(
     let mut lines = BTreeMap::new();
     for (name, account) in &raw.accounts {
         lines.insert(name.clone(), validator.lines.line_of(account.span().start));
+        if let Some(flag) = &account.get_ref().fleet
+            && *flag.get_ref()
+            && raw.fleet.is_none()
+        {
+            validator.problem(
+                Some(flag.span()),
+                &format!("accounts.{name}.fleet"),
+                "`fleet = true` needs a [fleet] table: the etcd endpoints and the fleet key",
+            );
+        }
         if let Some(account) = validator.account(name, account, &defaults) {
             accounts.insert(name.clone(), std::sync::Arc::new(account));
         }
@@ -75,6 +87,7 @@ pub(super) fn validate(
             accounts,
             lines,
             daemon,
+            fleet,
             warnings: validator.warnings,
         })
     } else {

@@ -36,7 +36,7 @@ impl Validator {
         }
     }
 
-    fn check_source(
+    pub(super) fn check_source(
         &mut self,
         prefix: &str,
         name: &str,

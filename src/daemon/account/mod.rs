@@ -97,6 +97,9 @@ pub struct AccountTask {
     /// Jitter and backoff draws: they need spread, not secrecy, and a small generator keeps
     /// the task small (a few hundred bytes less per account than a CSPRNG's state).
     rng: SmallRng,
+    /// A fleet member takes over this account's logins: log in at once, keeping the token the
+    /// files hold until the new one is written (see [`AccountTask::take_over`]).
+    takeover: bool,
 }
 
 impl AccountTask {
@@ -123,7 +126,60 @@ impl AccountTask {
             state_due: false,
             hook,
             rng: SmallRng::from_os_rng(),
+            takeover: false,
         }
+    }
+
+    /// The account on the board.
+    pub(crate) fn cell(&self) -> &Arc<AccountCell> {
+        &self.cell
+    }
+
+    pub(crate) fn shutdown(&self) -> watch::Receiver<bool> {
+        self.shared.shutdown.clone()
+    }
+
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
+        &self.shared.clock
+    }
+
+    /// The token the state file held at start, for a fleet member to follow from.
+    pub(crate) fn saved_token(&self) -> Option<Token> {
+        self.saved.as_ref().and_then(|saved| saved.token.clone())
+    }
+
+    /// Makes the next [`AccountTask::run_loop`] log in at once (a fleet member that just became
+    /// the leader, or logs in alone), holding `held`, the token the files hold, until then.
+    pub(crate) fn take_over(&mut self, held: Option<&Token>) {
+        let clock = &self.shared.clock;
+        self.saved = Some(Box::new(Saved {
+            token: held.cloned(),
+            not_before: None,
+            parked: false,
+            saved_at: clock.wall(),
+            credentials: Some(self.cell.wake().credentials()),
+        }));
+        self.takeover = true;
+    }
+
+    /// Writes a token a fleet's leader published to the outputs, with the state file first.
+    pub(crate) fn adopt(&mut self, token: &Token) -> Result<(), String> {
+        let holding = Holding {
+            token: token.clone(),
+            refresh_token: None,
+        };
+        self.write(token, Some(&holding))
+            .inspect_err(|_| self.cell.write_failed())?;
+        self.update(|status| {
+            status.health = Health::Healthy;
+            status.consecutive_failures = 0;
+        });
+        Ok(())
+    }
+
+    /// The token the files hold expired and none replaced it (a fleet follower's view).
+    pub(crate) fn expired(&self) {
+        self.expire_on_disk(self.shared.clock.boot(), false);
     }
 
     fn update(&self, change: impl FnOnce(&mut crate::daemon::status::AccountStatus)) {
@@ -148,15 +204,19 @@ impl AccountTask {
         async move { self.run_loop().await }
     }
 
-    async fn run_loop(&mut self) {
+    pub(crate) async fn run_loop(&mut self) {
         let clock = Arc::clone(&self.shared.clock);
         let start = self.restore();
-        let first_login_delay = schedule::startup_delay(
-            self.shared.startup_accounts,
-            Duration::from_millis(20),
-            self.shared.settings.startup_spread,
-            &mut self.rng,
-        );
+        let first_login_delay = if std::mem::take(&mut self.takeover) {
+            Duration::ZERO
+        } else {
+            schedule::startup_delay(
+                self.shared.startup_accounts,
+                Duration::from_millis(20),
+                self.shared.settings.startup_spread,
+                &mut self.rng,
+            )
+        };
         let mut plan = Plan::start(clock.boot(), start, first_login_delay);
         loop {
             if *self.shared.shutdown.borrow() {
@@ -533,19 +593,24 @@ impl AccountTask {
             boot_now,
             &mut self.rng,
         );
-        // Too close to expiry to wait for the usual refresh point: log in now.
+        // Too close to expiry to wait for the usual refresh point: log in now. So does a fleet
+        // member taking over: the leader before it may have logged in again, ending the
+        // session of the token held, before it could publish.
         let lifetime = expires_boot.saturating_sub(obtained_boot);
-        if expires_boot.saturating_sub(boot_now)
-            < schedule::reserve(&policy, lifetime).saturating_add(schedule::MIN_REFRESH_GAP)
+        if self.takeover
+            || expires_boot.saturating_sub(boot_now)
+                < schedule::reserve(&policy, lifetime).saturating_add(schedule::MIN_REFRESH_GAP)
         {
             refresh_boot = boot_now;
         }
-        tracing::info!(
-            account = %self.account.name,
-            expires_at = %token.expires_at,
-            next_refresh = %boot_to_wall(refresh_boot, wall_now, boot_now),
-            "reusing the still-valid token from the state file"
-        );
+        if !self.takeover {
+            tracing::info!(
+                account = %self.account.name,
+                expires_at = %token.expires_at,
+                next_refresh = %boot_to_wall(refresh_boot, wall_now, boot_now),
+                "reusing the still-valid token from the state file"
+            );
+        }
         let holding = Holding {
             token,
             refresh_token: None,

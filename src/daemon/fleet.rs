@@ -1,0 +1,673 @@
+//! A fleet account's task: campaign for the account's election and follow its leader's
+//! publications; once elected, run the account's own task (which logs in) and publish each new
+//! token, sealed and fenced; step down the moment the lease can no longer be vouched for.
+//!
+//! Invariants: the account's login runs only while this member leads with a valid lease (or,
+//! if configured, alone once the token held has expired and the store is out of reach); a
+//! follower writes only what [`follow::judge`] accepts, through the account's own writer (so
+//! formats, modes, hooks and the state file behave as for any account); a publication is
+//! written to the store only by a transaction fenced on the leader's election key.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::account::{AccountTask, Authenticator, LoginFuture};
+use super::status::{AccountCell, FleetView};
+use crate::config::FleetSettings;
+use crate::fleet::etcd::{Event, LeaderKey, StoreError, Watch, WatchMessage};
+use crate::fleet::follow::{self, Verdict};
+use crate::fleet::seal::Publication;
+use crate::fleet::session::Session;
+use crate::fleet::{Role, election_key, token_key};
+use crate::login::{ErrorClass, LoginError};
+use crate::secret::Secret;
+use crate::token::Token;
+
+/// A failed store call is tried again after this long.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// What the account's login may do now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Nothing: another member leads, or none is known.
+    Idle,
+    Leading,
+    Alone,
+}
+
+/// What the fleet task and the account's login share: the mode, and the tokens the login
+/// obtained as the leader, for the fleet task to publish.
+pub struct Slot {
+    cell: Arc<AccountCell>,
+    mode: Mutex<Mode>,
+    fresh: watch::Sender<Option<Token>>,
+}
+
+impl Slot {
+    pub fn new(cell: Arc<AccountCell>) -> Arc<Slot> {
+        cell.update(|status| {
+            status.fleet.get_or_insert_with(FleetView::default);
+        });
+        Arc::new(Slot {
+            cell,
+            mode: Mutex::new(Mode::Idle),
+            fresh: watch::channel(None).0,
+        })
+    }
+
+    fn mode(&self) -> Mode {
+        *self
+            .mode
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn set_mode(&self, mode: Mode) {
+        *self
+            .mode
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = mode;
+    }
+}
+
+/// A fleet account's login: the account's own, run only in a mode that allows it; as the
+/// leader, each token it obtains goes to the fleet task to be published.
+pub struct FleetLogin {
+    pub inner: Arc<dyn Authenticator>,
+    pub slot: Arc<Slot>,
+}
+
+impl Authenticator for FleetLogin {
+    fn login<'a>(&'a self, refresh_token: Option<&'a Secret>) -> LoginFuture<'a> {
+        Box::pin(async move {
+            let mode = self.slot.mode();
+            let cell = &self.slot.cell;
+            match mode {
+                Mode::Idle => {
+                    return Err(LoginError {
+                        account: cell.account().name.clone(),
+                        class: ErrorClass::Transient,
+                        status: None,
+                        retry_after: None,
+                        message: "this member is not the fleet's leader for the account"
+                            .to_string(),
+                    });
+                }
+                Mode::Leading => cell.update(|status| {
+                    if let Some(fleet) = &mut status.fleet {
+                        fleet.logins_as_leader += 1;
+                    }
+                }),
+                Mode::Alone => cell.update(|status| {
+                    if let Some(fleet) = &mut status.fleet {
+                        fleet.logins_alone += 1;
+                    }
+                }),
+            }
+            let outcome = self.inner.login(refresh_token).await?;
+            if mode == Mode::Leading {
+                self.slot.fresh.send_replace(Some(outcome.token.clone()));
+            }
+            Ok(outcome)
+        })
+    }
+}
+
+/// What the follower phase ended with.
+enum Next {
+    Lead(LeaderKey),
+    Alone,
+    Stop,
+}
+
+/// A fleet account's task.
+pub struct FleetTask {
+    task: AccountTask,
+    session: Arc<Session>,
+    settings: Arc<FleetSettings>,
+    slot: Arc<Slot>,
+    /// The publication the outputs hold (a token restored from the state file counts as one of
+    /// no term).
+    held: Option<Publication>,
+    /// The newest publication seen that was refused only for not being newer: followed if the
+    /// held token expires first.
+    waiting: Option<Publication>,
+    /// The store revision of the last publication looked at.
+    seen_revision: i64,
+}
+
+impl FleetTask {
+    pub fn new(
+        task: AccountTask,
+        session: Arc<Session>,
+        settings: Arc<FleetSettings>,
+        slot: Arc<Slot>,
+    ) -> FleetTask {
+        let held = task.saved_token().map(|token| Publication {
+            term: i64::MIN,
+            seq: 0,
+            leader: String::new(),
+            token,
+        });
+        FleetTask {
+            task,
+            session,
+            settings,
+            slot,
+            held,
+            waiting: None,
+            seen_revision: 0,
+        }
+    }
+
+    fn account(&self) -> String {
+        self.task.cell().account().name.clone()
+    }
+
+    fn view(&self, change: impl FnOnce(&mut FleetView)) {
+        self.task.cell().update(|status| {
+            change(status.fleet.get_or_insert_with(FleetView::default));
+        });
+    }
+
+    /// Runs until shutdown.
+    pub async fn run(mut self) {
+        let now = self.task.clock().wall();
+        if let Some(held) = &self.held {
+            if held.token.expires_at > now {
+                // Written again (unchanged files are left alone) so that the status shows it.
+                if let Err(message) = self.task.adopt(&held.token.clone()) {
+                    tracing::error!(account = %self.account(), "{message}");
+                }
+            } else {
+                self.held = None;
+            }
+        }
+        loop {
+            if *self.task.shutdown().borrow() {
+                return;
+            }
+            match self.follow().await {
+                Next::Lead(key) => self.lead(key).await,
+                Next::Alone => self.alone().await,
+                Next::Stop => return,
+            }
+        }
+    }
+
+    /// Campaigns and follows until elected, until logging in alone is due, or until shutdown.
+    async fn follow(&mut self) -> Next {
+        let session = Arc::clone(&self.session);
+        let settings = Arc::clone(&self.settings);
+        let account = self.account();
+        let election = election_key(&settings.prefix, &account);
+        let key = token_key(&settings.prefix, &account);
+        let mut lease = session.lease();
+        let mut store_error = session.store_error();
+        let mut shutdown = self.task.shutdown();
+        let mut campaign: Option<(i64, Campaign<'_>)> = None;
+        let mut campaign_after = Instant::now();
+        let mut watch: Option<Watch> = None;
+        let mut watch_after = Instant::now();
+        let mut watch_error: Option<String> = None;
+        let mut poll = tokio::time::interval(session.ttl());
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.view(|view| {
+            if view.role != Role::Follower {
+                view.role = Role::Candidate;
+            }
+        });
+        loop {
+            let now = Instant::now();
+            let current = session.current();
+            match (&campaign, current) {
+                (Some((id, _)), Some(lease)) if *id == lease.id => {}
+                (_, Some(lease)) if now >= campaign_after => {
+                    let future: Campaign<'_> = Box::pin(session.client.campaign(
+                        &election,
+                        settings.member.as_bytes(),
+                        lease.id,
+                    ));
+                    campaign = Some((lease.id, future));
+                }
+                (_, None) => campaign = None,
+                _ => {}
+            }
+            if watch.is_none() && now >= watch_after {
+                watch_after = now + RETRY;
+                match session.client.watch(&key, self.seen_revision + 1).await {
+                    Ok(opened) => {
+                        watch = Some(opened);
+                        watch_error = None;
+                    }
+                    Err(error) => watch_error = Some(error.to_string()),
+                }
+                self.report_store(&store_error, &watch_error);
+            }
+            let wake_at = [
+                (campaign.is_none() && current.is_some()).then_some(campaign_after),
+                watch.is_none().then_some(watch_after),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(now + session.ttl());
+            let expiry = self.held_expiry_wait();
+            tokio::select! {
+                result = maybe(campaign.as_mut().map(|(_, future)| future)) => {
+                    let lease_id = campaign.take().map_or(0, |(id, _)| id);
+                    match result {
+                        Ok(Some(leader)) => {
+                            if session.current().is_some_and(|lease| lease.id == lease_id && leader.lease == lease_id) {
+                                return Next::Lead(leader);
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(error) => {
+                            tracing::debug!(account = %account, "campaign failed: {error}");
+                            campaign_after = Instant::now() + RETRY;
+                        }
+                    }
+                }
+                message = next_message(&mut watch) => {
+                    match message {
+                        Ok(Some(WatchMessage::Events { events, .. })) => {
+                            for event in events {
+                                if let Event::Put(kv) = event {
+                                    self.offer(kv.mod_revision, &kv.value);
+                                }
+                            }
+                        }
+                        Ok(Some(WatchMessage::Cancelled(reason))) => {
+                            tracing::debug!(account = %account, "the watch was cancelled: {reason}");
+                            watch = None;
+                            watch_error = Some(reason);
+                            self.report_store(&store_error, &watch_error);
+                        }
+                        Ok(None) => watch = None,
+                        Err(error) => {
+                            watch = None;
+                            watch_error = Some(error.to_string());
+                            self.report_store(&store_error, &watch_error);
+                        }
+                    }
+                }
+                _ = poll.tick() => {
+                    self.poll(&key, &election, &mut watch_error).await;
+                    self.report_store(&store_error, &watch_error);
+                    if let Some(next) = self.on_expiry() {
+                        return next;
+                    }
+                }
+                () = sleep_for(expiry) => {
+                    if let Some(next) = self.on_expiry() {
+                        return next;
+                    }
+                }
+                _ = lease.changed() => {}
+                _ = store_error.changed() => self.report_store(&store_error, &watch_error),
+                () = tokio::time::sleep_until(wake_at) => {}
+                _ = shutdown.changed() => return Next::Stop,
+            }
+        }
+    }
+
+    /// Reads the published value (in case the watch missed it) and who leads.
+    async fn poll(&mut self, key: &[u8], election: &[u8], watch_error: &mut Option<String>) {
+        match self.session.client.get(key).await {
+            Ok((Some(kv), _)) => {
+                *watch_error = None;
+                self.offer(kv.mod_revision, &kv.value);
+            }
+            Ok((None, _)) => *watch_error = None,
+            Err(error) => *watch_error = Some(error.to_string()),
+        }
+        if let Ok(leader) = self.session.client.leader(election).await {
+            let name = leader.map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
+            let ours = name.as_deref() == Some(self.settings.member.as_str());
+            self.view(|view| {
+                view.role = match &name {
+                    Some(_) if !ours => Role::Follower,
+                    _ => Role::Candidate,
+                };
+                view.leader = name;
+            });
+        }
+    }
+
+    /// Shows why the store cannot be reached, if it cannot.
+    fn report_store(
+        &self,
+        session_error: &watch::Receiver<Option<String>>,
+        watch_error: &Option<String>,
+    ) {
+        let error = session_error
+            .borrow()
+            .clone()
+            .or_else(|| watch_error.clone());
+        self.task.cell().update(|status| {
+            let fleet = status.fleet.get_or_insert_with(FleetView::default);
+            if fleet.store_error == error {
+                return;
+            }
+            match &error {
+                Some(error) => {
+                    tracing::warn!(account = %status_name(&self.task), "the fleet store cannot be reached: {error}");
+                    status.last_error = Some(format!("the fleet store cannot be reached: {error}"));
+                }
+                None => {
+                    tracing::info!(account = %status_name(&self.task), "the fleet store answers again");
+                    if status
+                        .last_error
+                        .as_deref()
+                        .is_some_and(|last| last.starts_with("the fleet store"))
+                    {
+                        status.last_error = None;
+                    }
+                }
+            }
+            fleet.store_error = error;
+        });
+    }
+
+    /// Opens and judges a value read from the store; writes it when it is to be followed.
+    fn offer(&mut self, revision: i64, value: &[u8]) {
+        if revision <= self.seen_revision {
+            return;
+        }
+        self.seen_revision = revision;
+        let account = self.account();
+        let publication = match self
+            .settings
+            .key
+            .open(&self.settings.prefix, &account, value)
+        {
+            Ok(publication) => publication,
+            Err(error) => {
+                tracing::warn!(account = %account, revision, "refused a fleet publication: {error}");
+                return;
+            }
+        };
+        let now = self.task.clock().wall();
+        let verdict = follow::judge(self.held.as_ref(), &publication, now);
+        match verdict {
+            Verdict::Publish => self.take(publication),
+            refused => {
+                let why = refused.refusal().unwrap_or_default();
+                tracing::warn!(account = %account, revision, term = publication.term, "refused a fleet publication: {why}");
+                if matches!(
+                    refused,
+                    Verdict::NotNewer { .. } | Verdict::OlderToken { .. }
+                ) && self
+                    .waiting
+                    .as_ref()
+                    .is_none_or(|waiting| publication.is_newer_than(waiting))
+                {
+                    self.waiting = Some(publication);
+                }
+            }
+        }
+    }
+
+    /// Writes a publication to the outputs and holds it.
+    fn take(&mut self, publication: Publication) {
+        let account = self.account();
+        match self.task.adopt(&publication.token) {
+            Ok(()) => {
+                tracing::info!(
+                    account = %account,
+                    leader = %publication.leader,
+                    term = publication.term,
+                    expires_at = %publication.token.expires_at,
+                    "wrote the token the fleet's leader published"
+                );
+                let (leader, term) = (publication.leader.clone(), publication.term);
+                let ours = leader == self.settings.member;
+                self.view(|view| {
+                    if view.role != Role::Leader && !ours {
+                        view.role = Role::Follower;
+                    }
+                    view.leader = Some(leader);
+                    view.term = Some(term);
+                });
+                self.held = Some(publication);
+                self.waiting = None;
+            }
+            Err(message) => {
+                tracing::error!(account = %account, "{message}");
+            }
+        }
+    }
+
+    /// How long until the held token expires.
+    fn held_expiry_wait(&self) -> Option<Duration> {
+        let held = self.held.as_ref()?;
+        let left = held
+            .token
+            .expires_at
+            .duration_since(self.task.clock().wall());
+        Some(Duration::try_from(left).unwrap_or(Duration::ZERO))
+    }
+
+    /// Once the held token has expired: follow a live publication that was waiting, else empty
+    /// the files (as `on_expiry` says); then log in alone if configured and the store is out of
+    /// reach.
+    fn on_expiry(&mut self) -> Option<Next> {
+        let now = self.task.clock().wall();
+        let expired = self
+            .held
+            .as_ref()
+            .is_none_or(|held| held.token.expires_at <= now);
+        if !expired {
+            return None;
+        }
+        if let Some(held) = self.held.take() {
+            drop(held);
+            match self.waiting.take() {
+                Some(waiting) if waiting.token.expires_at > now => self.take(waiting),
+                _ => self.task.expired(),
+            }
+        }
+        let out_of_reach = self.session.current().is_none();
+        (self.held.is_none() && out_of_reach && self.settings.login_alone_after_expiry)
+            .then_some(Next::Alone)
+    }
+
+    /// Leads: runs the account's task and publishes each token it obtains, until the lease can
+    /// no longer be vouched for, another member holds the election, or shutdown.
+    async fn lead(&mut self, leader: LeaderKey) {
+        let account = self.account();
+        let session = Arc::clone(&self.session);
+        let settings = Arc::clone(&self.settings);
+        let key = token_key(&settings.prefix, &account);
+        tracing::info!(account = %account, term = leader.rev, member = %settings.member, "elected the fleet's leader: logging in for the fleet");
+        self.view(|view| {
+            view.role = Role::Leader;
+            view.leader = Some(settings.member.clone());
+            view.term = Some(leader.rev);
+        });
+        let cell = Arc::clone(self.task.cell());
+        let mut fresh = self.slot.fresh.subscribe();
+        fresh.mark_unchanged();
+        self.slot.set_mode(Mode::Leading);
+        let held = self.held.as_ref().map(|held| held.token.clone());
+        self.task.take_over(held.as_ref());
+        let mut lease = session.lease();
+        let mut seq = 0_u64;
+        let mut pending: Option<(Publication, String)> = None;
+        let mut publish_after = Instant::now();
+        let mut published: Option<Publication> = None;
+        let why = {
+            let run = self.task.run_loop();
+            tokio::pin!(run);
+            loop {
+                let valid_until = match session.current() {
+                    Some(current) if current.id == leader.lease => current.valid_until,
+                    _ => break "the fleet lease was lost",
+                };
+                let publishing = pending.is_some() && Instant::now() >= publish_after;
+                tokio::select! {
+                    () = &mut run => break "",
+                    _ = fresh.changed() => {
+                        let Some(token) = fresh.borrow_and_update().clone() else { continue };
+                        seq += 1;
+                        let publication = Publication { term: leader.rev, seq, leader: settings.member.clone(), token };
+                        match settings.key.seal(&settings.prefix, &account, &publication) {
+                            Ok(sealed) => {
+                                pending = Some((publication, sealed));
+                                publish_after = Instant::now();
+                            }
+                            Err(error) => tracing::error!(account = %account, "cannot seal the token for the fleet: {error}"),
+                        }
+                    }
+                    result = publish(&session, &leader, &key, pending.as_ref().filter(|_| publishing)) => match result {
+                        Ok(true) => {
+                            if let Some((publication, _)) = pending.take() {
+                                tracing::info!(account = %account, term = leader.rev, seq = publication.seq, "published the token to the fleet");
+                                published = Some(publication);
+                            }
+                            report_publish(&cell, None);
+                        }
+                        Ok(false) => break "another member holds the fleet's election",
+                        Err(error) => {
+                            report_publish(&cell, Some(&error));
+                            publish_after = Instant::now() + RETRY;
+                        }
+                    },
+                    _ = lease.changed() => {}
+                    () = tokio::time::sleep_until(valid_until) => {}
+                    () = tokio::time::sleep_until(publish_after), if pending.is_some() && !publishing => {}
+                }
+            }
+        };
+        self.slot.set_mode(Mode::Idle);
+        if let Some(publication) = published.or_else(|| {
+            let token = fresh.borrow().clone()?;
+            Some(Publication {
+                term: leader.rev,
+                seq,
+                leader: settings.member.clone(),
+                token,
+            })
+        }) {
+            self.held = Some(publication);
+        }
+        self.view(|view| {
+            view.role = Role::Candidate;
+            view.leader = None;
+        });
+        if why.is_empty() {
+            return;
+        }
+        tracing::warn!(account = %account, term = leader.rev, "stopped acting as the fleet's leader: {why}");
+        if session
+            .current()
+            .is_some_and(|current| current.id == leader.lease)
+        {
+            let election = election_key(&settings.prefix, &account);
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                session.client.resign(&leader, &election),
+            )
+            .await;
+        }
+    }
+
+    /// Logs in alone, sharing nothing, until the store can be reached again (or shutdown).
+    async fn alone(&mut self) {
+        let account = self.account();
+        tracing::warn!(account = %account, "the token expired and the fleet store cannot be reached: logging in alone (login_alone_after_expiry)");
+        self.view(|view| view.role = Role::Alone);
+        self.slot.set_mode(Mode::Alone);
+        self.task.take_over(None);
+        let mut lease = self.session.lease();
+        let session = Arc::clone(&self.session);
+        {
+            let run = self.task.run_loop();
+            tokio::pin!(run);
+            loop {
+                if session.current().is_some() {
+                    break;
+                }
+                tokio::select! {
+                    () = &mut run => break,
+                    _ = lease.changed() => {}
+                }
+            }
+        }
+        self.slot.set_mode(Mode::Idle);
+        // What it logged in to is not a publication: any live one is followed from here.
+        self.held = None;
+        self.view(|view| view.role = Role::Candidate);
+        tracing::info!(account = %account, "the fleet store answers again: back to the election");
+    }
+}
+
+/// A campaign in flight.
+type Campaign<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<LeaderKey>, StoreError>> + Send + 'a>>;
+
+/// Shows (and logs, once) why the leader cannot publish, or that it can again.
+fn report_publish(cell: &AccountCell, error: Option<&StoreError>) {
+    let error = error.map(ToString::to_string);
+    cell.update(|status| {
+        let view = status.fleet.get_or_insert_with(FleetView::default);
+        if view.store_error != error {
+            if let Some(error) = &error {
+                tracing::warn!(account = %cell.account().name, "cannot publish the token to the fleet: {error}");
+            }
+            view.store_error = error;
+        }
+    });
+}
+
+/// Awaits the future, if there is one (else never returns).
+async fn maybe<F: Future + Unpin>(future: Option<&mut F>) -> F::Output {
+    match future {
+        Some(future) => future.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next message of the watch, if one is open (else never returns).
+async fn next_message(watch: &mut Option<Watch>) -> Result<Option<WatchMessage>, StoreError> {
+    match watch {
+        Some(watch) => watch.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Publishes a sealed publication, if one is due (else never returns).
+async fn publish(
+    session: &Session,
+    leader: &LeaderKey,
+    key: &[u8],
+    pending: Option<&(Publication, String)>,
+) -> Result<bool, StoreError> {
+    match pending {
+        Some((_, sealed)) => {
+            session
+                .client
+                .fenced_put(leader, key, sealed.as_bytes())
+                .await
+        }
+        None => std::future::pending().await,
+    }
+}
+
+fn status_name(task: &AccountTask) -> String {
+    task.cell().account().name.clone()
+}
+
+/// Sleeps for `wait`, or for ever without one.
+async fn sleep_for(wait: Option<Duration>) {
+    match wait {
+        Some(wait) => tokio::time::sleep(wait).await,
+        None => std::future::pending().await,
+    }
+}
