@@ -130,12 +130,81 @@ pub fn plan(config: &Config) -> String {
             .as_ref()
             .map_or_else(|| "none".to_string(), |path| path.display().to_string())
     );
+    if let Some(fleet) = &config.fleet {
+        describe_fleet(&mut text, config, fleet);
+    }
     for account in config.accounts.values() {
         text.push('\n');
         let line = config.lines.get(&account.name).copied().unwrap_or(0);
         describe_account(&mut text, account, line);
     }
     text
+}
+
+/// The fleet plan: the store, this member, the key's fingerprint, the failure policy, and which
+/// accounts are shared. No key byte, no password.
+fn describe_fleet(text: &mut String, config: &Config, fleet: &crate::config::FleetSettings) {
+    let endpoints: Vec<&str> = fleet.endpoints.iter().map(url::Url::as_str).collect();
+    let _ = writeln!(text, "fleet    etcd {}", endpoints.join(", "));
+    let mut connection = String::new();
+    if let Some(ca) = &fleet.http.ca_file {
+        let _ = write!(connection, "CA bundle {}, ", ca.display());
+    }
+    if let Some(identity) = &fleet.http.client_identity {
+        let _ = write!(
+            connection,
+            "client certificate {}, ",
+            identity.cert.display()
+        );
+    }
+    match (&fleet.username, &fleet.password) {
+        (Some(name), Some(password)) => {
+            let _ = write!(
+                connection,
+                "etcd user {name} (password {})",
+                password.describe()
+            );
+        }
+        _ => connection.push_str("no etcd user"),
+    }
+    let _ = writeln!(text, "         {connection}");
+    let _ = writeln!(
+        text,
+        "         member {}, keys under {}/, lease TTL {}s",
+        fleet.member,
+        fleet.prefix,
+        fleet.lease_ttl.as_secs()
+    );
+    let _ = writeln!(
+        text,
+        "         key {} (fingerprint {})",
+        fleet.key_file.display(),
+        fleet.key.fingerprint()
+    );
+    let _ = writeln!(
+        text,
+        "         store out of reach: serve the last token until it expires{}",
+        if fleet.login_alone_after_expiry {
+            ", then log in alone (login_alone_after_expiry)"
+        } else {
+            "; never log in alone"
+        }
+    );
+    let shared: Vec<&str> = config
+        .accounts
+        .values()
+        .filter(|account| account.fleet)
+        .map(|account| account.name.as_str())
+        .collect();
+    let _ = writeln!(
+        text,
+        "         shared accounts: {}",
+        if shared.is_empty() {
+            "none (set fleet = true on an account)".to_string()
+        } else {
+            shared.join(", ")
+        }
+    );
 }
 
 fn describe_account(text: &mut String, account: &Account, line: usize) {
@@ -145,7 +214,16 @@ fn describe_account(text: &mut String, account: &Account, line: usize) {
     };
     let login = &account.login;
     let request = &login.request;
-    let _ = writeln!(text, "account {} ({kind}, line {})", account.name, line);
+    let shared = if account.fleet {
+        ", shared by the fleet"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        text,
+        "account {} ({kind}, line {line}{shared})",
+        account.name
+    );
     let _ = writeln!(text, "  login    {} {}", request.method, request.url);
     let encoding = match request.encoding {
         Encoding::Form => "form",

@@ -47,6 +47,7 @@ fn table(reply: &serde_json::Value, now: Timestamp) -> String {
     let mut rows = vec![[
         "ACCOUNT".to_string(),
         "HEALTH".to_string(),
+        "FLEET".to_string(),
         "EXPIRES IN".to_string(),
         "NEXT REFRESH".to_string(),
         "LAST ERROR".to_string(),
@@ -56,12 +57,13 @@ fn table(reply: &serde_json::Value, now: Timestamp) -> String {
         rows.push([
             field("account"),
             field("health"),
+            fleet_role(&account["fleet"]),
             relative(account["expires_at"].as_str(), now),
             relative(account["next_refresh"].as_str(), now),
             field("last_error"),
         ]);
     }
-    let mut widths = [0usize; 4];
+    let mut widths = [0usize; 5];
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
@@ -72,7 +74,7 @@ fn table(reply: &serde_json::Value, now: Timestamp) -> String {
         for (width, cell) in widths.iter().zip(row) {
             let _ = write!(out, "{cell:<width$}  ");
         }
-        let _ = writeln!(out, "{}", row[4]);
+        let _ = writeln!(out, "{}", row[5]);
     }
     let _ = writeln!(
         out,
@@ -84,6 +86,22 @@ fn table(reply: &serde_json::Value, now: Timestamp) -> String {
         accounts.len()
     );
     out
+}
+
+/// A fleet account's role (with its leader when another member leads), or `-`.
+fn fleet_role(fleet: &serde_json::Value) -> String {
+    let Some(role) = fleet["role"].as_str() else {
+        return "-".to_string();
+    };
+    let unreachable = if fleet["store_error"].is_string() {
+        ", store out of reach"
+    } else {
+        ""
+    };
+    match (role, fleet["leader"].as_str()) {
+        ("follower", Some(leader)) => format!("follower of {leader}{unreachable}"),
+        (role, _) => format!("{role}{unreachable}"),
+    }
 }
 
 /// `in 4m12s`, `3s ago`, or `-`.
@@ -211,5 +229,29 @@ mod tests {
             "{table}"
         );
         assert_eq!(lines[3], "1 of 2 accounts ready");
+    }
+
+    #[test]
+    fn the_table_shows_each_fleet_accounts_role_and_leader() {
+        let now: Timestamp = "2026-12-01T12:00:00Z".parse().expect("valid");
+        let reply = serde_json::json!({
+            "ready": true,
+            "accounts": [
+                {"account": "a", "health": "healthy", "ready": true, "fleet":
+                    {"role": "follower", "leader": "node-b", "store_error": null}},
+                {"account": "b", "health": "healthy", "ready": true, "fleet":
+                    {"role": "candidate", "leader": null, "store_error": "no leader"}},
+                {"account": "c", "health": "healthy", "ready": true, "fleet": null},
+            ]
+        });
+        let table = table(&reply, now);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].contains("HEALTH   FLEET"), "{table}");
+        assert!(lines[1].contains("follower of node-b "), "{table}");
+        assert!(
+            lines[2].contains("candidate, store out of reach"),
+            "{table}"
+        );
+        assert!(lines[3].contains("healthy  -"), "{table}");
     }
 }

@@ -201,6 +201,8 @@ impl FleetTask {
     }
 
     /// Campaigns and follows until elected, until logging in alone is due, or until shutdown.
+    /// Every store call runs beside the others in one `select!`, so that a store that does not
+    /// answer never holds up the expiry of the token held or shutdown.
     async fn follow(&mut self) -> Next {
         let session = Arc::clone(&self.session);
         let settings = Arc::clone(&self.settings);
@@ -210,11 +212,13 @@ impl FleetTask {
         let mut lease = session.lease();
         let mut store_error = session.store_error();
         let mut shutdown = self.task.shutdown();
-        let mut campaign: Option<(i64, Campaign<'_>)> = None;
+        let mut campaign: Option<(i64, StoreCall<'_, Option<LeaderKey>>)> = None;
         let mut campaign_after = Instant::now();
         let mut watch: Option<Watch> = None;
+        let mut opening: Option<StoreCall<'_, Watch>> = None;
         let mut watch_after = Instant::now();
         let mut watch_error: Option<String> = None;
+        let mut polling: Option<StoreCall<'_, Polled>> = None;
         let mut poll = tokio::time::interval(session.ttl());
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.view(|view| {
@@ -228,30 +232,25 @@ impl FleetTask {
             match (&campaign, current) {
                 (Some((id, _)), Some(lease)) if *id == lease.id => {}
                 (_, Some(lease)) if now >= campaign_after => {
-                    let future: Campaign<'_> = Box::pin(session.client.campaign(
-                        &election,
-                        settings.member.as_bytes(),
+                    campaign = Some((
                         lease.id,
+                        Box::pin(session.client.campaign(
+                            &election,
+                            settings.member.as_bytes(),
+                            lease.id,
+                        )),
                     ));
-                    campaign = Some((lease.id, future));
                 }
                 (_, None) => campaign = None,
                 _ => {}
             }
-            if watch.is_none() && now >= watch_after {
+            if watch.is_none() && opening.is_none() && now >= watch_after {
                 watch_after = now + RETRY;
-                match session.client.watch(&key, self.seen_revision + 1).await {
-                    Ok(opened) => {
-                        watch = Some(opened);
-                        watch_error = None;
-                    }
-                    Err(error) => watch_error = Some(error.to_string()),
-                }
-                self.report_store(&store_error, &watch_error);
+                opening = Some(Box::pin(session.client.watch(&key, self.seen_revision + 1)));
             }
             let wake_at = [
                 (campaign.is_none() && current.is_some()).then_some(campaign_after),
-                watch.is_none().then_some(watch_after),
+                (watch.is_none() && opening.is_none()).then_some(watch_after),
             ]
             .into_iter()
             .flatten()
@@ -273,6 +272,17 @@ impl FleetTask {
                             campaign_after = Instant::now() + RETRY;
                         }
                     }
+                }
+                opened = maybe(opening.as_mut()) => {
+                    opening = None;
+                    match opened {
+                        Ok(opened) => {
+                            watch = Some(opened);
+                            watch_error = None;
+                        }
+                        Err(error) => watch_error = Some(error.to_string()),
+                    }
+                    self.report_store(&store_error, &watch_error);
                 }
                 message = next_message(&mut watch) => {
                     match message {
@@ -297,9 +307,25 @@ impl FleetTask {
                         }
                     }
                 }
-                _ = poll.tick() => {
-                    self.poll(&key, &election, &mut watch_error).await;
+                polled = maybe(polling.as_mut()) => {
+                    polling = None;
+                    match polled {
+                        Ok(polled) => {
+                            watch_error = None;
+                            if let Some(kv) = polled.value {
+                                self.offer(kv.mod_revision, &kv.value);
+                            }
+                            self.show_leader(polled.leader);
+                        }
+                        Err(error) => watch_error = Some(error.to_string()),
+                    }
                     self.report_store(&store_error, &watch_error);
+                }
+                _ = poll.tick() => {
+                    // Reads the published value (in case the watch missed it) and who leads.
+                    if polling.is_none() {
+                        polling = Some(Box::pin(read_published(&session, &key, &election)));
+                    }
                     if let Some(next) = self.on_expiry() {
                         return next;
                     }
@@ -309,7 +335,7 @@ impl FleetTask {
                         return next;
                     }
                 }
-                _ = lease.changed() => {}
+                _ = lease.changed() => self.report_store(&store_error, &watch_error),
                 _ = store_error.changed() => self.report_store(&store_error, &watch_error),
                 () = tokio::time::sleep_until(wake_at) => {}
                 _ = shutdown.changed() => return Next::Stop,
@@ -317,27 +343,16 @@ impl FleetTask {
         }
     }
 
-    /// Reads the published value (in case the watch missed it) and who leads.
-    async fn poll(&mut self, key: &[u8], election: &[u8], watch_error: &mut Option<String>) {
-        match self.session.client.get(key).await {
-            Ok((Some(kv), _)) => {
-                *watch_error = None;
-                self.offer(kv.mod_revision, &kv.value);
-            }
-            Ok((None, _)) => *watch_error = None,
-            Err(error) => *watch_error = Some(error.to_string()),
-        }
-        if let Ok(leader) = self.session.client.leader(election).await {
-            let name = leader.map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
-            let ours = name.as_deref() == Some(self.settings.member.as_str());
-            self.view(|view| {
-                view.role = match &name {
-                    Some(_) if !ours => Role::Follower,
-                    _ => Role::Candidate,
-                };
-                view.leader = name;
-            });
-        }
+    /// Shows who leads, as the store says.
+    fn show_leader(&self, leader: Option<String>) {
+        let ours = leader.as_deref() == Some(self.settings.member.as_str());
+        self.view(|view| {
+            view.role = match &leader {
+                Some(_) if !ours => Role::Follower,
+                _ => Role::Candidate,
+            };
+            view.leader = leader;
+        });
     }
 
     /// Shows why the store cannot be reached, if it cannot.
@@ -357,7 +372,12 @@ impl FleetTask {
             }
             match &error {
                 Some(error) => {
-                    tracing::warn!(account = %status_name(&self.task), "the fleet store cannot be reached: {error}");
+                    // Once per outage; the reason as it changes at debug level.
+                    if fleet.store_error.is_none() {
+                        tracing::warn!(account = %status_name(&self.task), "the fleet store cannot be reached: {error}");
+                    } else {
+                        tracing::debug!(account = %status_name(&self.task), "the fleet store still cannot be reached: {error}");
+                    }
                     status.last_error = Some(format!("the fleet store cannot be reached: {error}"));
                 }
                 None => {
@@ -399,7 +419,12 @@ impl FleetTask {
             Verdict::Publish => self.take(publication),
             refused => {
                 let why = refused.refusal().unwrap_or_default();
-                tracing::warn!(account = %account, revision, term = publication.term, "refused a fleet publication: {why}");
+                // A value that expired while the store was out of reach is no attack.
+                if matches!(refused, Verdict::Expired { .. }) {
+                    tracing::info!(account = %account, revision, term = publication.term, "passed over a fleet publication: {why}");
+                } else {
+                    tracing::warn!(account = %account, revision, term = publication.term, "refused a fleet publication: {why}");
+                }
                 if matches!(
                     refused,
                     Verdict::NotNewer { .. } | Verdict::OlderToken { .. }
@@ -608,9 +633,29 @@ impl FleetTask {
     }
 }
 
-/// A campaign in flight.
-type Campaign<'a> =
-    Pin<Box<dyn Future<Output = Result<Option<LeaderKey>, StoreError>> + Send + 'a>>;
+/// A store call in flight.
+type StoreCall<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// What a poll read: the published value, and the leader's name.
+struct Polled {
+    value: Option<crate::fleet::etcd::KeyValue>,
+    leader: Option<String>,
+}
+
+/// Reads the published value and who leads.
+async fn read_published(
+    session: &Session,
+    key: &[u8],
+    election: &[u8],
+) -> Result<Polled, StoreError> {
+    let (value, _) = session.client.get(key).await?;
+    let leader = session
+        .client
+        .leader(election)
+        .await?
+        .map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
+    Ok(Polled { value, leader })
+}
 
 /// Shows (and logs, once) why the leader cannot publish, or that it can again.
 fn report_publish(cell: &AccountCell, error: Option<&StoreError>) {

@@ -289,3 +289,111 @@ mod tests {
         assert!(!valid_member(&"x".repeat(254)));
     }
 }
+
+#[cfg(test)]
+mod config_tests {
+    use std::path::Path;
+
+    use crate::config::{SecretCheck, parse};
+
+    const ACCOUNT: &str = "[accounts.a]\npreset = \"apinizer\"\nbase_url = \"https://api.example\"\nclient_id = \"ops\"\nclient_secret = { env = \"S\" }\nfleet = true\n[[accounts.a.outputs]]\npath = \"/run/tk/a\"\n";
+
+    fn key_file(dir: &Path) -> String {
+        let path = dir.join("fleet.key");
+        std::fs::write(&path, "11".repeat(32)).unwrap();
+        path.display().to_string()
+    }
+
+    fn problems(text: &str) -> Vec<(String, String)> {
+        match parse(text, Path::new("t.toml"), SecretCheck::Skip, false) {
+            Ok(_) => Vec::new(),
+            Err(error) => error
+                .problems
+                .into_iter()
+                .map(|problem| (problem.key, problem.message))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_fleet_table_takes_its_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[fleet]\nendpoints = [\"http://127.0.0.1:2379\", \"https://etcd-2:2379\"]\nkey_file = \"{}\"\n{ACCOUNT}",
+            key_file(dir.path())
+        );
+        let config = parse(&text, Path::new("t.toml"), SecretCheck::Skip, false).unwrap();
+        let fleet = config.fleet.as_ref().unwrap();
+        assert_eq!(fleet.prefix, "/tokenkeeper");
+        assert_eq!(fleet.lease_ttl, std::time::Duration::from_secs(10));
+        assert!(!fleet.member.is_empty());
+        assert!(!fleet.login_alone_after_expiry);
+        assert_eq!(fleet.endpoints.len(), 2);
+        assert!(config.accounts["a"].fleet);
+        // The key's Debug shows its fingerprint only.
+        let shown = format!("{fleet:?}");
+        assert!(shown.contains(fleet.key.fingerprint()), "{shown}");
+        assert!(!shown.contains(&"11".repeat(8)), "{shown}");
+    }
+
+    #[test]
+    fn fleet_problems_name_their_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = key_file(dir.path());
+        assert!(
+            problems(ACCOUNT)
+                .iter()
+                .any(|(at, message)| at == "accounts.a.fleet" && message.contains("[fleet]")),
+            "{:?}",
+            problems(ACCOUNT)
+        );
+        let cases = [
+            ("endpoints = []\n", "fleet.endpoints"),
+            ("endpoints = [\"etcd:2379\"]\n", "fleet.endpoints"),
+            ("endpoints = [\"http://e:2379/v3\"]\n", "fleet.endpoints"),
+            ("lease_ttl = \"1s\"\n", "fleet.lease_ttl"),
+            ("lease_ttl = \"2500ms\"\n", "fleet.lease_ttl"),
+            ("prefix = \"tokenkeeper\"\n", "fleet.prefix"),
+            ("prefix = \"/tk/\"\n", "fleet.prefix"),
+            ("member = \"node a\"\n", "fleet.member"),
+            ("username = \"tk\"\n", "fleet.password"),
+            ("password = { env = \"P\" }\n", "fleet.username"),
+            (
+                "endpoints = [\"http://etcd.internal:2379\"]\nusername = \"tk\"\npassword = { env = \"P\" }\n",
+                "fleet.password",
+            ),
+        ];
+        for (extra, wanted) in cases {
+            let endpoints = if extra.starts_with("endpoints") {
+                ""
+            } else {
+                "endpoints = [\"http://127.0.0.1:2379\"]\n"
+            };
+            let text = format!("[fleet]\n{endpoints}{extra}key_file = \"{key}\"\n{ACCOUNT}");
+            let found = problems(&text);
+            assert!(
+                found.iter().any(|(at, _)| at == wanted),
+                "{extra:?}: wanted a problem at {wanted}, got {found:?}"
+            );
+        }
+        let missing_key = format!("[fleet]\nendpoints = [\"http://127.0.0.1:2379\"]\n{ACCOUNT}");
+        assert!(
+            problems(&missing_key)
+                .iter()
+                .any(|(at, _)| at == "fleet.key_file")
+        );
+        let bad_key = dir.path().join("bad.key");
+        std::fs::write(&bad_key, "not a key").unwrap();
+        let text = format!(
+            "[fleet]\nendpoints = [\"http://127.0.0.1:2379\"]\nkey_file = \"{}\"\n{ACCOUNT}",
+            bad_key.display()
+        );
+        let found = problems(&text);
+        assert!(
+            found
+                .iter()
+                .any(|(at, message)| at == "fleet.key_file" && message.contains("bad.key")),
+            "{found:?}"
+        );
+    }
+}
