@@ -366,6 +366,9 @@ impl FleetTask {
             .clone()
             .or_else(|| watch_error.clone());
         self.task.cell().update(|status| {
+            // A follower has had its first go once the store answered or failed to: systemd's
+            // READY=1 must not wait for a leader that may never come.
+            status.attempted = true;
             let fleet = status.fleet.get_or_insert_with(FleetView::default);
             if fleet.store_error == error {
                 return;
@@ -517,6 +520,26 @@ impl FleetTask {
             view.term = Some(leader.rev);
         });
         let cell = Arc::clone(self.task.cell());
+        // etcd's campaign does not check that the key it waited on is still there (a revoked
+        // lease, a resign that crossed it): lead only on a key that is.
+        match session.client.get(&leader.key).await {
+            Ok((Some(kv), _)) if kv.create_revision == leader.rev && kv.lease == leader.lease => {}
+            other => {
+                if let Err(error) = other {
+                    tracing::debug!(account = %account, "cannot check the election key: {error}");
+                }
+                tokio::time::sleep(RETRY).await;
+                return;
+            }
+        }
+        // Gives the election back if this task is dropped while leading (its account removed
+        // or restarted by a reload), so that no member waits behind a leader that is gone.
+        let mut guard = Resign {
+            session: Arc::clone(&session),
+            leader: Some(leader.clone()),
+            election: election_key(&settings.prefix, &account),
+        };
+        let clock = Arc::clone(self.task.clock());
         let mut fresh = self.slot.fresh.subscribe();
         fresh.mark_unchanged();
         self.slot.set_mode(Mode::Leading);
@@ -540,7 +563,10 @@ impl FleetTask {
                     () = &mut run => break "",
                     _ = fresh.changed() => {
                         let Some(token) = fresh.borrow_and_update().clone() else { continue };
-                        seq += 1;
+                        // Grows across restarts of this task within one term too (a reload
+                        // restarts the account; its campaign finds the same key).
+                        let millis = u64::try_from(clock.wall().as_millisecond()).unwrap_or(0);
+                        seq = (seq + 1).max(millis);
                         let publication = Publication { term: leader.rev, seq, leader: settings.member.clone(), token };
                         match settings.key.seal(&settings.prefix, &account, &publication) {
                             Ok(sealed) => {
@@ -586,6 +612,8 @@ impl FleetTask {
             view.role = Role::Candidate;
             view.leader = None;
         });
+        // Disarmed: what follows resigns (or the session's revocation at shutdown does).
+        guard.leader = None;
         if why.is_empty() {
             return;
         }
@@ -594,10 +622,9 @@ impl FleetTask {
             .current()
             .is_some_and(|current| current.id == leader.lease)
         {
-            let election = election_key(&settings.prefix, &account);
             let _ = tokio::time::timeout(
                 Duration::from_secs(1),
-                session.client.resign(&leader, &election),
+                session.client.resign(&leader, &guard.election),
             )
             .await;
         }
@@ -630,6 +657,33 @@ impl FleetTask {
         self.held = None;
         self.view(|view| view.role = Role::Candidate);
         tracing::info!(account = %account, "the fleet store answers again: back to the election");
+    }
+}
+
+/// Resigns a leadership when dropped while still armed.
+struct Resign {
+    session: Arc<Session>,
+    leader: Option<LeaderKey>,
+    election: Vec<u8>,
+}
+
+impl Drop for Resign {
+    fn drop(&mut self) {
+        let Some(leader) = self.leader.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let session = Arc::clone(&self.session);
+        let election = std::mem::take(&mut self.election);
+        runtime.spawn(async move {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                session.client.resign(&leader, &election),
+            )
+            .await;
+        });
     }
 }
 
