@@ -10,6 +10,7 @@ mod config_fixtures;
 mod container;
 mod credential;
 mod daemon;
+mod fleet_mode;
 mod hooks;
 mod hostile;
 mod http;

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: running the binary, writing configs, reading files.
 
+pub mod etcd_cluster;
 pub mod oidc;
 pub mod pki;
 

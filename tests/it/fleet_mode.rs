@@ -1,0 +1,585 @@
+//! Fleet mode end to end: several real daemons share one account through a real three-member
+//! etcd cluster on loopback, against the loopback token endpoint, which counts logins and tells
+//! live tokens from dead ones.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokenkeeper::demo::endpoint::{Credentials, EndpointOptions, Route, TokenEndpoint};
+
+use crate::support::etcd_cluster::EtcdCluster;
+use crate::support::{Daemon, eventually, tokenkeeper, write_secret};
+
+/// One instance of the fleet: its config, output file and process.
+struct Instance {
+    member: String,
+    config: String,
+    output: PathBuf,
+    daemon: Option<Daemon>,
+}
+
+struct Fleet {
+    scratch: tempfile::TempDir,
+    endpoint: Arc<TokenEndpoint>,
+    instances: Vec<Instance>,
+    prefix: String,
+    key_hex: String,
+}
+
+/// A config for member `member`: fast timings, a 2 s lease, the account shared.
+fn config_text(
+    dir: &Path,
+    cluster: &EtcdCluster,
+    prefix: &str,
+    key_file: &Path,
+    base: &str,
+    secret: &Path,
+    member: &str,
+) -> String {
+    let credentials = Credentials::demo();
+    format!(
+        r#"
+[daemon]
+refresh_at = 0.6
+refresh_margin = "500ms"
+min_refresh_interval = "300ms"
+retry_base = "200ms"
+retry_cap = "1s"
+startup_spread = "100ms"
+shutdown_grace = "2s"
+on_expiry = "keep"
+state_dir = "{state}"
+
+[fleet]
+{endpoints}
+prefix = "{prefix}"
+member = "{member}"
+key_file = "{key}"
+lease_ttl = "2s"
+
+[accounts.shared]
+preset = "apinizer"
+base_url = "{base}"
+client_id = "{id}"
+client_secret = {{ file = "{secret}" }}
+fleet = true
+[[accounts.shared.outputs]]
+path = "{out}/shared.token"
+"#,
+        state = dir.join("state").display(),
+        endpoints = cluster.endpoints_toml(),
+        key = key_file.display(),
+        id = credentials.apinizer_client_id,
+        secret = secret.display(),
+        out = dir.join("out").display(),
+    )
+}
+
+impl Fleet {
+    async fn start(cluster: &EtcdCluster, size: usize, lifetime: Duration, prefix: &str) -> Fleet {
+        let endpoint = TokenEndpoint::start(EndpointOptions {
+            lifetime,
+            ..EndpointOptions::default()
+        })
+        .await
+        .unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let key_run = tokenkeeper(&["fleet-key"], &[]).await;
+        assert_eq!(key_run.code, 0, "{}", key_run.stderr);
+        let key_file = scratch.path().join("fleet.key");
+        std::fs::write(&key_file, key_run.stdout.trim()).unwrap();
+        set_mode(&key_file, 0o600);
+        let key_hex = hex_of_key(key_run.stdout.trim());
+        let secret = write_secret(
+            scratch.path(),
+            "apinizer",
+            &Credentials::demo().apinizer_client_secret,
+        );
+        let base = endpoint.base_url();
+        let mut instances = Vec::new();
+        for index in 0..size {
+            let member = format!("node-{index}");
+            let dir = scratch.path().join(&member);
+            std::fs::create_dir_all(dir.join("out")).unwrap();
+            let text = config_text(&dir, cluster, prefix, &key_file, &base, &secret, &member);
+            let config = dir.join("config.toml");
+            std::fs::write(&config, text).unwrap();
+            set_mode(&config, 0o600);
+            instances.push(Instance {
+                member,
+                config: config.display().to_string(),
+                output: dir.join("out").join("shared.token"),
+                daemon: None,
+            });
+        }
+        let mut fleet = Fleet {
+            scratch,
+            endpoint: Arc::new(endpoint),
+            instances,
+            prefix: prefix.to_string(),
+            key_hex,
+        };
+        for index in 0..size {
+            fleet.launch(index, &[]);
+        }
+        fleet
+    }
+
+    fn launch(&mut self, index: usize, env: &[(&str, &str)]) {
+        let instance = &mut self.instances[index];
+        instance.daemon = Some(Daemon::start(&instance.config, self.scratch.path(), env));
+    }
+
+    fn logins(&self) -> usize {
+        self.endpoint.issued(Route::Apinizer)
+    }
+
+    fn logs(&self) -> String {
+        self.instances
+            .iter()
+            .filter_map(|instance| {
+                let daemon = instance.daemon.as_ref()?;
+                Some(format!("--- {}\n{}", instance.member, daemon.log()))
+            })
+            .collect()
+    }
+
+    /// The `fleet` object of the account in an instance's `status --json`.
+    async fn status(&self, index: usize) -> Option<serde_json::Value> {
+        let run = tokenkeeper(
+            &[
+                "status",
+                "--json",
+                "--config",
+                &self.instances[index].config,
+            ],
+            &[],
+        )
+        .await;
+        let document: serde_json::Value = serde_json::from_str(&run.stdout).ok()?;
+        Some(document["accounts"][0].clone())
+    }
+
+    /// Waits until every running instance reports `leader` as leading (the leader itself
+    /// `leader`, the others `follower` of it); the leader's index.
+    async fn settled(&self, limit: Duration) -> Option<usize> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let mut roles = Vec::new();
+            for (index, instance) in self.instances.iter().enumerate() {
+                if instance.daemon.is_none() {
+                    continue;
+                }
+                let account = self.status(index).await.unwrap_or_default();
+                roles.push((
+                    index,
+                    account["fleet"]["role"].as_str().unwrap_or("").to_string(),
+                    account["fleet"]["leader"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                ));
+            }
+            let leaders: Vec<usize> = roles
+                .iter()
+                .filter(|(_, role, _)| role == "leader")
+                .map(|(index, _, _)| *index)
+                .collect();
+            if let [leader] = leaders[..] {
+                let name = &self.instances[leader].member;
+                if roles.iter().all(|(index, role, named)| {
+                    *index == leader || (role == "follower" && named == name)
+                }) {
+                    return Some(leader);
+                }
+            }
+            if Instant::now() >= deadline {
+                eprintln!("roles: {roles:?}");
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Reads every running instance's file every 25 ms until stopped, checking each token it
+    /// reads against the endpoint; a dead token (or a file gone after the first read) is
+    /// recorded.
+    fn reader(&self) -> Reader {
+        let stop = Arc::new(AtomicBool::new(false));
+        let outputs: Vec<PathBuf> = self.instances.iter().map(|i| i.output.clone()).collect();
+        let endpoint = Arc::clone(&self.endpoint);
+        let flag = Arc::clone(&stop);
+        let task = tokio::spawn(async move {
+            let mut seen = vec![false; outputs.len()];
+            let mut problems = Vec::new();
+            let mut reads = 0usize;
+            while !flag.load(Ordering::SeqCst) {
+                for (index, path) in outputs.iter().enumerate() {
+                    match std::fs::read_to_string(path) {
+                        Ok(token) => {
+                            reads += 1;
+                            seen[index] = true;
+                            if !endpoint.is_live(token.trim()) {
+                                problems.push(format!("{}: a dead token", path.display()));
+                            }
+                        }
+                        Err(_) if seen[index] => problems.push(format!("{}: gone", path.display())),
+                        Err(_) => {}
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            (reads, problems)
+        });
+        Reader { stop, task }
+    }
+}
+
+struct Reader {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(usize, Vec<String>)>,
+}
+
+impl Reader {
+    async fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.unwrap()
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The key `fleet-key` printed (Base64), as hex, for canary searches.
+fn hex_of_key(base64: &str) -> String {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(base64)
+        .expect("fleet-key prints Base64");
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn read(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|text| text.trim().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_instances_log_in_once_per_lifetime_and_a_killed_leader_is_replaced() {
+    let Some(cluster) = EtcdCluster::start(3).await else {
+        return;
+    };
+    let lifetime = Duration::from_secs(4);
+    let mut fleet = Fleet::start(&cluster, 4, lifetime, "/fleet-a").await;
+    let leader = fleet
+        .settled(Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| panic!("no single leader:\n{}", fleet.logs()));
+    // Every file holds the leader's token.
+    let all_same = eventually(Duration::from_secs(10), || {
+        let tokens: Vec<Option<String>> = fleet.instances.iter().map(|i| read(&i.output)).collect();
+        tokens[0].is_some() && tokens.iter().all(|token| *token == tokens[0])
+    })
+    .await;
+    assert!(
+        all_same,
+        "the files do not hold one token:\n{}",
+        fleet.logs()
+    );
+
+    let reader = fleet.reader();
+    let before = fleet.logins();
+    let watched = Duration::from_secs(16);
+    tokio::time::sleep(watched).await;
+    let during = fleet.logins() - before;
+    // Four lifetimes, renewed at about 60 % of each: about 7 logins in all. Each instance logging
+    // in for itself would make four times as many.
+    let per_lifetime = watched.as_secs_f64() / (lifetime.as_secs_f64() * 0.6);
+    assert!(
+        (2..=(per_lifetime.ceil() as usize + 3)).contains(&during),
+        "{during} logins in {watched:?} (about {per_lifetime:.1} expected):\n{}",
+        fleet.logs()
+    );
+    // Only the leader logged in.
+    let status = fleet.status(leader).await.unwrap();
+    assert!(status["fleet"]["logins_as_leader"].as_u64().unwrap_or(0) >= during as u64 - 1);
+    for index in (0..4).filter(|index| *index != leader) {
+        let status = fleet.status(index).await.unwrap();
+        assert_eq!(status["fleet"]["logins_as_leader"], 0, "{status}");
+        assert_eq!(status["fleet"]["role"], "follower", "{status}");
+    }
+
+    // SIGKILL the leader: a survivor leads and logs in within the lease TTL and a login.
+    let killed_at = Instant::now();
+    let logins_at_kill = fleet.logins();
+    if let Some(daemon) = fleet.instances[leader].daemon.as_mut() {
+        daemon.child.kill().unwrap();
+        daemon.child.wait().unwrap();
+    }
+    fleet.instances[leader].daemon = None;
+    let next = fleet
+        .settled(Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|| panic!("no new leader:\n{}", fleet.logs()));
+    assert_ne!(next, leader);
+    let took_over = eventually(Duration::from_secs(10), || fleet.logins() > logins_at_kill).await;
+    assert!(
+        took_over,
+        "the new leader did not log in:\n{}",
+        fleet.logs()
+    );
+    let takeover = killed_at.elapsed();
+    assert!(
+        takeover < Duration::from_secs(2 + 8),
+        "takeover took {takeover:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (reads, problems) = reader.finish().await;
+    // The killed leader's file is no longer renewed: only the survivors count from the kill.
+    let problems: Vec<&String> = problems
+        .iter()
+        .filter(|problem| !problem.contains(&format!("/node-{leader}/")))
+        .collect();
+    assert!(reads > 500, "only {reads} reads");
+    assert!(problems.is_empty(), "{problems:?}\n{}", fleet.logs());
+
+    // Canaries: neither a token nor the key is in etcd in clear, in any log or in status.
+    let tokens: Vec<String> = fleet
+        .instances
+        .iter()
+        .filter_map(|instance| read(&instance.output))
+        .collect();
+    let stored = cluster.dump(&fleet.prefix).await;
+    assert!(!stored.is_empty());
+    for (key, value) in &stored {
+        let value = String::from_utf8_lossy(value);
+        for token in &tokens {
+            assert!(
+                !value.contains(token.as_str()),
+                "{key} holds a token in clear"
+            );
+        }
+        assert!(!value.contains(&fleet.key_hex), "{key} holds the key");
+        if key.contains("/token/") {
+            assert!(value.starts_with("tkfleet1."), "{key}: {value}");
+        }
+    }
+    let logs = fleet.logs();
+    for token in &tokens {
+        assert!(!logs.contains(token.as_str()), "a log holds a token");
+    }
+    assert!(!logs.contains(&fleet.key_hex));
+    let status = tokenkeeper(
+        &[
+            "status",
+            "--json",
+            "--config",
+            &fleet.instances[next].config,
+        ],
+        &[],
+    )
+    .await;
+    for token in &tokens {
+        assert!(!status.stdout.contains(token.as_str()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_lost_etcd_member_changes_nothing_and_a_lost_quorum_serves_the_last_token() {
+    let Some(mut cluster) = EtcdCluster::start(3).await else {
+        return;
+    };
+    // Long enough that the token outlives the outage below.
+    let lifetime = Duration::from_secs(40);
+    let fleet = Fleet::start(&cluster, 3, lifetime, "/fleet-b").await;
+    let leader = fleet
+        .settled(Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| panic!("no single leader:\n{}", fleet.logs()));
+    let token_of = |index: usize| read(&fleet.instances[index].output);
+    assert!(
+        eventually(Duration::from_secs(10), || (0..3)
+            .all(|i| token_of(i).is_some() && token_of(i) == token_of(leader)))
+        .await,
+        "{}",
+        fleet.logs()
+    );
+    let token = token_of(leader).unwrap();
+    let logins = fleet.logins();
+
+    // One member of three goes: the same leader, no login, the same token everywhere.
+    cluster.stop(0);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        fleet.settled(Duration::from_secs(5)).await,
+        Some(leader),
+        "{}",
+        fleet.logs()
+    );
+    assert_eq!(fleet.logins(), logins, "{}", fleet.logs());
+    for index in 0..3 {
+        assert_eq!(token_of(index).as_deref(), Some(token.as_str()));
+        let status = fleet.status(index).await.unwrap();
+        assert!(status["fleet"]["store_error"].is_null(), "{status}");
+    }
+
+    // A second one goes: no quorum. Every instance says so, none logs in, and every file keeps
+    // the live token.
+    cluster.stop(1);
+    let reported = {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut all = true;
+            for index in 0..3 {
+                let status = fleet.status(index).await.unwrap_or_default();
+                all &= status["fleet"]["store_error"].is_string()
+                    && status["fleet"]["role"] != "leader"
+                    && status["ready"] == true;
+            }
+            if all || Instant::now() >= deadline {
+                break all;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    assert!(reported, "the outage is not reported:\n{}", fleet.logs());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        fleet.logins(),
+        logins,
+        "an instance logged in alone:\n{}",
+        fleet.logs()
+    );
+    for index in 0..3 {
+        assert_eq!(token_of(index).as_deref(), Some(token.as_str()));
+        assert!(fleet.endpoint.is_live(&token));
+    }
+    let table = tokenkeeper(&["status", "--config", &fleet.instances[0].config], &[]).await;
+    assert!(
+        table.stdout.contains("store out of reach"),
+        "{}",
+        table.stdout
+    );
+
+    // Back to quorum: a leader again, and the outage is over.
+    cluster.restart(0).await;
+    cluster.restart(1).await;
+    assert!(
+        fleet.settled(Duration::from_secs(30)).await.is_some(),
+        "no leader after the cluster recovered:\n{}",
+        fleet.logs()
+    );
+    let recovered = {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut all = true;
+            for index in 0..3 {
+                let status = fleet.status(index).await.unwrap_or_default();
+                all &= status["fleet"]["store_error"].is_null();
+            }
+            if all || Instant::now() >= deadline {
+                break all;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    assert!(recovered, "{}", fleet.logs());
+    // The new leader logged in once, and every instance follows it.
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            let now = token_of(0);
+            now.is_some()
+                && now.as_deref() != Some(token.as_str())
+                && (1..3).all(|i| token_of(i) == now)
+        })
+        .await,
+        "{}",
+        fleet.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_replayed_values_are_never_published() {
+    let Some(cluster) = EtcdCluster::start(3).await else {
+        return;
+    };
+    let lifetime = Duration::from_secs(6);
+    let fleet = Fleet::start(&cluster, 2, lifetime, "/fleet-c").await;
+    let leader = fleet
+        .settled(Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| panic!("no single leader:\n{}", fleet.logs()));
+    let follower = 1 - leader;
+    let key = format!("{}/token/shared", fleet.prefix);
+    let first = cluster.get(&key).await.expect("a publication");
+    let first_token = read(&fleet.instances[follower].output).unwrap();
+    // Wait for the next publication, then replay the first one.
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            read(&fleet.instances[follower].output).is_some_and(|now| now != first_token)
+        })
+        .await,
+        "{}",
+        fleet.logs()
+    );
+    let second_token = read(&fleet.instances[follower].output).unwrap();
+    cluster.put(&key, &first).await;
+
+    // A value sealed with another key, claiming a later term.
+    let other = tokenkeeper::fleet::seal::FleetKey::from_bytes(&[7; 32]);
+    let forged_token = "forged-token-c0ffee";
+    let now = jiff::Timestamp::now();
+    let forged = other
+        .seal(
+            &fleet.prefix,
+            "shared",
+            &tokenkeeper::fleet::seal::Publication {
+                term: i64::MAX,
+                seq: u64::MAX,
+                leader: "mallory".to_string(),
+                token: tokenkeeper::token::Token::new(
+                    tokenkeeper::secret::Secret::new(forged_token.to_string()),
+                    now,
+                    now + jiff::SignedDuration::from_secs(600),
+                )
+                .unwrap(),
+            },
+        )
+        .unwrap();
+    cluster.put(&key, forged.as_bytes()).await;
+    cluster
+        .put(&key, b"tkfleet1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+        .await;
+    cluster.put(&key, b"not even the format").await;
+
+    let refused = eventually(Duration::from_secs(10), || {
+        fleet.instances[follower]
+            .daemon
+            .as_ref()
+            .is_some_and(|daemon| daemon.log().matches("refused a fleet publication").count() >= 3)
+    })
+    .await;
+    assert!(refused, "{}", fleet.logs());
+    // The follower kept the newer token (or a still newer one), never the replayed or forged.
+    let held = read(&fleet.instances[follower].output).unwrap();
+    assert_ne!(held, first_token, "the replayed token was published");
+    assert_ne!(held, forged_token);
+    assert!(fleet.endpoint.is_live(&held) || held == second_token);
+    // The leader's next publication is followed again.
+    let logins = fleet.logins();
+    assert!(
+        eventually(Duration::from_secs(15), || fleet.logins() > logins
+            && read(&fleet.instances[follower].output)
+                == read(&fleet.instances[leader].output))
+        .await,
+        "{}",
+        fleet.logs()
+    );
+    let logs = fleet.logs();
+    assert!(!logs.contains(forged_token));
+}
