@@ -404,6 +404,61 @@ mod tests {
     }
 
     #[test]
+    fn fleet_accounts_have_role_login_and_store_series_and_others_none() {
+        let metrics = Metrics::new();
+        let now = Timestamp::from_second(1_900_000_000).expect("in range");
+        let fleet = crate::daemon::status::FleetView {
+            role: crate::fleet::Role::Follower,
+            leader: Some("node-b".to_string()),
+            term: Some(42),
+            store_error: Some("etcdserver: no leader".to_string()),
+            logins_as_leader: 3,
+            logins_alone: 1,
+        };
+        let views = [
+            AccountView {
+                name: "shared".to_string(),
+                outputs: Vec::new(),
+                status: AccountStatus {
+                    fleet: Some(fleet),
+                    ..AccountStatus::default()
+                },
+            },
+            AccountView {
+                name: "own".to_string(),
+                outputs: Vec::new(),
+                status: AccountStatus::default(),
+            },
+        ];
+        let reload = ReloadRecord {
+            successful: true,
+            last_success: now,
+        };
+        let text = classic_text(&metrics.encode(|| views.to_vec(), reload, now));
+        for line in [
+            "tokenkeeper_fleet_role{account=\"shared\",role=\"follower\"} 1",
+            "tokenkeeper_fleet_role{account=\"shared\",role=\"leader\"} 0",
+            "tokenkeeper_fleet_role{account=\"shared\",role=\"candidate\"} 0",
+            "tokenkeeper_fleet_role{account=\"shared\",role=\"alone\"} 0",
+            "tokenkeeper_fleet_logins_total{account=\"shared\",role=\"leader\"} 3",
+            "tokenkeeper_fleet_logins_total{account=\"shared\",role=\"alone\"} 1",
+            "tokenkeeper_fleet_store_reachable{account=\"shared\"} 0",
+            "# TYPE tokenkeeper_fleet_logins_total counter",
+        ] {
+            assert!(
+                text.lines().any(|have| have == line),
+                "{line} missing in\n{text}"
+            );
+        }
+        assert!(!text.contains("fleet_role{account=\"own\""), "{text}");
+        // No error text and no member name becomes a label.
+        assert!(
+            !text.contains("no leader") && !text.contains("node-b"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn every_series_is_there_with_its_value_and_removed_accounts_go() {
         let metrics = Metrics::new();
         let mut counts = Counts::default();

@@ -611,6 +611,35 @@ mod tests {
     }
 
     #[test]
+    fn a_fleet_account_serving_its_last_token_is_ready_with_a_note() {
+        let accounts = [
+            view("shared", |status| {
+                status.expires_at = Some(at(60));
+                status.written = true;
+                status.fleet = Some(FleetView {
+                    store_error: Some("etcdserver: no leader".to_string()),
+                    ..FleetView::default()
+                });
+            }),
+            view("own", |status| {
+                status.expires_at = Some(at(60));
+                status.written = true;
+            }),
+        ];
+        assert!(readiness(&accounts, at(0)).is_ok());
+        let notes = readiness_notes(&accounts);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].starts_with("shared: serving the last token until it expires at"),
+            "{notes:?}"
+        );
+        assert!(notes[0].ends_with("etcdserver: no leader"), "{notes:?}");
+        let document = status_json(&accounts, at(0));
+        assert_eq!(document["accounts"][0]["fleet"]["role"], "candidate");
+        assert!(document["accounts"][1]["fleet"].is_null());
+    }
+
+    #[test]
     fn every_unready_account_is_named_with_its_reason() {
         let accounts = [
             view("fresh", |_| {}),

@@ -15,6 +15,8 @@ use crate::support::{Daemon, eventually, tokenkeeper, write_secret};
 /// One instance of the fleet: its config, output file and process.
 struct Instance {
     member: String,
+    /// The status listener's address.
+    listen: String,
     config: String,
     output: PathBuf,
     daemon: Option<Daemon>,
@@ -28,16 +30,26 @@ struct Fleet {
     key_hex: String,
 }
 
+/// What every member's config shares.
+struct Common<'a> {
+    cluster: &'a EtcdCluster,
+    prefix: &'a str,
+    key_file: &'a Path,
+    base: &'a str,
+    secret: &'a Path,
+    extra_fleet: &'a str,
+}
+
 /// A config for member `member`: fast timings, a 2 s lease, the account shared.
-fn config_text(
-    dir: &Path,
-    cluster: &EtcdCluster,
-    prefix: &str,
-    key_file: &Path,
-    base: &str,
-    secret: &Path,
-    member: &str,
-) -> String {
+fn config_text(common: &Common<'_>, dir: &Path, member: &str, listen: &str) -> String {
+    let Common {
+        cluster,
+        prefix,
+        key_file,
+        base,
+        secret,
+        extra_fleet,
+    } = common;
     let credentials = Credentials::demo();
     format!(
         r#"
@@ -51,6 +63,7 @@ startup_spread = "100ms"
 shutdown_grace = "2s"
 on_expiry = "keep"
 state_dir = "{state}"
+listen = "{listen}"
 
 [fleet]
 {endpoints}
@@ -58,6 +71,7 @@ prefix = "{prefix}"
 member = "{member}"
 key_file = "{key}"
 lease_ttl = "2s"
+{extra_fleet}
 
 [accounts.shared]
 preset = "apinizer"
@@ -79,6 +93,16 @@ path = "{out}/shared.token"
 
 impl Fleet {
     async fn start(cluster: &EtcdCluster, size: usize, lifetime: Duration, prefix: &str) -> Fleet {
+        Fleet::start_with(cluster, size, lifetime, prefix, "").await
+    }
+
+    async fn start_with(
+        cluster: &EtcdCluster,
+        size: usize,
+        lifetime: Duration,
+        prefix: &str,
+        extra_fleet: &str,
+    ) -> Fleet {
         let endpoint = TokenEndpoint::start(EndpointOptions {
             lifetime,
             ..EndpointOptions::default()
@@ -103,12 +127,29 @@ impl Fleet {
             let member = format!("node-{index}");
             let dir = scratch.path().join(&member);
             std::fs::create_dir_all(dir.join("out")).unwrap();
-            let text = config_text(&dir, cluster, prefix, &key_file, &base, &secret, &member);
+            let listen = format!(
+                "127.0.0.1:{}",
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port()
+            );
+            let common = Common {
+                cluster,
+                prefix,
+                key_file: &key_file,
+                base: &base,
+                secret: &secret,
+                extra_fleet,
+            };
+            let text = config_text(&common, &dir, &member, &listen);
             let config = dir.join("config.toml");
             std::fs::write(&config, text).unwrap();
             set_mode(&config, 0o600);
             instances.push(Instance {
                 member,
+                listen,
                 config: config.display().to_string(),
                 output: dir.join("out").join("shared.token"),
                 daemon: None,
@@ -160,6 +201,19 @@ impl Fleet {
         .await;
         let document: serde_json::Value = serde_json::from_str(&run.stdout).ok()?;
         Some(document["accounts"][0].clone())
+    }
+
+    /// A status listener path of an instance: its status code and body.
+    async fn get(&self, index: usize, path: &str) -> (u16, String) {
+        let url = format!("http://{}{path}", self.instances[index].listen);
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        match client.get(url).send().await {
+            Ok(reply) => (
+                reply.status().as_u16(),
+                reply.text().await.unwrap_or_default(),
+            ),
+            Err(_) => (0, String::new()),
+        }
     }
 
     /// Waits until every running instance reports `leader` as leading (the leader itself
@@ -314,6 +368,21 @@ async fn four_instances_log_in_once_per_lifetime_and_a_killed_leader_is_replaced
         assert_eq!(status["fleet"]["role"], "follower", "{status}");
     }
 
+    let (_, metrics) = fleet.get(leader, "/metrics").await;
+    assert!(
+        metrics.contains("tokenkeeper_fleet_role{account=\"shared\",role=\"leader\"} 1")
+            && metrics.contains("tokenkeeper_fleet_store_reachable{account=\"shared\"} 1"),
+        "{metrics}"
+    );
+    let follower = (leader + 1) % 4;
+    let (_, metrics) = fleet.get(follower, "/metrics").await;
+    assert!(
+        metrics.contains("tokenkeeper_fleet_role{account=\"shared\",role=\"follower\"} 1")
+            && metrics
+                .contains("tokenkeeper_fleet_logins_total{account=\"shared\",role=\"leader\"} 0"),
+        "{metrics}"
+    );
+
     // SIGKILL the leader: a survivor leads and logs in within the lease TTL and a login.
     let killed_at = Instant::now();
     let logins_at_kill = fleet.logins();
@@ -466,6 +535,23 @@ async fn one_lost_etcd_member_changes_nothing_and_a_lost_quorum_serves_the_last_
         table.stdout
     );
 
+    let (code, body) = fleet.get(2, "/readyz").await;
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.starts_with("ok\n")
+            && body.contains("shared: serving the last token until it expires at"),
+        "{body}"
+    );
+    let (_, metrics) = fleet.get(2, "/metrics").await;
+    assert!(
+        metrics.contains("tokenkeeper_fleet_store_reachable{account=\"shared\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tokenkeeper_fleet_role{account=\"shared\",role=\"leader\"} 0"),
+        "{metrics}"
+    );
+
     // Back to quorum: a leader again, and the outage is over.
     cluster.restart(0).await;
     cluster.restart(1).await;
@@ -582,4 +668,60 @@ async fn forged_and_replayed_values_are_never_published() {
     );
     let logs = fleet.logs();
     assert!(!logs.contains(forged_token));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_login_alone_after_expiry_an_instance_logs_in_alone_once_its_token_expired() {
+    let Some(mut cluster) = EtcdCluster::start(3).await else {
+        return;
+    };
+    let lifetime = Duration::from_secs(5);
+    let fleet = Fleet::start_with(
+        &cluster,
+        2,
+        lifetime,
+        "/fleet-d",
+        "login_alone_after_expiry = true",
+    )
+    .await;
+    fleet
+        .settled(Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| panic!("no single leader:\n{}", fleet.logs()));
+    cluster.stop(0);
+    cluster.stop(1);
+    // Once the token held expires (at most a lifetime), each instance logs in for itself.
+    let alone = {
+        let deadline = Instant::now() + lifetime * 3;
+        loop {
+            let mut all = true;
+            for index in 0..2 {
+                let status = fleet.status(index).await.unwrap_or_default();
+                all &= status["fleet"]["role"] == "alone"
+                    && status["fleet"]["logins_alone"].as_u64().unwrap_or(0) >= 1;
+            }
+            if all || Instant::now() >= deadline {
+                break all;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    assert!(alone, "no instance logged in alone:\n{}", fleet.logs());
+    for instance in &fleet.instances {
+        let token = read(&instance.output).unwrap();
+        assert!(fleet.endpoint.is_live(&token), "{}", fleet.logs());
+    }
+    let (_, metrics) = fleet.get(0, "/metrics").await;
+    assert!(
+        metrics.contains("tokenkeeper_fleet_role{account=\"shared\",role=\"alone\"} 1"),
+        "{metrics}"
+    );
+    // etcd back: a leader again, and both follow it.
+    cluster.restart(0).await;
+    cluster.restart(1).await;
+    assert!(
+        fleet.settled(Duration::from_secs(30)).await.is_some(),
+        "{}",
+        fleet.logs()
+    );
 }

@@ -14,9 +14,9 @@ use crate::config::{
 };
 use crate::login::spec::{HttpSettings, ProxySetting};
 
-/// The shortest lease TTL accepted: etcd refuses TTLs below about 1.5 election timeouts, and a
-/// leader renews its lease a few times per TTL.
-const MIN_LEASE_TTL: Duration = Duration::from_secs(2);
+/// The shortest lease TTL accepted (etcd itself grants at least about 1.5 election timeouts,
+/// and the member uses the TTL etcd granted); a member renews its lease three times per TTL.
+const MIN_LEASE_TTL: Duration = Duration::from_secs(1);
 /// The longest: a dead leader is replaced after at most this long.
 const MAX_LEASE_TTL: Duration = Duration::from_secs(300);
 
@@ -138,7 +138,7 @@ impl Validator {
                     self.problem(
                         Some(value.span()),
                         &key("lease_ttl"),
-                        "must be whole seconds, from 2s to 5m",
+                        "must be whole seconds, from 1s to 5m",
                     );
                     DEFAULT_LEASE_TTL
                 }
@@ -351,7 +351,7 @@ mod config_tests {
             ("endpoints = []\n", "fleet.endpoints"),
             ("endpoints = [\"etcd:2379\"]\n", "fleet.endpoints"),
             ("endpoints = [\"http://e:2379/v3\"]\n", "fleet.endpoints"),
-            ("lease_ttl = \"1s\"\n", "fleet.lease_ttl"),
+            ("lease_ttl = \"0s\"\n", "fleet.lease_ttl"),
             ("lease_ttl = \"2500ms\"\n", "fleet.lease_ttl"),
             ("prefix = \"tokenkeeper\"\n", "fleet.prefix"),
             ("prefix = \"/tk/\"\n", "fleet.prefix"),
