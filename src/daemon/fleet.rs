@@ -540,6 +540,8 @@ impl FleetTask {
             election: election_key(&settings.prefix, &account),
         };
         let clock = Arc::clone(self.task.clock());
+        let policy = self.task.settings().refresh;
+        let mut warned = false;
         let mut fresh = self.slot.fresh.subscribe();
         fresh.mark_unchanged();
         self.slot.set_mode(Mode::Leading);
@@ -563,6 +565,21 @@ impl FleetTask {
                     () = &mut run => break "",
                     _ = fresh.changed() => {
                         let Some(token) = fresh.borrow_and_update().clone() else { continue };
+                        // A leader that dies just before it renews leaves the followers with
+                        // what the token has left then: it should outlast a takeover.
+                        let lifetime = Duration::try_from(token.lifetime()).unwrap_or_default();
+                        let left = crate::schedule::least_left(&policy, lifetime);
+                        let takeover = session.ttl() + Duration::from_secs(1);
+                        if !warned && left < takeover {
+                            warned = true;
+                            tracing::warn!(
+                                account = %account,
+                                left_s = left.as_secs_f32(),
+                                lease_ttl_s = session.ttl().as_secs(),
+                                "tokens have as little as {:.1}s left when renewed, less than a takeover takes (lease_ttl + a login): if the leader dies then, followers may hold an expired token until the next leader publishes; lower [fleet] lease_ttl or renew earlier",
+                                left.as_secs_f32()
+                            );
+                        }
                         // Grows across restarts of this task within one term too (a reload
                         // restarts the account; its campaign finds the same key).
                         let millis = u64::try_from(clock.wall().as_millisecond()).unwrap_or(0);

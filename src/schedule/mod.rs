@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-pub use refresh::{MIN_REFRESH_GAP, RefreshPolicy, next_refresh, reserve, too_short};
+pub use refresh::{MIN_REFRESH_GAP, RefreshPolicy, least_left, next_refresh, reserve, too_short};
 pub use retry::{Backoff, MAX_RETRY_AFTER, WRITE_RETRY, parked_delay, retry_at};
 
 /// An instant on the boot clock (`CLOCK_BOOTTIME`, time since boot), which keeps counting while the

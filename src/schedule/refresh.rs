@@ -138,6 +138,12 @@ pub fn reserve(policy: &RefreshPolicy, lifetime: Duration) -> Duration {
         .min(scale(lifetime, MAX_RESERVE_SHARE))
 }
 
+/// The least time a token of lifetime `lifetime` has left when it is renewed (on time): from the
+/// end of its refresh band to its expiry.
+pub fn least_left(policy: &RefreshPolicy, lifetime: Duration) -> Duration {
+    lifetime.saturating_sub(band(policy, lifetime).1)
+}
+
 /// The band refresh points of a token of lifetime `lifetime` are drawn from, as offsets from the
 /// moment it was obtained: centred on `fraction·L`, `jitter·fraction·L` wide on either side, and
 /// shifted earlier (never squeezed) so that it ends [`reserve`] before expiry; cut at 0 when it

@@ -143,6 +143,10 @@ impl AccountTask {
         &self.shared.clock
     }
 
+    pub(crate) fn settings(&self) -> &Arc<DaemonSettings> {
+        &self.shared.settings
+    }
+
     /// The token the state file held at start, for a fleet member to follow from.
     pub(crate) fn saved_token(&self) -> Option<Token> {
         self.saved.as_ref().and_then(|saved| saved.token.clone())
