@@ -139,6 +139,8 @@ pub struct FleetTask {
     waiting: Option<Publication>,
     /// The store revision of the last publication looked at.
     seen_revision: i64,
+    /// A publication accepted whose write failed (a full disk): written again at the next poll.
+    unwritten: Option<Publication>,
 }
 
 impl FleetTask {
@@ -162,6 +164,7 @@ impl FleetTask {
             held,
             waiting: None,
             seen_revision: 0,
+            unwritten: None,
         }
     }
 
@@ -322,6 +325,11 @@ impl FleetTask {
                     self.report_store(&store_error, &watch_error);
                 }
                 _ = poll.tick() => {
+                    if let Some(unwritten) = self.unwritten.take()
+                        && follow::judge(self.held.as_ref(), &unwritten, self.task.clock().wall()) == Verdict::Publish
+                    {
+                        self.take(unwritten);
+                    }
                     // Reads the published value (in case the watch missed it) and who leads.
                     if polling.is_none() {
                         polling = Some(Box::pin(read_published(&session, &key, &election)));
@@ -468,6 +476,7 @@ impl FleetTask {
             }
             Err(message) => {
                 tracing::error!(account = %account, "{message}");
+                self.unwritten = Some(publication);
             }
         }
     }
