@@ -742,3 +742,112 @@ async fn with_login_alone_after_expiry_an_instance_logs_in_alone_once_its_token_
         fleet.logs()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_authenticate_as_an_etcd_user_limited_to_the_prefix() {
+    let Some(cluster) = EtcdCluster::start(3).await else {
+        return;
+    };
+    let root_password = "root-canary-pw-7f3a";
+    let password = "tk-canary-pw-91c2";
+    cluster.etcdctl(&[
+        "user",
+        "add",
+        "root",
+        &format!("--new-user-password={root_password}"),
+    ]);
+    cluster.etcdctl(&["user", "grant-role", "root", "root"]);
+    let root = format!("--user=root:{root_password}");
+    cluster.etcdctl(&[&root, "role", "add", "tk"]);
+    cluster.etcdctl(&[
+        &root,
+        "role",
+        "grant-permission",
+        "tk",
+        "readwrite",
+        "--prefix=true",
+        "/fleet-e/",
+    ]);
+    cluster.etcdctl(&[
+        &root,
+        "user",
+        "add",
+        "tk",
+        &format!("--new-user-password={password}"),
+    ]);
+    cluster.etcdctl(&[&root, "user", "grant-role", "tk", "tk"]);
+    cluster.etcdctl(&["auth", "enable", &root]);
+
+    assert!(
+        !cluster
+            .readable_without_credentials("/fleet-e/token/shared")
+            .await
+    );
+    let secrets = tempfile::tempdir().unwrap();
+    let good = write_secret(secrets.path(), "etcd-password", password);
+    let bad = write_secret(secrets.path(), "etcd-wrong", "not-the-password");
+    let auth = |file: &Path| {
+        format!(
+            "username = \"tk\"\npassword = {{ file = \"{}\" }}",
+            file.display()
+        )
+    };
+    let fleet = Fleet::start_with(
+        &cluster,
+        2,
+        Duration::from_secs(20),
+        "/fleet-e",
+        &auth(&good),
+    )
+    .await;
+    let leader = fleet
+        .settled(Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| panic!("no single leader:\n{}", fleet.logs()));
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let tokens: Vec<Option<String>> =
+                fleet.instances.iter().map(|i| read(&i.output)).collect();
+            tokens[0].is_some() && tokens[0] == tokens[1]
+        })
+        .await,
+        "{}",
+        fleet.logs()
+    );
+    assert_eq!(fleet.logins(), 1, "{}", fleet.logs());
+    let _ = leader;
+
+    // A member with the wrong password never leads, never logs in, and says why.
+    let outsider = Fleet::start_with(
+        &cluster,
+        1,
+        Duration::from_secs(20),
+        "/fleet-e",
+        &auth(&bad),
+    )
+    .await;
+    let refused = {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let status = outsider.status(0).await.unwrap_or_default();
+            let error = status["fleet"]["store_error"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            if error.contains("cannot log in to etcd as tk") || Instant::now() >= deadline {
+                break error;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    assert!(
+        refused.contains("cannot log in to etcd as tk"),
+        "{refused}\n{}",
+        outsider.logs()
+    );
+    assert_eq!(outsider.logins(), 0);
+    let everything = fleet.logs() + &outsider.logs() + &refused;
+    for canary in [password, root_password, "not-the-password"] {
+        assert!(!everything.contains(canary), "{canary} leaked");
+    }
+}

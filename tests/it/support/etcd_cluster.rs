@@ -224,6 +224,24 @@ impl EtcdCluster {
         );
     }
 
+    /// Runs `etcdctl` (beside `etcd`) against the cluster with `args`; its stdout, or a panic
+    /// with its stderr.
+    pub fn etcdctl(&self, args: &[&str]) -> String {
+        let output = Command::new(self.binary.with_file_name("etcdctl"))
+            .arg(format!("--endpoints={}", self.endpoints().join(",")))
+            .args(args)
+            .env("ETCDCTL_API", "3")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run etcdctl");
+        assert!(
+            output.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// Every member's log, for failure messages.
     pub fn logs(&self) -> String {
         self.members
@@ -256,6 +274,17 @@ impl EtcdCluster {
             }
         }
         None
+    }
+
+    /// Whether a client without credentials can read `key` (not once authentication is on).
+    pub async fn readable_without_credentials(&self, key: &str) -> bool {
+        let reply = self
+            .call(
+                "/v3/kv/range",
+                serde_json::json!({ "key": STANDARD.encode(key) }),
+            )
+            .await;
+        reply.is_some_and(|reply| reply.get("header").is_some())
     }
 
     /// Every key and value under `prefix`.
