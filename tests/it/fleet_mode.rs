@@ -851,3 +851,87 @@ async fn members_authenticate_as_an_etcd_user_limited_to_the_prefix() {
         assert!(!everything.contains(canary), "{canary} leaked");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_reach_etcd_over_tls_with_a_client_certificate() {
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = crate::support::pki::Pki::generate(pki_dir.path());
+    let client =
+        crate::support::pki::client_cert(pki_dir.path(), "member", "tokenkeeper-member", 10);
+    // etcd's gateway calls its own gRPC server with the server certificate as its client
+    // certificate, so with client certificates required that one must be good for both.
+    std::fs::write(
+        pki_dir.path().join("etcd.cnf"),
+        "[req]\ndistinguished_name = dn\n[dn]\n[etcd]\nbasicConstraints = critical, CA:FALSE\n\
+         keyUsage = critical, digitalSignature\nextendedKeyUsage = serverAuth, clientAuth\n\
+         subjectAltName = IP:127.0.0.1\n",
+    )
+    .unwrap();
+    crate::support::pki::openssl(
+        pki_dir.path(),
+        "req -new -config etcd.cnf -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+         -keyout etcd.key -out etcd.csr -subj /CN=127.0.0.1",
+    );
+    crate::support::pki::openssl(
+        pki_dir.path(),
+        "x509 -req -in etcd.csr -CA ca.pem -CAkey ca.key -set_serial 11 -days 2 \
+         -extfile etcd.cnf -extensions etcd -out etcd.pem",
+    );
+    let tls = crate::support::etcd_cluster::EtcdTls {
+        ca: pki.ca_pem.clone(),
+        cert: pki_dir.path().join("etcd.pem"),
+        key: pki_dir.path().join("etcd.key"),
+        client: crate::support::pki::ClientCert {
+            pem: client.pem.clone(),
+            key: client.key.clone(),
+        },
+    };
+    let Some(cluster) = EtcdCluster::start_tls(3, tls).await else {
+        return;
+    };
+    let settings = format!(
+        "ca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"",
+        pki.ca_pem.display(),
+        client.pem.display(),
+        client.key.display()
+    );
+    let fleet =
+        Fleet::start_with(&cluster, 2, Duration::from_secs(20), "/fleet-f", &settings).await;
+    fleet
+        .settled(Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| panic!("no single leader over TLS:\n{}", fleet.logs()));
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let tokens: Vec<Option<String>> =
+                fleet.instances.iter().map(|i| read(&i.output)).collect();
+            tokens[0].is_some() && tokens[0] == tokens[1]
+        })
+        .await,
+        "{}",
+        fleet.logs()
+    );
+    assert_eq!(fleet.logins(), 1, "{}", fleet.logs());
+
+    // Without the client certificate, etcd refuses the connection: no lease, no login.
+    let without = format!("ca_file = \"{}\"", pki.ca_pem.display());
+    let outsider =
+        Fleet::start_with(&cluster, 1, Duration::from_secs(20), "/fleet-f", &without).await;
+    let refused = {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let status = outsider.status(0).await.unwrap_or_default();
+            if status["fleet"]["store_error"].is_string() || Instant::now() >= deadline {
+                break status;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    assert!(
+        refused["fleet"]["store_error"].is_string(),
+        "{refused}\n{}",
+        outsider.logs()
+    );
+    assert_ne!(refused["fleet"]["role"], "leader");
+    assert_eq!(outsider.logins(), 0);
+}

