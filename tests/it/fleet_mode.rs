@@ -163,7 +163,8 @@ impl Fleet {
             key_hex,
         };
         for index in 0..size {
-            fleet.launch(index, &[]);
+            // At trace level, so that the canaries cover every log line there is.
+            fleet.launch(index, &[("RUST_LOG", "trace")]);
         }
         fleet
     }
