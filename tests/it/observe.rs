@@ -1075,9 +1075,12 @@ async fn status_and_probes_answer_from_a_ready_daemon_and_say_plainly_when_none_
             "last_error",
             "consecutive_failures",
             "outputs",
+            "fleet",
         ]),
         "{entry}"
     );
+    // Not a fleet account.
+    assert!(entry["fleet"].is_null(), "{entry}");
     assert_eq!(entry["account"], "api");
     assert_eq!(entry["health"], "healthy");
     assert_eq!(entry["ready"], true);
