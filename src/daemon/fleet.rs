@@ -221,6 +221,7 @@ impl FleetTask {
         let mut opening: Option<StoreCall<'_, Watch>> = None;
         let mut watch_after = Instant::now();
         let mut watch_error: Option<String> = None;
+        let mut watch_from_now = false;
         let mut polling: Option<StoreCall<'_, Polled>> = None;
         let mut poll = tokio::time::interval(session.ttl());
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -249,7 +250,15 @@ impl FleetTask {
             }
             if watch.is_none() && opening.is_none() && now >= watch_after {
                 watch_after = now + RETRY;
-                opening = Some(Box::pin(session.client.watch(&key, self.seen_revision + 1)));
+                // From the revision after the last value looked at; from now (0) before any
+                // (the first poll reads the value itself, rather than the key's whole history)
+                // and after the watch was cancelled.
+                let start = if watch_from_now || self.seen_revision == 0 {
+                    0
+                } else {
+                    self.seen_revision + 1
+                };
+                opening = Some(Box::pin(session.client.watch(&key, start)));
             }
             let wake_at = [
                 (campaign.is_none() && current.is_some()).then_some(campaign_after),
@@ -282,6 +291,7 @@ impl FleetTask {
                         Ok(opened) => {
                             watch = Some(opened);
                             watch_error = None;
+                            watch_from_now = false;
                         }
                         Err(error) => watch_error = Some(error.to_string()),
                     }
@@ -299,8 +309,16 @@ impl FleetTask {
                         Ok(Some(WatchMessage::Cancelled(reason))) => {
                             tracing::debug!(account = %account, "the watch was cancelled: {reason}");
                             watch = None;
+                            watch_from_now = true;
                             watch_error = Some(reason);
                             self.report_store(&store_error, &watch_error);
+                        }
+                        Ok(Some(WatchMessage::Compacted)) => {
+                            tracing::debug!(account = %account, "the watch's start was compacted away: watching from now");
+                            watch = None;
+                            watch_from_now = true;
+                            // What came between is read by the next poll, now.
+                            poll.reset_immediately();
                         }
                         Ok(None) => watch = None,
                         Err(error) => {

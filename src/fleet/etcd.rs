@@ -106,9 +106,11 @@ pub enum Event {
 pub enum WatchMessage {
     /// Changes, and the store's revision after them.
     Events { events: Vec<Event>, revision: i64 },
-    /// The watch was cancelled by the server (compaction past its start, no leader): open it
-    /// again from a fresh read.
+    /// The watch was cancelled by the server (no leader, say): open it again, from now (a
+    /// fresh read covers what came between).
     Cancelled(String),
+    /// The store compacted its history past the watch's start: open it again from now.
+    Compacted,
 }
 
 /// An open watch: newline-separated JSON messages on one response.
@@ -572,9 +574,10 @@ impl Watch {
                     continue;
                 };
                 if result.canceled {
-                    let reason = if result.compact_revision > 0 {
-                        format!("compacted past revision {}", result.compact_revision)
-                    } else if result.cancel_reason.is_empty() {
+                    if result.compact_revision > 0 {
+                        return Ok(Some(WatchMessage::Compacted));
+                    }
+                    let reason = if result.cancel_reason.is_empty() {
                         "cancelled by the server".to_string()
                     } else {
                         result.cancel_reason
@@ -608,6 +611,8 @@ impl Watch {
             match self.response.chunk().await {
                 Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk),
                 Ok(None) => return Ok(None),
+                // A watch lives at most WATCH_TIMEOUT: then it is simply opened again.
+                Err(error) if error.is_timeout() => return Ok(None),
                 Err(error) => return Err(Client::transport_error(&self.endpoint, error)),
             }
         }
