@@ -231,6 +231,27 @@ impl Fleet {
         }
     }
 
+    /// Polls every instance's status until `holds` is true of each, or `limit` passes; whether
+    /// it held, and the statuses last read.
+    async fn until_all(
+        &self,
+        limit: Duration,
+        holds: impl Fn(&serde_json::Value) -> bool,
+    ) -> (bool, Vec<serde_json::Value>) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let mut statuses = Vec::new();
+            for index in 0..self.instances.len() {
+                statuses.push(self.status(index).await.unwrap_or_default());
+            }
+            let all = statuses.iter().all(&holds);
+            if all || Instant::now() >= deadline {
+                return (all, statuses);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Waits until every running instance reports `leader` as leading (the leader itself
     /// `leader`, the others `follower` of it); the leader's index.
     async fn settled(&self, limit: Duration) -> Option<usize> {
@@ -518,23 +539,18 @@ async fn one_lost_etcd_member_changes_nothing_and_a_lost_quorum_serves_the_last_
     // A second one goes: no quorum. Every instance says so, none logs in, and every file keeps
     // the live token.
     cluster.stop(1);
-    let reported = {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let mut all = true;
-            for index in 0..3 {
-                let status = fleet.status(index).await.unwrap_or_default();
-                all &= status["fleet"]["store_error"].is_string()
-                    && status["fleet"]["role"] != "leader"
-                    && status["ready"] == true;
-            }
-            if all || Instant::now() >= deadline {
-                break all;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
-    assert!(reported, "the outage is not reported:\n{}", fleet.logs());
+    let (reported, statuses) = fleet
+        .until_all(Duration::from_secs(20), |status| {
+            status["fleet"]["store_error"].is_string()
+                && status["fleet"]["role"] != "leader"
+                && status["ready"] == true
+        })
+        .await;
+    assert!(
+        reported,
+        "the outage is not reported: {statuses:?}\n{}",
+        fleet.logs()
+    );
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(
         fleet.logins(),
@@ -578,21 +594,12 @@ async fn one_lost_etcd_member_changes_nothing_and_a_lost_quorum_serves_the_last_
         "no leader after the cluster recovered:\n{}",
         fleet.logs()
     );
-    let recovered = {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let mut all = true;
-            for index in 0..3 {
-                let status = fleet.status(index).await.unwrap_or_default();
-                all &= status["fleet"]["store_error"].is_null();
-            }
-            if all || Instant::now() >= deadline {
-                break all;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
-    assert!(recovered, "{}", fleet.logs());
+    let (recovered, statuses) = fleet
+        .until_all(Duration::from_secs(20), |status| {
+            status["fleet"]["store_error"].is_null()
+        })
+        .await;
+    assert!(recovered, "{statuses:?}\n{}", fleet.logs());
     // The new leader logged in once, and every instance follows it.
     assert!(
         eventually(Duration::from_secs(15), || {
@@ -709,22 +716,17 @@ async fn with_login_alone_after_expiry_an_instance_logs_in_alone_once_its_token_
     cluster.stop(0);
     cluster.stop(1);
     // Once the token held expires (at most a lifetime), each instance logs in for itself.
-    let alone = {
-        let deadline = Instant::now() + lifetime * 3;
-        loop {
-            let mut all = true;
-            for index in 0..2 {
-                let status = fleet.status(index).await.unwrap_or_default();
-                all &= status["fleet"]["role"] == "alone"
-                    && status["fleet"]["logins_alone"].as_u64().unwrap_or(0) >= 1;
-            }
-            if all || Instant::now() >= deadline {
-                break all;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
-    assert!(alone, "no instance logged in alone:\n{}", fleet.logs());
+    let (alone, statuses) = fleet
+        .until_all(lifetime * 3, |status| {
+            status["fleet"]["role"] == "alone"
+                && status["fleet"]["logins_alone"].as_u64().unwrap_or(0) >= 1
+        })
+        .await;
+    assert!(
+        alone,
+        "no instance logged in alone: {statuses:?}\n{}",
+        fleet.logs()
+    );
     for instance in &fleet.instances {
         let token = read(&instance.output).unwrap();
         assert!(fleet.endpoint.is_live(&token), "{}", fleet.logs());
@@ -827,20 +829,14 @@ async fn members_authenticate_as_an_etcd_user_limited_to_the_prefix() {
         &auth(&bad),
     )
     .await;
-    let refused = {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let status = outsider.status(0).await.unwrap_or_default();
-            let error = status["fleet"]["store_error"]
+    let (_, statuses) = outsider
+        .until_all(Duration::from_secs(15), |status| {
+            status["fleet"]["store_error"]
                 .as_str()
-                .unwrap_or("")
-                .to_string();
-            if error.contains("cannot log in to etcd as tk") || Instant::now() >= deadline {
-                break error;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
+                .is_some_and(|error| error.contains("cannot log in to etcd as tk"))
+        })
+        .await;
+    let refused = statuses[0]["fleet"]["store_error"].to_string();
     assert!(
         refused.contains("cannot log in to etcd as tk"),
         "{refused}\n{}",
@@ -918,16 +914,12 @@ async fn members_reach_etcd_over_tls_with_a_client_certificate() {
     let without = format!("ca_file = \"{}\"", pki.ca_pem.display());
     let outsider =
         Fleet::start_with(&cluster, 1, Duration::from_secs(20), "/fleet-f", &without).await;
-    let refused = {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let status = outsider.status(0).await.unwrap_or_default();
-            if status["fleet"]["store_error"].is_string() || Instant::now() >= deadline {
-                break status;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
+    let (_, statuses) = outsider
+        .until_all(Duration::from_secs(15), |status| {
+            status["fleet"]["store_error"].is_string()
+        })
+        .await;
+    let refused = &statuses[0];
     assert!(
         refused["fleet"]["store_error"].is_string(),
         "{refused}\n{}",
