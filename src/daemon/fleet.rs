@@ -578,7 +578,6 @@ impl FleetTask {
         let mut seq = 0_u64;
         let mut pending: Option<(Publication, String)> = None;
         let mut publish_after = Instant::now();
-        let mut published: Option<Publication> = None;
         let why = {
             let run = self.task.run_loop();
             tokio::pin!(run);
@@ -624,7 +623,6 @@ impl FleetTask {
                         Ok(true) => {
                             if let Some((publication, _)) = pending.take() {
                                 tracing::info!(account = %account, term = leader.rev, seq = publication.seq, "published the token to the fleet");
-                                published = Some(publication);
                             }
                             report_publish(&cell, None);
                         }
@@ -641,16 +639,15 @@ impl FleetTask {
             }
         };
         self.slot.set_mode(Mode::Idle);
-        if let Some(publication) = published.or_else(|| {
-            let token = fresh.borrow().clone()?;
-            Some(Publication {
+        // What the files hold now: the last token this leader obtained (published or not).
+        let last = fresh.borrow().clone();
+        if let Some(token) = last {
+            self.held = Some(Publication {
                 term: leader.rev,
                 seq,
                 leader: settings.member.clone(),
                 token,
-            })
-        }) {
-            self.held = Some(publication);
+            });
         }
         self.view(|view| {
             view.role = Role::Candidate;
