@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::account::{AccountTask, Authenticator, LoginFuture};
 use super::status::{AccountCell, FleetView};
 use crate::config::FleetSettings;
-use crate::fleet::etcd::{Event, LeaderKey, StoreError, Watch, WatchMessage};
+use crate::fleet::etcd::{Event, KeyValue, LeaderKey, StoreError, Watch, WatchMessage};
 use crate::fleet::follow::{self, Verdict};
 use crate::fleet::seal::Publication;
 use crate::fleet::session::Session;
@@ -36,25 +36,30 @@ const RETRY: Duration = Duration::from_millis(500);
 enum Mode {
     /// Nothing: another member leads, or none is known.
     Idle,
-    Leading,
+    /// Log in for the fleet, while this lease (the election's fence) is still vouched for.
+    Leading {
+        lease: i64,
+    },
     Alone,
 }
 
 /// What the fleet task and the account's login share: the mode, and the tokens the login
-/// obtained as the leader, for the fleet task to publish.
+/// obtained as the leader (or alone), for the fleet task to publish (or hold).
 pub struct Slot {
     cell: Arc<AccountCell>,
+    session: Arc<Session>,
     mode: Mutex<Mode>,
     fresh: watch::Sender<Option<Token>>,
 }
 
 impl Slot {
-    pub fn new(cell: Arc<AccountCell>) -> Arc<Slot> {
+    pub fn new(cell: Arc<AccountCell>, session: Arc<Session>) -> Arc<Slot> {
         cell.update(|status| {
             status.fleet.get_or_insert_with(FleetView::default);
         });
         Arc::new(Slot {
             cell,
+            session,
             mode: Mutex::new(Mode::Idle),
             fresh: watch::channel(None).0,
         })
@@ -87,18 +92,33 @@ impl Authenticator for FleetLogin {
         Box::pin(async move {
             let mode = self.slot.mode();
             let cell = &self.slot.cell;
+            let refuse = |message: &str| LoginError {
+                account: cell.account().name.clone(),
+                class: ErrorClass::Transient,
+                status: None,
+                retry_after: None,
+                message: message.to_string(),
+            };
             match mode {
                 Mode::Idle => {
-                    return Err(LoginError {
-                        account: cell.account().name.clone(),
-                        class: ErrorClass::Transient,
-                        status: None,
-                        retry_after: None,
-                        message: "this member is not the fleet's leader for the account"
-                            .to_string(),
-                    });
+                    return Err(refuse(
+                        "this member is not the fleet's leader for the account",
+                    ));
                 }
-                Mode::Leading => cell.update(|status| {
+                // The fleet task steps down when the lease runs out; this holds even before it
+                // has (a suspend outlasted the lease while the timer clock stood still).
+                Mode::Leading { lease }
+                    if self
+                        .slot
+                        .session
+                        .current()
+                        .is_none_or(|current| current.id != lease) =>
+                {
+                    return Err(refuse(
+                        "this member's fleet lease ran out: it no longer leads the fleet",
+                    ));
+                }
+                Mode::Leading { .. } => cell.update(|status| {
                     if let Some(fleet) = &mut status.fleet {
                         fleet.logins_as_leader += 1;
                     }
@@ -110,9 +130,7 @@ impl Authenticator for FleetLogin {
                 }),
             }
             let outcome = self.inner.login(refresh_token).await?;
-            if mode == Mode::Leading {
-                self.slot.fresh.send_replace(Some(outcome.token.clone()));
-            }
+            self.slot.fresh.send_replace(Some(outcome.token.clone()));
             Ok(outcome)
         })
     }
@@ -225,6 +243,9 @@ impl FleetTask {
         let mut polling: Option<StoreCall<'_, Polled>> = None;
         let mut poll = tokio::time::interval(session.ttl());
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A task this one replaces (a reload) may still be giving the election back: campaigning
+        // before that ends would find the key it is about to delete.
+        session.settle(&election).await;
         self.view(|view| {
             if view.role != Role::Follower {
                 view.role = Role::Candidate;
@@ -256,7 +277,7 @@ impl FleetTask {
                 let start = if watch_from_now || self.seen_revision == 0 {
                     0
                 } else {
-                    self.seen_revision + 1
+                    self.seen_revision.saturating_add(1)
                 };
                 opening = Some(Box::pin(session.client.watch(&key, start)));
             }
@@ -333,10 +354,29 @@ impl FleetTask {
                     match polled {
                         Ok(polled) => {
                             watch_error = None;
+                            if polled.revision > 0 && polled.revision < self.seen_revision {
+                                // A store restored from a backup, or rebuilt: its revisions
+                                // start lower, and every value in it is new to this member.
+                                tracing::info!(account = %account, revision = polled.revision, seen = self.seen_revision, "the fleet store's revisions went back (restored or rebuilt): reading it afresh");
+                                self.seen_revision = 0;
+                                watch = None;
+                                watch_from_now = true;
+                            }
                             if let Some(kv) = polled.value {
                                 self.offer(kv.mod_revision, &kv.value);
                             }
-                            self.show_leader(polled.leader);
+                            // The store names this member's key the leader, though the campaign
+                            // has not said so (its reply lost with a member that hangs).
+                            if let Some(kv) = &polled.leader
+                                && session.current().is_some_and(|lease| lease.id == kv.lease)
+                            {
+                                return Next::Lead(LeaderKey {
+                                    key: kv.key.clone(),
+                                    rev: kv.create_revision,
+                                    lease: kv.lease,
+                                });
+                            }
+                            self.show_leader(polled.leader.map(|kv| String::from_utf8_lossy(&kv.value).into_owned()));
                         }
                         Err(error) => watch_error = Some(error.to_string()),
                     }
@@ -448,8 +488,14 @@ impl FleetTask {
             Verdict::Publish => self.take(publication),
             refused => {
                 let why = refused.refusal().unwrap_or_default();
-                // A value that expired while the store was out of reach is no attack.
-                if matches!(refused, Verdict::Expired { .. }) {
+                let same =
+                    matches!(&refused, Verdict::NotNewer { held, offered } if held == offered);
+                // A value that expired while the store was out of reach is no attack; the
+                // publication held, read again (a repeated put, this member's own), is none either.
+                if same {
+                    tracing::debug!(account = %account, revision, term = publication.term, "read the fleet publication held again");
+                    return;
+                } else if matches!(refused, Verdict::Expired { .. }) {
                     tracing::info!(account = %account, revision, term = publication.term, "passed over a fleet publication: {why}");
                 } else {
                     tracing::warn!(account = %account, revision, term = publication.term, "refused a fleet publication: {why}");
@@ -528,7 +574,10 @@ impl FleetTask {
                 _ => self.task.expired(),
             }
         }
-        let out_of_reach = self.session.current().is_none();
+        // Out of reach: no lease, and the store failed to give one (not merely a start-up
+        // that has not heard back yet).
+        let out_of_reach =
+            self.session.current().is_none() && self.session.store_error().borrow().is_some();
         (self.held.is_none() && out_of_reach && self.settings.login_alone_after_expiry)
             .then_some(Next::Alone)
     }
@@ -540,18 +589,21 @@ impl FleetTask {
         let session = Arc::clone(&self.session);
         let settings = Arc::clone(&self.settings);
         let key = token_key(&settings.prefix, &account);
-        tracing::info!(account = %account, term = leader.rev, member = %settings.member, "elected the fleet's leader: logging in for the fleet");
-        self.view(|view| {
-            view.role = Role::Leader;
-            view.leader = Some(settings.member.clone());
-            view.term = Some(leader.rev);
-        });
-        let cell = Arc::clone(self.task.cell());
+        // Gives the election back if this task is dropped while leading (its account removed
+        // or restarted by a reload), so that no member waits behind a leader that is gone.
+        // Armed from here: a drop during the check below gives it back too.
+        let mut guard = Resign {
+            session: Arc::clone(&session),
+            leader: Some(leader.clone()),
+            election: election_key(&settings.prefix, &account),
+        };
         // etcd's campaign does not check that the key it waited on is still there (a revoked
         // lease, a resign that crossed it): lead only on a key that is.
         match session.client.get(&leader.key).await {
             Ok((Some(kv), _)) if kv.create_revision == leader.rev && kv.lease == leader.lease => {}
             other => {
+                // Not ours any more, or not known: the next campaign tells.
+                guard.leader = None;
                 if let Err(error) = other {
                     tracing::debug!(account = %account, "cannot check the election key: {error}");
                 }
@@ -559,25 +611,39 @@ impl FleetTask {
                 return;
             }
         }
-        // Gives the election back if this task is dropped while leading (its account removed
-        // or restarted by a reload), so that no member waits behind a leader that is gone.
-        let mut guard = Resign {
-            session: Arc::clone(&session),
-            leader: Some(leader.clone()),
-            election: election_key(&settings.prefix, &account),
-        };
+        tracing::info!(account = %account, term = leader.rev, member = %settings.member, "elected the fleet's leader: logging in for the fleet");
+        self.view(|view| {
+            view.role = Role::Leader;
+            view.leader = Some(settings.member.clone());
+            view.term = Some(leader.rev);
+        });
+        let cell = Arc::clone(self.task.cell());
         let clock = Arc::clone(self.task.clock());
         let policy = self.task.settings().refresh;
         let mut warned = false;
+        // Only what this term obtains is published (or held at the end): a token left from an
+        // earlier term is not this one's.
+        self.slot.fresh.send_replace(None);
         let mut fresh = self.slot.fresh.subscribe();
         fresh.mark_unchanged();
-        self.slot.set_mode(Mode::Leading);
+        self.slot.set_mode(Mode::Leading {
+            lease: leader.lease,
+        });
         let held = self.held.as_ref().map(|held| held.token.clone());
         self.task.take_over(held.as_ref());
         let mut lease = session.lease();
         let mut seq = 0_u64;
         let mut pending: Option<(Publication, String)> = None;
         let mut publish_after = Instant::now();
+        // The fenced put in flight (and the sequence number it carries): kept across wake-ups,
+        // so that a lease renewal does not cut it off and send it again.
+        let mut publishing: Option<(u64, StoreCall<'_, bool>)> = None;
+        // The election key is looked at once per TTL: deleted (a resignation, someone with
+        // write access), this member stops before its next login, not at its next publication.
+        let mut checking: Option<StoreCall<'_, (Option<KeyValue>, i64)>> = None;
+        let mut check = tokio::time::interval(session.ttl());
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        check.reset();
         let why = {
             let run = self.task.run_loop();
             tokio::pin!(run);
@@ -586,7 +652,27 @@ impl FleetTask {
                     Some(current) if current.id == leader.lease => current.valid_until,
                     _ => break "the fleet lease was lost",
                 };
-                let publishing = pending.is_some() && Instant::now() >= publish_after;
+                if pending
+                    .as_ref()
+                    .is_some_and(|(publication, _)| publication.token.expires_at <= clock.wall())
+                {
+                    // Every follower would refuse it.
+                    tracing::debug!(account = %account, "dropped a token that expired before it could be published");
+                    pending = None;
+                }
+                if publishing.is_none()
+                    && Instant::now() >= publish_after
+                    && let Some((publication, sealed)) = &pending
+                {
+                    let sealed = sealed.clone().into_bytes();
+                    let (session, leader, key) = (&session, &leader, &key);
+                    publishing = Some((
+                        publication.seq,
+                        Box::pin(
+                            async move { session.client.fenced_put(leader, key, &sealed).await },
+                        ),
+                    ));
+                }
                 tokio::select! {
                     () = &mut run => break "",
                     _ = fresh.changed() => {
@@ -609,7 +695,7 @@ impl FleetTask {
                         // Grows across restarts of this task within one term too (a reload
                         // restarts the account; its campaign finds the same key).
                         let millis = u64::try_from(clock.wall().as_millisecond()).unwrap_or(0);
-                        seq = (seq + 1).max(millis);
+                        seq = seq.saturating_add(1).max(millis);
                         let publication = Publication { term: leader.rev, seq, leader: settings.member.clone(), token };
                         match settings.key.seal(&settings.prefix, &account, &publication) {
                             Ok(sealed) => {
@@ -619,27 +705,45 @@ impl FleetTask {
                             Err(error) => tracing::error!(account = %account, "cannot seal the token for the fleet: {error}"),
                         }
                     }
-                    result = publish(&session, &leader, &key, pending.as_ref().filter(|_| publishing)) => match result {
-                        Ok(true) => {
-                            if let Some((publication, _)) = pending.take() {
-                                tracing::info!(account = %account, term = leader.rev, seq = publication.seq, "published the token to the fleet");
+                    result = maybe(publishing.as_mut().map(|(_, future)| future)) => {
+                        let sent = publishing.take().map_or(0, |(seq, _)| seq);
+                        match result {
+                            Ok(true) => {
+                                tracing::info!(account = %account, term = leader.rev, seq = sent, "published the token to the fleet");
+                                // A newer token that came meanwhile is still to go.
+                                if pending.as_ref().is_some_and(|(publication, _)| publication.seq == sent) {
+                                    pending = None;
+                                }
+                                report_publish(&cell, None);
                             }
-                            report_publish(&cell, None);
+                            Ok(false) => break "another member holds the fleet's election",
+                            Err(error) => {
+                                report_publish(&cell, Some(&error));
+                                publish_after = Instant::now() + RETRY;
+                            }
                         }
-                        Ok(false) => break "another member holds the fleet's election",
-                        Err(error) => {
-                            report_publish(&cell, Some(&error));
-                            publish_after = Instant::now() + RETRY;
+                    }
+                    _ = check.tick(), if checking.is_none() => {
+                        checking = Some(Box::pin(session.client.get(&leader.key)));
+                    }
+                    checked = maybe(checking.as_mut()) => {
+                        checking = None;
+                        match checked {
+                            Ok((Some(kv), _)) if kv.create_revision == leader.rev && kv.lease == leader.lease => {}
+                            Ok(_) => break "the fleet's election key is gone (resigned or deleted)",
+                            Err(error) => tracing::debug!(account = %account, "cannot check the election key: {error}"),
                         }
-                    },
+                    }
                     _ = lease.changed() => {}
                     () = tokio::time::sleep_until(valid_until) => {}
-                    () = tokio::time::sleep_until(publish_after), if pending.is_some() && !publishing => {}
+                    () = tokio::time::sleep_until(publish_after), if pending.is_some() && publishing.is_none() => {}
                 }
             }
         };
+        drop((publishing, checking));
         self.slot.set_mode(Mode::Idle);
-        // What the files hold now: the last token this leader obtained (published or not).
+        // What the files hold now: the last token this leader obtained in this term (published
+        // or not), else what they held before.
         let last = fresh.borrow().clone();
         if let Some(token) = last {
             self.held = Some(Publication {
@@ -676,6 +780,7 @@ impl FleetTask {
         let account = self.account();
         tracing::warn!(account = %account, "the token expired and the fleet store cannot be reached: logging in alone (login_alone_after_expiry)");
         self.view(|view| view.role = Role::Alone);
+        self.slot.fresh.send_replace(None);
         self.slot.set_mode(Mode::Alone);
         self.task.take_over(None);
         let mut lease = self.session.lease();
@@ -694,8 +799,14 @@ impl FleetTask {
             }
         }
         self.slot.set_mode(Mode::Idle);
-        // What it logged in to is not a publication: any live one is followed from here.
-        self.held = None;
+        // What it logged in to is held as a publication of no term: any newer live one whose
+        // token is not older is followed from here, and its expiry empties the files as usual.
+        self.held = self.slot.fresh.borrow().clone().map(|token| Publication {
+            term: i64::MIN,
+            seq: 0,
+            leader: String::new(),
+            token,
+        });
         self.view(|view| view.role = Role::Candidate);
         tracing::info!(account = %account, "the fleet store answers again: back to the election");
     }
@@ -710,31 +821,21 @@ struct Resign {
 
 impl Drop for Resign {
     fn drop(&mut self) {
-        let Some(leader) = self.leader.take() else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let session = Arc::clone(&self.session);
-        let election = std::mem::take(&mut self.election);
-        runtime.spawn(async move {
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                session.client.resign(&leader, &election),
-            )
-            .await;
-        });
+        if let Some(leader) = self.leader.take() {
+            self.session
+                .resign_later(leader, std::mem::take(&mut self.election));
+        }
     }
 }
 
 /// A store call in flight.
 type StoreCall<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
-/// What a poll read: the published value, and the leader's name.
+/// What a poll read: the published value, the leader's election key, and the store's revision.
 struct Polled {
-    value: Option<crate::fleet::etcd::KeyValue>,
-    leader: Option<String>,
+    value: Option<KeyValue>,
+    leader: Option<KeyValue>,
+    revision: i64,
 }
 
 /// Reads the published value and who leads.
@@ -743,13 +844,13 @@ async fn read_published(
     key: &[u8],
     election: &[u8],
 ) -> Result<Polled, StoreError> {
-    let (value, _) = session.client.get(key).await?;
-    let leader = session
-        .client
-        .leader(election)
-        .await?
-        .map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
-    Ok(Polled { value, leader })
+    let (value, revision) = session.client.get(key).await?;
+    let leader = session.client.leader(election).await?;
+    Ok(Polled {
+        value,
+        leader,
+        revision,
+    })
 }
 
 /// Shows (and logs, once) why the leader cannot publish, or that it can again.
@@ -778,24 +879,6 @@ async fn maybe<F: Future + Unpin>(future: Option<&mut F>) -> F::Output {
 async fn next_message(watch: &mut Option<Watch>) -> Result<Option<WatchMessage>, StoreError> {
     match watch {
         Some(watch) => watch.next().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Publishes a sealed publication, if one is due (else never returns).
-async fn publish(
-    session: &Session,
-    leader: &LeaderKey,
-    key: &[u8],
-    pending: Option<&(Publication, String)>,
-) -> Result<bool, StoreError> {
-    match pending {
-        Some((_, sealed)) => {
-            session
-                .client
-                .fenced_put(leader, key, sealed.as_bytes())
-                .await
-        }
         None => std::future::pending().await,
     }
 }

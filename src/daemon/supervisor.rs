@@ -173,7 +173,10 @@ pub struct Supervisor {
 }
 
 /// Connects to the fleet's store: its client (TLS, etcd's own user) and this member's lease.
-fn start_fleet(settings: &FleetSettings) -> Result<(Arc<Session>, Arc<FleetSettings>), SetupError> {
+fn start_fleet(
+    settings: &FleetSettings,
+    clock: &Arc<dyn Clock>,
+) -> Result<(Arc<Session>, Arc<FleetSettings>), SetupError> {
     let http = crate::login::http::Clients::new()
         .client_for(&settings.http)
         .map_err(|error| SetupError::Fleet(format!("[fleet]: {error}")))?
@@ -199,7 +202,7 @@ fn start_fleet(settings: &FleetSettings) -> Result<(Arc<Session>, Arc<FleetSetti
         "joining the fleet"
     );
     Ok((
-        Session::start(client, settings.lease_ttl),
+        Session::start(client, settings.lease_ttl, Arc::clone(clock)),
         Arc::new(settings.clone()),
     ))
 }
@@ -230,7 +233,11 @@ impl Supervisor {
         let limiter = Limiter::new(config.daemon.max_concurrent_logins);
         let last_clock_offset = clock.boot().saturating_sub(clock.timer());
         let board = Board::new(clock.wall());
-        let fleet = config.fleet.as_ref().map(start_fleet).transpose()?;
+        let fleet = config
+            .fleet
+            .as_ref()
+            .map(|fleet| start_fleet(fleet, &clock))
+            .transpose()?;
         let mut supervisor = Supervisor {
             fleet,
             settings: Arc::new(config.daemon.clone()),
@@ -288,7 +295,7 @@ impl Supervisor {
             (Some((session, settings)), true) => Some((
                 Arc::clone(session),
                 Arc::clone(settings),
-                super::fleet::Slot::new(Arc::clone(&cell)),
+                super::fleet::Slot::new(Arc::clone(&cell), Arc::clone(session)),
             )),
             _ => None,
         };

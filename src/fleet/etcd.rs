@@ -12,7 +12,7 @@
 //! transport's, never a value or a credential; replies are read up to a cap.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -63,6 +63,11 @@ pub struct Client {
     credentials: Option<(String, Secret)>,
     /// The token etcd gave for `credentials`, sent as `Authorization` (a credential itself).
     auth_token: Mutex<Option<Secret>>,
+    /// How many tokens etcd gave: a call refused for its token drops only the one it sent.
+    auth_generation: AtomicU64,
+    /// One login to etcd at a time: calls that find the token gone wait for it instead of each
+    /// making etcd check the password (bcrypt, slow on purpose).
+    auth_login: tokio::sync::Mutex<()>,
 }
 
 /// An election key this member holds: the key (`<name>/<lease in hex>`) and its create revision,
@@ -132,6 +137,8 @@ impl Client {
             http: settings.http,
             credentials: settings.credentials,
             auth_token: Mutex::new(None),
+            auth_generation: AtomicU64::new(0),
+            auth_login: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -178,11 +185,16 @@ impl Client {
     ) -> Result<T, StoreError> {
         for attempt in 0..2 {
             let (index, endpoint) = self.endpoint();
+            let generation = self.auth_generation.load(Ordering::Acquire);
             let result = self.call_at(endpoint, path, &body, timeout).await;
             match result {
                 Ok(reply) => return Ok(reply),
                 Err(error) if error.auth && attempt == 0 => {
-                    *self.lock_token() = None;
+                    let mut token = self.lock_token();
+                    // Unless another call has logged in again meanwhile.
+                    if self.auth_generation.load(Ordering::Acquire) == generation {
+                        *token = None;
+                    }
                 }
                 Err(error) => {
                     self.fail_over(index);
@@ -254,6 +266,10 @@ impl Client {
         if let Some(token) = self.lock_token().clone() {
             return Ok(Some(token));
         }
+        let _login = self.auth_login.lock().await;
+        if let Some(token) = self.lock_token().clone() {
+            return Ok(Some(token));
+        }
         #[derive(Deserialize)]
         struct Reply {
             #[serde(default)]
@@ -286,7 +302,10 @@ impl Client {
             ));
         }
         let token = Secret::new(reply.token);
-        *self.lock_token() = Some(token.clone());
+        let mut held = self.lock_token();
+        *held = Some(token.clone());
+        self.auth_generation.fetch_add(1, Ordering::AcqRel);
+        drop(held);
         Ok(Some(token))
     }
 
@@ -312,8 +331,13 @@ impl Client {
         ))
     }
 
-    /// Renews a lease once: the TTL it has again, or `None` when it no longer exists.
-    pub async fn keep_alive(&self, lease: i64) -> Result<Option<Duration>, StoreError> {
+    /// Renews a lease once, within `within` (at most the usual call limit): the TTL it has
+    /// again, or `None` when it no longer exists.
+    pub async fn keep_alive(
+        &self,
+        lease: i64,
+        within: Duration,
+    ) -> Result<Option<Duration>, StoreError> {
         #[derive(Deserialize)]
         struct Renewed {
             #[serde(rename = "TTL", default, deserialize_with = "int")]
@@ -331,7 +355,7 @@ impl Client {
             .call(
                 "/v3/lease/keepalive",
                 serde_json::json!({ "ID": lease.to_string() }),
-                CALL_TIMEOUT,
+                within.min(CALL_TIMEOUT),
             )
             .await;
         let reply = reply?;

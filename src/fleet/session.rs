@@ -4,8 +4,9 @@
 //!
 //! Invariant: [`Lease::valid_until`] is never later than the store's own expiry of the lease: it
 //! counts from when the renewal that granted it was *sent*, less a margin for clock-rate
-//! differences. A leader stops acting at that instant, so it has stopped before the store can
-//! expire its key and elect another.
+//! differences, and it is kept on both the timer clock and boot time (which counts a suspend,
+//! when the timer clock stops while the store's clock runs on). A leader stops acting at that
+//! instant, so it has stopped before the store can expire its key and elect another.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,19 +14,33 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::etcd::Client;
+use super::etcd::{Client, LeaderKey};
+use crate::daemon::clock::Clock;
 
 /// A lease this member holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lease {
     pub id: i64,
-    /// Until when the lease is surely still alive in the store.
+    /// Until when the lease is surely still alive in the store, on the timer clock.
     pub valid_until: Instant,
+    /// The same instant in boot time: after a suspend, the timer clock has fallen behind.
+    pub boot_until: Duration,
 }
 
 impl Lease {
-    pub fn is_valid(&self, now: Instant) -> bool {
-        now < self.valid_until
+    /// A lease renewed by a request sent at `sent` (`sent_boot` in boot time) for `ttl`.
+    fn renewed(id: i64, sent: Instant, sent_boot: Duration, ttl: Duration) -> Lease {
+        let vouched = ttl.saturating_sub(margin(ttl));
+        Lease {
+            id,
+            valid_until: sent.checked_add(vouched).unwrap_or(sent),
+            boot_until: sent_boot.saturating_add(vouched),
+        }
+    }
+
+    /// Whether the lease is still surely alive, by both clocks.
+    pub fn is_valid(&self, now: Instant, boot_now: Duration) -> bool {
+        now < self.valid_until && boot_now < self.boot_until
     }
 }
 
@@ -33,10 +48,16 @@ impl Lease {
 pub struct Session {
     pub client: Client,
     ttl: Duration,
+    clock: Arc<dyn Clock>,
     lease: watch::Sender<Option<Lease>>,
     error: watch::Sender<Option<String>>,
     keeper: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Resignations in flight, by election: a campaign in that election waits for its own.
+    resigning: Mutex<Vec<(Vec<u8>, tokio::task::JoinHandle<()>)>>,
 }
+
+/// A failed renewal is tried again after this long (on the next endpoint).
+const RENEW_RETRY: Duration = Duration::from_millis(250);
 
 /// How much earlier than the store a member takes its lease for expired: a tenth of the TTL,
 /// between 100 ms and 1 s.
@@ -46,13 +67,15 @@ pub fn margin(ttl: Duration) -> Duration {
 
 impl Session {
     /// Starts keeping a lease of `ttl` (the keeper runs until [`Session::close`]).
-    pub fn start(client: Client, ttl: Duration) -> Arc<Session> {
+    pub fn start(client: Client, ttl: Duration, clock: Arc<dyn Clock>) -> Arc<Session> {
         let session = Arc::new(Session {
             client,
             ttl,
+            clock,
             lease: watch::channel(None).0,
             error: watch::channel(None).0,
             keeper: Mutex::new(None),
+            resigning: Mutex::new(Vec::new()),
         });
         let keeper = tokio::spawn(Arc::clone(&session).keep());
         *session.lock_keeper() = Some(keeper);
@@ -72,8 +95,8 @@ impl Session {
 
     /// The lease now, if any is valid.
     pub fn current(&self) -> Option<Lease> {
-        let now = Instant::now();
-        (*self.lease.borrow()).filter(|lease| lease.is_valid(now))
+        let (now, boot) = (Instant::now(), self.clock.boot());
+        (*self.lease.borrow()).filter(|lease| lease.is_valid(now, boot))
     }
 
     /// Why the store cannot be reached, while that lasts.
@@ -100,9 +123,11 @@ impl Session {
     async fn keep(self: Arc<Session>) {
         let retry = (self.ttl / 4).clamp(Duration::from_millis(200), Duration::from_secs(2));
         loop {
-            let sent = Instant::now();
+            let (sent, sent_boot) = (Instant::now(), self.clock.boot());
             let (id, granted) = match self.client.grant(self.ttl).await {
-                Ok((id, granted)) if id != 0 && !granted.is_zero() => (id, granted),
+                // etcd may grant more than asked (its minimum TTL): this member vouches for no
+                // more than it asked for, and for nothing absurd.
+                Ok((id, granted)) if id != 0 && !granted.is_zero() => (id, granted.min(self.ttl)),
                 Ok(_) => {
                     self.set_error(Some("etcd granted no lease".to_string()));
                     tokio::time::sleep(retry).await;
@@ -115,22 +140,37 @@ impl Session {
                     continue;
                 }
             };
-            let mut valid_until = sent + granted.saturating_sub(margin(granted));
+            let mut lease = Lease::renewed(id, sent, sent_boot, granted);
             self.set_error(None);
-            self.lease.send_replace(Some(Lease { id, valid_until }));
+            self.lease.send_replace(Some(lease));
             tracing::info!(lease = %format!("{id:x}"), ttl_s = granted.as_secs(), "fleet lease granted");
             let renew_every = granted / 3;
             let mut next = sent + renew_every;
             loop {
                 tokio::time::sleep_until(next).await;
-                let sent = Instant::now();
-                // A renewal that takes longer than the lease has left is of no use.
-                let limit = valid_until.max(sent + Duration::from_millis(500));
-                let renewed = tokio::time::timeout_at(limit, self.client.keep_alive(id)).await;
+                let (sent, sent_boot) = (Instant::now(), self.clock.boot());
+                if !lease.is_valid(sent, sent_boot) {
+                    // A suspend outlasted it: etcd has expired it already.
+                    tracing::warn!(lease = %format!("{id:x}"), "lost the fleet lease: it ran out while the machine was suspended");
+                    self.lease.send_replace(None);
+                    break;
+                }
+                // A renewal that takes longer than the lease has left is of no use. The limit
+                // is the call's own, so that a member that does not answer in time is left for
+                // the next endpoint.
+                let within = lease
+                    .valid_until
+                    .saturating_duration_since(sent)
+                    .max(Duration::from_millis(500));
+                let renewed = tokio::time::timeout(
+                    within + Duration::from_millis(250),
+                    self.client.keep_alive(id, within),
+                )
+                .await;
                 match renewed {
                     Ok(Ok(Some(ttl))) => {
-                        valid_until = sent + ttl.saturating_sub(margin(ttl));
-                        self.lease.send_replace(Some(Lease { id, valid_until }));
+                        lease = Lease::renewed(id, sent, sent_boot, ttl.min(self.ttl));
+                        self.lease.send_replace(Some(lease));
                         self.set_error(None);
                         next = sent + renew_every;
                         continue;
@@ -148,14 +188,59 @@ impl Session {
                         self.set_error(Some("etcd did not renew the lease in time".to_string()));
                     }
                 }
-                if Instant::now() >= valid_until {
+                if !lease.is_valid(Instant::now(), self.clock.boot()) {
                     tracing::warn!(lease = %format!("{id:x}"), "lost the fleet lease: etcd did not renew it in time");
                     self.lease.send_replace(None);
                     break;
                 }
-                next = Instant::now() + retry.min(renew_every);
+                // Soon, on the next endpoint: the lease has only what is left of it.
+                next = Instant::now() + RENEW_RETRY.min(renew_every);
             }
         }
+    }
+
+    /// Gives `leader`'s election back in the background (for a task that is being dropped), for
+    /// at most a second; [`Session::settle`] waits for it.
+    pub fn resign_later(self: &Arc<Session>, leader: LeaderKey, election: Vec<u8>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let session = Arc::clone(self);
+        let name = election.clone();
+        let handle = runtime.spawn(async move {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                session.client.resign(&leader, &name),
+            )
+            .await;
+        });
+        let mut resigning = self.lock_resigning();
+        resigning.retain(|(_, handle)| !handle.is_finished());
+        resigning.push((election, handle));
+    }
+
+    /// Waits until every resignation in flight in `election` has ended.
+    pub async fn settle(&self, election: &[u8]) {
+        let pending: Vec<_> = {
+            let mut resigning = self.lock_resigning();
+            let (ours, others) = std::mem::take(&mut *resigning)
+                .into_iter()
+                .partition(|(name, _)| name.as_slice() == election);
+            *resigning = others;
+            ours
+        };
+        for (_, handle) in pending {
+            // Bounded: the resignation gives up after a second.
+            let _ = handle.await;
+        }
+    }
+
+    fn lock_resigning(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Vec<(Vec<u8>, tokio::task::JoinHandle<()>)>> {
+        self.resigning
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     /// Stops keeping the lease and revokes it, so that every election this member leads is
@@ -166,7 +251,7 @@ impl Session {
         }
         let lease = self.lease.send_replace(None);
         if let Some(lease) = lease
-            && lease.is_valid(Instant::now())
+            && lease.is_valid(Instant::now(), self.clock.boot())
         {
             match tokio::time::timeout(Duration::from_secs(1), self.client.revoke(lease.id)).await {
                 Ok(Ok(())) => tracing::info!("fleet lease revoked: other members take over now"),
@@ -176,5 +261,54 @@ impl Session {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_is_vouched_for_from_the_renewal_sent_less_the_margin() {
+        let sent = Instant::now();
+        let boot = Duration::from_secs(1000);
+        let lease = Lease::renewed(7, sent, boot, Duration::from_secs(10));
+        assert_eq!(lease.valid_until, sent + Duration::from_secs(9));
+        assert_eq!(lease.boot_until, boot + Duration::from_secs(9));
+        assert!(lease.is_valid(
+            sent + Duration::from_millis(8999),
+            boot + Duration::from_secs(8)
+        ));
+        assert!(!lease.is_valid(sent + Duration::from_secs(9), boot + Duration::from_secs(8)));
+    }
+
+    #[test]
+    fn a_suspend_ends_a_lease_the_timer_clock_still_counts_valid() {
+        let sent = Instant::now();
+        let boot = Duration::from_secs(1000);
+        let lease = Lease::renewed(7, sent, boot, Duration::from_secs(10));
+        // The timer clock stopped for the hour the machine slept; boot time did not.
+        let after = sent + Duration::from_secs(2);
+        assert!(!lease.is_valid(after, boot + Duration::from_secs(3602)));
+        assert!(lease.is_valid(after, boot + Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn an_absurd_ttl_saturates_instead_of_overflowing() {
+        let sent = Instant::now();
+        let lease = Lease::renewed(7, sent, Duration::MAX, Duration::MAX);
+        assert_eq!(lease.boot_until, Duration::MAX);
+        assert!(lease.valid_until >= sent);
+    }
+
+    #[test]
+    fn the_margin_is_a_tenth_between_100ms_and_1s() {
+        assert_eq!(margin(Duration::from_secs(1)), Duration::from_millis(100));
+        assert_eq!(
+            margin(Duration::from_millis(500)),
+            Duration::from_millis(100)
+        );
+        assert_eq!(margin(Duration::from_secs(5)), Duration::from_millis(500));
+        assert_eq!(margin(Duration::from_secs(300)), Duration::from_secs(1));
     }
 }

@@ -40,7 +40,8 @@ struct Common<'a> {
     extra_fleet: &'a str,
 }
 
-/// A config for member `member`: fast timings, a 2 s lease, the account shared.
+/// A config for member `member`: fast timings, a 2 s lease (unless `extra_fleet` sets one), the
+/// account shared.
 fn config_text(common: &Common<'_>, dir: &Path, member: &str, listen: &str) -> String {
     let Common {
         cluster,
@@ -70,7 +71,7 @@ listen = "{listen}"
 prefix = "{prefix}"
 member = "{member}"
 key_file = "{key}"
-lease_ttl = "2s"
+{lease_ttl}
 {extra_fleet}
 
 [accounts.shared]
@@ -85,6 +86,12 @@ path = "{out}/shared.token"
         state = dir.join("state").display(),
         endpoints = cluster.endpoints_toml(),
         key = key_file.display(),
+        // A test that sets its own lease TTL in `extra_fleet` gets it instead of the 2 s.
+        lease_ttl = if extra_fleet.contains("lease_ttl") {
+            ""
+        } else {
+            "lease_ttl = \"2s\""
+        },
         id = credentials.apinizer_client_id,
         secret = secret.display(),
         out = dir.join("out").display(),
@@ -619,6 +626,87 @@ async fn one_lost_etcd_member_changes_nothing_and_a_lost_quorum_serves_the_last_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_etcd_member_holds_up_no_takeover() {
+    let Some(cluster) = EtcdCluster::start(3).await else {
+        return;
+    };
+    // A lease that outlives a call to a hung member (3 s), as in production: the members keep
+    // their leases through the other endpoints while their campaigns wait on the hung one.
+    let ttl = 6;
+    let lifetime = Duration::from_secs(60);
+    let mut fleet = Fleet::start_with(
+        &cluster,
+        3,
+        lifetime,
+        "/fleet-hung",
+        &format!("lease_ttl = \"{ttl}s\""),
+    )
+    .await;
+    let leader = fleet
+        .settled(Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|| panic!("no single leader:\n{}", fleet.logs()));
+    let outputs: Vec<PathBuf> = fleet.instances.iter().map(|i| i.output.clone()).collect();
+    let token_of = |index: usize| read(&outputs[index]);
+    assert!(
+        eventually(Duration::from_secs(10), || (0..3)
+            .all(|i| token_of(i).is_some() && token_of(i) == token_of(leader)))
+        .await,
+        "{}",
+        fleet.logs()
+    );
+    let reader = fleet.reader();
+    let logins = fleet.logins();
+
+    // Every member's calls start at the first endpoint: the followers' campaigns wait there.
+    // It hangs; then the leader dies.
+    cluster.pause(0);
+    let killed_at = Instant::now();
+    if let Some(daemon) = fleet.instances[leader].daemon.as_mut() {
+        daemon.child.kill().unwrap();
+        daemon.child.wait().unwrap();
+    }
+    fleet.instances[leader].daemon = None;
+    // The dead leader's lease runs out, the store names a survivor's key, and that survivor
+    // finds out although its campaign's reply never comes: a lease, a poll and a login.
+    let next = fleet
+        .settled(Duration::from_secs(40))
+        .await
+        .unwrap_or_else(|| panic!("no new leader with a hung member:\n{}", fleet.logs()));
+    assert_ne!(next, leader);
+    let took_over = eventually(Duration::from_secs(10), || {
+        fleet.logins() > logins
+            && token_of(next).is_some_and(|token| fleet.endpoint.is_live(&token))
+    })
+    .await;
+    let takeover = killed_at.elapsed();
+    assert!(
+        took_over,
+        "the new leader did not log in:\n{}",
+        fleet.logs()
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || (0..3)
+            .filter(|i| *i != leader)
+            .all(|i| token_of(i) == token_of(next)))
+        .await,
+        "the survivors do not follow the new leader:\n{}",
+        fleet.logs()
+    );
+    cluster.resume(0);
+    let (reads, problems) = reader.finish().await;
+    let problems: Vec<&String> = problems
+        .iter()
+        .filter(|problem| !problem.contains(&format!("/node-{leader}/")))
+        .collect();
+    assert!(problems.is_empty(), "{problems:?}\n{}", fleet.logs());
+    eprintln!(
+        "fleet figures: takeover with a hung etcd member {takeover:?} (lease {ttl} s); {reads} \
+         token reads, none dead"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_and_replayed_values_are_never_published() {
     let Some(cluster) = EtcdCluster::start(3).await else {
         return;
@@ -717,6 +805,11 @@ async fn with_login_alone_after_expiry_an_instance_logs_in_alone_once_its_token_
         .settled(Duration::from_secs(30))
         .await
         .unwrap_or_else(|| panic!("no single leader:\n{}", fleet.logs()));
+    // Starting without a token while etcd answers is no outage: nobody logged in alone.
+    for index in 0..2 {
+        let status = fleet.status(index).await.unwrap();
+        assert_eq!(status["fleet"]["logins_alone"], 0, "{status}");
+    }
     cluster.stop(0);
     cluster.stop(1);
     // Once the token held expires (at most a lifetime), each instance logs in for itself.

@@ -279,6 +279,26 @@ impl EtcdCluster {
         }
     }
 
+    /// Freezes a member (SIGSTOP): its connections stay open and nothing on them is answered,
+    /// as with a hung host or a partition that drops packets.
+    pub fn pause(&self, index: usize) {
+        self.signal(index, rustix::process::Signal::STOP);
+    }
+
+    /// Lets a paused member go on (SIGCONT).
+    pub fn resume(&self, index: usize) {
+        self.signal(index, rustix::process::Signal::CONT);
+    }
+
+    fn signal(&self, index: usize, signal: rustix::process::Signal) {
+        let child = self.members[index]
+            .child
+            .as_ref()
+            .expect("a running member");
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("pid");
+        rustix::process::kill_process(pid, signal).expect("the member takes the signal");
+    }
+
     /// Starts a stopped member again, with its data, and waits until the cluster is healthy.
     pub async fn restart(&mut self, index: usize) {
         self.spawn(index, "existing");
