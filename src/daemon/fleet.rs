@@ -360,6 +360,7 @@ impl FleetTask {
                                 tracing::info!(account = %account, revision = polled.revision, seen = self.seen_revision, "the fleet store's revisions went back (restored or rebuilt): reading it afresh");
                                 self.seen_revision = 0;
                                 watch = None;
+                                opening = None;
                                 watch_from_now = true;
                             }
                             if let Some(kv) = polled.value {

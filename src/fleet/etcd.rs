@@ -231,7 +231,7 @@ impl Client {
         body: &serde_json::Value,
         timeout: Duration,
     ) -> Result<reqwest::Response, StoreError> {
-        let token = self.auth_token(endpoint).await?;
+        let token = self.auth_token(timeout).await?;
         let mut request = self
             .http
             .post(format!("{endpoint}{path}"))
@@ -258,8 +258,9 @@ impl Client {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// The authentication token, logging in to etcd first when there is none.
-    async fn auth_token(&self, endpoint: &str) -> Result<Option<Secret>, StoreError> {
+    /// The authentication token, logging in to etcd first when there is none (at the endpoint
+    /// current then, within `timeout` and the usual call limit).
+    async fn auth_token(&self, timeout: Duration) -> Result<Option<Secret>, StoreError> {
         let Some((name, password)) = &self.credentials else {
             return Ok(None);
         };
@@ -270,6 +271,8 @@ impl Client {
         if let Some(token) = self.lock_token().clone() {
             return Ok(Some(token));
         }
+        // Read now: a login before this one may have failed over from a member that hangs.
+        let (index, endpoint) = self.endpoint();
         #[derive(Deserialize)]
         struct Reply {
             #[serde(default)]
@@ -279,12 +282,15 @@ impl Client {
         let response = self
             .http
             .post(format!("{endpoint}/v3/auth/authenticate"))
-            .timeout(CALL_TIMEOUT)
+            .timeout(timeout.min(CALL_TIMEOUT))
             .header("Grpc-Metadata-hasleader", "true")
             .body(body.to_string())
             .send()
             .await
-            .map_err(|error| Client::transport_error(endpoint, error))?;
+            .map_err(|error| {
+                self.fail_over(index);
+                Client::transport_error(endpoint, error)
+            })?;
         let status = response.status();
         let bytes = zeroize::Zeroizing::new(read_capped(endpoint, response).await?);
         if !status.is_success() {

@@ -56,7 +56,8 @@ pub struct Session {
     resigning: Mutex<Vec<(Vec<u8>, tokio::task::JoinHandle<()>)>>,
 }
 
-/// A failed renewal is tried again after this long (on the next endpoint).
+/// A failed renewal is tried again after this long (on the next endpoint), times the renewals
+/// failed in a row, up to a third of the TTL.
 const RENEW_RETRY: Duration = Duration::from_millis(250);
 
 /// How much earlier than the store a member takes its lease for expired: a tenth of the TTL,
@@ -146,22 +147,27 @@ impl Session {
             tracing::info!(lease = %format!("{id:x}"), ttl_s = granted.as_secs(), "fleet lease granted");
             let renew_every = granted / 3;
             let mut next = sent + renew_every;
+            // Renewals failed in a row: each waits a little longer before the next.
+            let mut failed = 0_u32;
             loop {
                 tokio::time::sleep_until(next).await;
                 let (sent, sent_boot) = (Instant::now(), self.clock.boot());
                 if !lease.is_valid(sent, sent_boot) {
-                    // A suspend outlasted it: etcd has expired it already.
-                    tracing::warn!(lease = %format!("{id:x}"), "lost the fleet lease: it ran out while the machine was suspended");
+                    let why = if sent < lease.valid_until {
+                        // Valid by the timer clock, not in boot time.
+                        "it ran out while the machine was suspended"
+                    } else {
+                        "etcd did not renew it in time"
+                    };
+                    tracing::warn!(lease = %format!("{id:x}"), "lost the fleet lease: {why}");
                     self.lease.send_replace(None);
                     break;
                 }
-                // A renewal that takes longer than the lease has left is of no use. The limit
-                // is the call's own, so that a member that does not answer in time is left for
-                // the next endpoint.
-                let within = lease
-                    .valid_until
-                    .saturating_duration_since(sent)
-                    .max(Duration::from_millis(500));
+                // A renewal that takes longer than the lease has left is of no use, and one that
+                // takes half of it leaves time to try the next endpoint. The limit is the call's
+                // own, so that a member that does not answer in time is left for the next.
+                let within = (lease.valid_until.saturating_duration_since(sent) / 2)
+                    .max(Duration::from_millis(200));
                 let renewed = tokio::time::timeout(
                     within + Duration::from_millis(250),
                     self.client.keep_alive(id, within),
@@ -173,6 +179,7 @@ impl Session {
                         self.lease.send_replace(Some(lease));
                         self.set_error(None);
                         next = sent + renew_every;
+                        failed = 0;
                         continue;
                     }
                     Ok(Ok(None)) => {
@@ -193,8 +200,10 @@ impl Session {
                     self.lease.send_replace(None);
                     break;
                 }
-                // Soon, on the next endpoint: the lease has only what is left of it.
-                next = Instant::now() + RENEW_RETRY.min(renew_every);
+                // Soon, on the next endpoint (the lease has only what is left of it), then less
+                // and less often: a store that refuses at once is not hammered while it recovers.
+                failed = failed.saturating_add(1);
+                next = Instant::now() + (RENEW_RETRY * failed).min(renew_every);
             }
         }
     }
@@ -299,6 +308,48 @@ mod tests {
         let lease = Lease::renewed(7, sent, Duration::MAX, Duration::MAX);
         assert_eq!(lease.boot_until, Duration::MAX);
         assert!(lease.valid_until >= sent);
+    }
+
+    #[tokio::test]
+    async fn settle_waits_for_the_resignations_of_its_own_election_only() {
+        // A port nothing listens on: every call fails at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|address| address.port())
+            .unwrap();
+        let client = Client::new(super::super::etcd::ClientSettings {
+            endpoints: vec![url::Url::parse(&format!("http://127.0.0.1:{port}")).unwrap()],
+            http: crate::login::http::Clients::new()
+                .client_for(&crate::login::spec::HttpSettings {
+                    connect_timeout: Duration::from_secs(1),
+                    timeout: Duration::from_secs(1),
+                    max_reply_bytes: 1024,
+                    ca_file: None,
+                    proxy: crate::login::spec::ProxySetting::None,
+                    client_identity: None,
+                })
+                .unwrap()
+                .client,
+            credentials: None,
+        });
+        let clock = Arc::new(crate::daemon::clock::SystemClock::new());
+        let session = Session::start(client, Duration::from_secs(2), clock);
+        let leader = LeaderKey {
+            key: b"/p/election/a/1".to_vec(),
+            rev: 5,
+            lease: 1,
+        };
+        session.resign_later(leader, b"/p/election/a".to_vec());
+        session.settle(b"/p/election/b").await;
+        assert_eq!(
+            session.lock_resigning().len(),
+            1,
+            "another election's is kept"
+        );
+        session.settle(b"/p/election/a").await;
+        assert!(session.lock_resigning().is_empty());
+        session.close().await;
+        assert!(session.current().is_none());
     }
 
     #[test]

@@ -300,6 +300,28 @@ impl Fleet {
         }
     }
 
+    /// Waits for one leader (as [`Fleet::settled`]) and for every running instance's file to
+    /// hold one token; the leader's index and that token. Panics with the logs otherwise.
+    async fn settled_on_one_token(&self) -> (usize, String) {
+        let leader = self
+            .settled(Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|| panic!("no single leader:\n{}", self.logs()));
+        let one = eventually(Duration::from_secs(10), || {
+            let tokens: Vec<Option<String>> = self
+                .instances
+                .iter()
+                .filter(|instance| instance.daemon.is_some())
+                .map(|instance| read(&instance.output))
+                .collect();
+            tokens[0].is_some() && tokens.iter().all(|token| *token == tokens[0])
+        })
+        .await;
+        assert!(one, "the files do not hold one token:\n{}", self.logs());
+        let token = read(&self.instances[leader].output).unwrap_or_default();
+        (leader, token)
+    }
+
     /// Reads every running instance's file every 25 ms until stopped, checking each token it
     /// reads against the endpoint; a dead token (or a file gone after the first read) is
     /// recorded.
@@ -376,21 +398,8 @@ async fn four_instances_log_in_once_per_lifetime_and_a_killed_leader_is_replaced
     // with a dead token.
     let lifetime = Duration::from_secs(6);
     let mut fleet = Fleet::start(&cluster, 4, lifetime, "/fleet-a").await;
-    let leader = fleet
-        .settled(Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|| panic!("no single leader:\n{}", fleet.logs()));
     // Every file holds the leader's token.
-    let all_same = eventually(Duration::from_secs(10), || {
-        let tokens: Vec<Option<String>> = fleet.instances.iter().map(|i| read(&i.output)).collect();
-        tokens[0].is_some() && tokens.iter().all(|token| *token == tokens[0])
-    })
-    .await;
-    assert!(
-        all_same,
-        "the files do not hold one token:\n{}",
-        fleet.logs()
-    );
+    let (leader, _) = fleet.settled_on_one_token().await;
 
     let reader = fleet.reader();
     let before = fleet.logins();
@@ -516,19 +525,8 @@ async fn one_lost_etcd_member_changes_nothing_and_a_lost_quorum_serves_the_last_
     // Long enough that the token outlives the outage below.
     let lifetime = Duration::from_secs(40);
     let fleet = Fleet::start(&cluster, 3, lifetime, "/fleet-b").await;
-    let leader = fleet
-        .settled(Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|| panic!("no single leader:\n{}", fleet.logs()));
+    let (leader, token) = fleet.settled_on_one_token().await;
     let token_of = |index: usize| read(&fleet.instances[index].output);
-    assert!(
-        eventually(Duration::from_secs(10), || (0..3)
-            .all(|i| token_of(i).is_some() && token_of(i) == token_of(leader)))
-        .await,
-        "{}",
-        fleet.logs()
-    );
-    let token = token_of(leader).unwrap();
     let logins = fleet.logins();
 
     // One member of three goes: the same leader, no login, the same token everywhere.
@@ -642,19 +640,9 @@ async fn a_hung_etcd_member_holds_up_no_takeover() {
         &format!("lease_ttl = \"{ttl}s\""),
     )
     .await;
-    let leader = fleet
-        .settled(Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|| panic!("no single leader:\n{}", fleet.logs()));
+    let (leader, _) = fleet.settled_on_one_token().await;
     let outputs: Vec<PathBuf> = fleet.instances.iter().map(|i| i.output.clone()).collect();
     let token_of = |index: usize| read(&outputs[index]);
-    assert!(
-        eventually(Duration::from_secs(10), || (0..3)
-            .all(|i| token_of(i).is_some() && token_of(i) == token_of(leader)))
-        .await,
-        "{}",
-        fleet.logs()
-    );
     let reader = fleet.reader();
     let logins = fleet.logins();
 
@@ -900,22 +888,8 @@ async fn members_authenticate_as_an_etcd_user_limited_to_the_prefix() {
         &auth(&good),
     )
     .await;
-    let leader = fleet
-        .settled(Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|| panic!("no single leader:\n{}", fleet.logs()));
-    assert!(
-        eventually(Duration::from_secs(10), || {
-            let tokens: Vec<Option<String>> =
-                fleet.instances.iter().map(|i| read(&i.output)).collect();
-            tokens[0].is_some() && tokens[0] == tokens[1]
-        })
-        .await,
-        "{}",
-        fleet.logs()
-    );
+    fleet.settled_on_one_token().await;
     assert_eq!(fleet.logins(), 1, "{}", fleet.logs());
-    let _ = leader;
 
     // A member with the wrong password never leads, never logs in, and says why.
     let outsider = Fleet::start_with(
@@ -991,20 +965,7 @@ async fn members_reach_etcd_over_tls_with_a_client_certificate() {
     );
     let fleet =
         Fleet::start_with(&cluster, 2, Duration::from_secs(20), "/fleet-f", &settings).await;
-    fleet
-        .settled(Duration::from_secs(30))
-        .await
-        .unwrap_or_else(|| panic!("no single leader over TLS:\n{}", fleet.logs()));
-    assert!(
-        eventually(Duration::from_secs(10), || {
-            let tokens: Vec<Option<String>> =
-                fleet.instances.iter().map(|i| read(&i.output)).collect();
-            tokens[0].is_some() && tokens[0] == tokens[1]
-        })
-        .await,
-        "{}",
-        fleet.logs()
-    );
+    fleet.settled_on_one_token().await;
     assert_eq!(fleet.logins(), 1, "{}", fleet.logs());
 
     // Without the client certificate, etcd refuses the connection: no lease, no login.
