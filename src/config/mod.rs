@@ -22,6 +22,7 @@ use jiff::SignedDuration;
 use zeroize::Zeroizing;
 
 pub use problem::{ConfigError, Problem};
+pub(crate) use validate::valid_member;
 
 use crate::login::preset::Preset;
 use crate::login::spec::{HttpSettings, LoginSpec};

@@ -159,6 +159,8 @@ pub struct FleetTask {
     seen_revision: i64,
     /// A publication accepted whose write failed (a full disk): written again at the next poll.
     unwritten: Option<Publication>,
+    /// The last election key found held by no member (warned about once).
+    foreign_leader: Option<Vec<u8>>,
 }
 
 impl FleetTask {
@@ -183,6 +185,7 @@ impl FleetTask {
             waiting: None,
             seen_revision: 0,
             unwritten: None,
+            foreign_leader: None,
         }
     }
 
@@ -377,7 +380,7 @@ impl FleetTask {
                                     lease: kv.lease,
                                 });
                             }
-                            self.show_leader(polled.leader.map(|kv| String::from_utf8_lossy(&kv.value).into_owned()));
+                            self.show_leader(polled.leader);
                         }
                         Err(error) => watch_error = Some(error.to_string()),
                     }
@@ -410,8 +413,27 @@ impl FleetTask {
         }
     }
 
-    /// Shows who leads, as the store says.
-    fn show_leader(&self, leader: Option<String>) {
+    /// Shows who leads, as the store says. A key no member could have written (bound to no
+    /// lease, or not holding a member name) is named in a warning, once: every member waits
+    /// behind it until someone deletes it, and its value is shown nowhere.
+    fn show_leader(&mut self, leader: Option<KeyValue>) {
+        let leader = leader.and_then(|kv| {
+            let name = std::str::from_utf8(&kv.value)
+                .ok()
+                .filter(|name| crate::config::valid_member(name));
+            if (kv.lease == 0 || name.is_none())
+                && self.foreign_leader.as_deref() != Some(kv.key.as_slice())
+            {
+                let key: String = String::from_utf8_lossy(&kv.key)
+                    .chars()
+                    .take(200)
+                    .flat_map(char::escape_debug)
+                    .collect();
+                tracing::warn!(account = %self.account(), key = %key, "the fleet's election is held by a key no member wrote (bound to no lease, or not a member's name): every member waits behind it until it is deleted");
+                self.foreign_leader = Some(kv.key.clone());
+            }
+            name.filter(|_| kv.lease != 0).map(str::to_string)
+        });
         let ours = leader.as_deref() == Some(self.settings.member.as_str());
         self.view(|view| {
             view.role = match &leader {

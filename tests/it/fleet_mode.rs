@@ -776,6 +776,40 @@ async fn forged_and_replayed_values_are_never_published() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_election_key_no_member_wrote_is_reported_and_never_shown_as_the_leader() {
+    let Some(cluster) = EtcdCluster::start(3).await else {
+        return;
+    };
+    // Someone with write access to the prefix holds the election with a key bound to no lease,
+    // whose value is no member name (terminal escapes, say).
+    let squatter = "/fleet-g/election/shared/0";
+    cluster.put(squatter, b"\x1b]0;evil\x07mallory").await;
+    let fleet = Fleet::start(&cluster, 1, Duration::from_secs(20), "/fleet-g").await;
+    let warned = eventually(Duration::from_secs(15), || {
+        fleet.instances[0].daemon.as_ref().is_some_and(|daemon| {
+            daemon
+                .log()
+                .contains("the fleet's election is held by a key no member wrote")
+        })
+    })
+    .await;
+    assert!(warned, "{}", fleet.logs());
+    let status = fleet.status(0).await.unwrap();
+    assert_eq!(status["fleet"]["role"], "candidate", "{status}");
+    assert!(status["fleet"]["leader"].is_null(), "{status}");
+    assert_eq!(fleet.logins(), 0, "{}", fleet.logs());
+    let table = tokenkeeper(&["status", "--config", &fleet.instances[0].config], &[]).await;
+    assert!(!table.stdout.contains("mallory"), "{}", table.stdout);
+    assert!(!fleet.logs().contains("mallory"), "{}", fleet.logs());
+    // Deleted: the member leads and logs in.
+    cluster.etcdctl(&["del", squatter]);
+    let (leader, token) = fleet.settled_on_one_token().await;
+    assert_eq!(leader, 0);
+    assert!(fleet.endpoint.is_live(&token));
+    assert_eq!(fleet.logins(), 1, "{}", fleet.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_login_alone_after_expiry_an_instance_logs_in_alone_once_its_token_expired() {
     let Some(mut cluster) = EtcdCluster::start(3).await else {
         return;

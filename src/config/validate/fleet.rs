@@ -252,7 +252,8 @@ fn endpoint(text: &str) -> Result<url::Url, String> {
     Ok(url)
 }
 
-fn valid_member(name: &str) -> bool {
+/// Whether `name` can be a member's name (host-like: letters, digits, `.`, `_`, `-`).
+pub(crate) fn valid_member(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name

@@ -9,6 +9,7 @@
 
 mod account;
 mod fleet;
+pub(crate) use fleet::valid_member;
 mod hook;
 mod outputs;
 mod secrets;
