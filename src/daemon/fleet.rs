@@ -114,9 +114,10 @@ impl Authenticator for FleetLogin {
                         .current()
                         .is_none_or(|current| current.id != lease) =>
                 {
-                    return Err(refuse(
-                        "this member's fleet lease ran out: it no longer leads the fleet",
-                    ));
+                    // Not a failed login: the fleet task steps down as soon as it sees the lease
+                    // gone (at the latest when the keeper next wakes), and that cancels this.
+                    tracing::debug!(account = %cell.account().name, "no login: this member's fleet lease ran out");
+                    return std::future::pending().await;
                 }
                 Mode::Leading { .. } => cell.update(|status| {
                     if let Some(fleet) = &mut status.fleet {
