@@ -181,6 +181,11 @@ impl Fleet {
         instance.daemon = Some(Daemon::start(&instance.config, self.scratch.path(), env));
     }
 
+    /// SIGKILLs an instance and waits for it (what dropping a `Daemon` does).
+    fn kill(&mut self, index: usize) {
+        self.instances[index].daemon = None;
+    }
+
     /// The token of a sealed value, opened with the fleet's key.
     fn open(&self, sealed: &[u8]) -> String {
         let bytes: Vec<u8> = (0..self.key_hex.len())
@@ -441,11 +446,7 @@ async fn four_instances_log_in_once_per_lifetime_and_a_killed_leader_is_replaced
     // SIGKILL the leader: a survivor leads and logs in within the lease TTL and a login.
     let killed_at = Instant::now();
     let logins_at_kill = fleet.logins();
-    if let Some(daemon) = fleet.instances[leader].daemon.as_mut() {
-        daemon.child.kill().unwrap();
-        daemon.child.wait().unwrap();
-    }
-    fleet.instances[leader].daemon = None;
+    fleet.kill(leader);
     let next = fleet
         .settled(Duration::from_secs(15))
         .await
@@ -650,11 +651,7 @@ async fn a_hung_etcd_member_holds_up_no_takeover() {
     // It hangs; then the leader dies.
     cluster.pause(0);
     let killed_at = Instant::now();
-    if let Some(daemon) = fleet.instances[leader].daemon.as_mut() {
-        daemon.child.kill().unwrap();
-        daemon.child.wait().unwrap();
-    }
-    fleet.instances[leader].daemon = None;
+    fleet.kill(leader);
     // The dead leader's lease runs out, the store names a survivor's key, and that survivor
     // finds out although its campaign's reply never comes: a lease, a poll and a login.
     let next = fleet
