@@ -92,18 +92,16 @@ impl Authenticator for FleetLogin {
         Box::pin(async move {
             let mode = self.slot.mode();
             let cell = &self.slot.cell;
-            let refuse = |message: &str| LoginError {
-                account: cell.account().name.clone(),
-                class: ErrorClass::Transient,
-                status: None,
-                retry_after: None,
-                message: message.to_string(),
-            };
             match mode {
                 Mode::Idle => {
-                    return Err(refuse(
-                        "this member is not the fleet's leader for the account",
-                    ));
+                    return Err(LoginError {
+                        account: cell.account().name.clone(),
+                        class: ErrorClass::Transient,
+                        status: None,
+                        retry_after: None,
+                        message: "this member is not the fleet's leader for the account"
+                            .to_string(),
+                    });
                 }
                 // The fleet task steps down when the lease runs out; this holds even before it
                 // has (a suspend outlasted the lease while the timer clock stood still).
@@ -375,11 +373,7 @@ impl FleetTask {
                             if let Some(kv) = &polled.leader
                                 && session.current().is_some_and(|lease| lease.id == kv.lease)
                             {
-                                return Next::Lead(LeaderKey {
-                                    key: kv.key.clone(),
-                                    rev: kv.create_revision,
-                                    lease: kv.lease,
-                                });
+                                return Next::Lead(LeaderKey::of(kv));
                             }
                             self.show_leader(polled.leader);
                         }
@@ -624,7 +618,7 @@ impl FleetTask {
         // etcd's campaign does not check that the key it waited on is still there (a revoked
         // lease, a resign that crossed it): lead only on a key that is.
         match session.client.get(&leader.key).await {
-            Ok((Some(kv), _)) if kv.create_revision == leader.rev && kv.lease == leader.lease => {}
+            Ok((Some(kv), _)) if leader.is_held_in(&kv) => {}
             other => {
                 // Not ours any more, or not known: the next campaign tells.
                 guard.leader = None;
@@ -753,7 +747,7 @@ impl FleetTask {
                     checked = maybe(checking.as_mut()) => {
                         checking = None;
                         match checked {
-                            Ok((Some(kv), _)) if kv.create_revision == leader.rev && kv.lease == leader.lease => {}
+                            Ok((Some(kv), _)) if leader.is_held_in(&kv) => {}
                             Ok(_) => break "the fleet's election key is gone (resigned or deleted)",
                             Err(error) => tracing::debug!(account = %account, "cannot check the election key: {error}"),
                         }
@@ -764,6 +758,7 @@ impl FleetTask {
                 }
             }
         };
+        // Calls in flight end here, before the election is given back.
         drop((publishing, checking));
         self.slot.set_mode(Mode::Idle);
         // What the files hold now: the last token this leader obtained in this term (published
@@ -791,11 +786,7 @@ impl FleetTask {
             .current()
             .is_some_and(|current| current.id == leader.lease)
         {
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                session.client.resign(&leader, &guard.election),
-            )
-            .await;
+            session.resign(&leader, &guard.election).await;
         }
     }
 

@@ -79,6 +79,22 @@ pub struct LeaderKey {
     pub lease: i64,
 }
 
+impl LeaderKey {
+    /// The election key `kv` as a leadership: its key, create revision and lease.
+    pub fn of(kv: &KeyValue) -> LeaderKey {
+        LeaderKey {
+            key: kv.key.clone(),
+            rev: kv.create_revision,
+            lease: kv.lease,
+        }
+    }
+
+    /// Whether `kv`, as read now, is still this leadership's key (not deleted and made again).
+    pub fn is_held_in(&self, kv: &KeyValue) -> bool {
+        kv.key == self.key && kv.create_revision == self.rev && kv.lease == self.lease
+    }
+}
+
 /// A key and its value as etcd holds them.
 #[derive(Clone)]
 pub struct KeyValue {

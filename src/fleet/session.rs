@@ -195,15 +195,12 @@ impl Session {
                         self.set_error(Some("etcd did not renew the lease in time".to_string()));
                     }
                 }
-                if !lease.is_valid(Instant::now(), self.clock.boot()) {
-                    tracing::warn!(lease = %format!("{id:x}"), "lost the fleet lease: etcd did not renew it in time");
-                    self.lease.send_replace(None);
-                    break;
-                }
                 // Soon, on the next endpoint (the lease has only what is left of it), then less
                 // and less often: a store that refuses at once is not hammered while it recovers.
+                // Never after the lease's end, when the check above gives it up.
                 failed = failed.saturating_add(1);
-                next = Instant::now() + (RENEW_RETRY * failed).min(renew_every);
+                next = (Instant::now() + (RENEW_RETRY * failed).min(renew_every))
+                    .min(lease.valid_until);
             }
         }
     }
@@ -216,16 +213,17 @@ impl Session {
         };
         let session = Arc::clone(self);
         let name = election.clone();
-        let handle = runtime.spawn(async move {
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                session.client.resign(&leader, &name),
-            )
-            .await;
-        });
+        let handle = runtime.spawn(async move { session.resign(&leader, &name).await });
         let mut resigning = self.lock_resigning();
         resigning.retain(|(_, handle)| !handle.is_finished());
         resigning.push((election, handle));
+    }
+
+    /// Gives `leader`'s election back, for at most a second (best effort: the lease's expiry
+    /// would give it back too).
+    pub async fn resign(&self, leader: &LeaderKey, election: &[u8]) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.client.resign(leader, election))
+            .await;
     }
 
     /// Waits until every resignation in flight in `election` has ended.

@@ -327,6 +327,17 @@ impl Fleet {
         (leader, token)
     }
 
+    /// Waits (as [`Fleet::settled`]) for a leader other than `old`; its index. Panics with the
+    /// logs otherwise.
+    async fn next_leader(&self, old: usize, limit: Duration) -> usize {
+        let next = self
+            .settled(limit)
+            .await
+            .unwrap_or_else(|| panic!("no new leader:\n{}", self.logs()));
+        assert_ne!(next, old, "the old leader still leads:\n{}", self.logs());
+        next
+    }
+
     /// Reads every running instance's file every 25 ms until stopped, checking each token it
     /// reads against the endpoint; a dead token (or a file gone after the first read) is
     /// recorded.
@@ -447,11 +458,7 @@ async fn four_instances_log_in_once_per_lifetime_and_a_killed_leader_is_replaced
     let killed_at = Instant::now();
     let logins_at_kill = fleet.logins();
     fleet.kill(leader);
-    let next = fleet
-        .settled(Duration::from_secs(15))
-        .await
-        .unwrap_or_else(|| panic!("no new leader:\n{}", fleet.logs()));
-    assert_ne!(next, leader);
+    let next = fleet.next_leader(leader, Duration::from_secs(15)).await;
     let took_over = eventually(Duration::from_secs(10), || fleet.logins() > logins_at_kill).await;
     assert!(
         took_over,
@@ -654,11 +661,7 @@ async fn a_hung_etcd_member_holds_up_no_takeover() {
     fleet.kill(leader);
     // The dead leader's lease runs out, the store names a survivor's key, and that survivor
     // finds out although its campaign's reply never comes: a lease, a poll and a login.
-    let next = fleet
-        .settled(Duration::from_secs(40))
-        .await
-        .unwrap_or_else(|| panic!("no new leader with a hung member:\n{}", fleet.logs()));
-    assert_ne!(next, leader);
+    let next = fleet.next_leader(leader, Duration::from_secs(40)).await;
     let took_over = eventually(Duration::from_secs(10), || {
         fleet.logins() > logins
             && token_of(next).is_some_and(|token| fleet.endpoint.is_live(&token))
